@@ -1,0 +1,263 @@
+# The deterministic TCP core: C-level interface for the runtime.
+#
+# State lives in one contiguous, pointer-free block (`CoreState` followed by
+# the connection array and the hash table), so that it can be placed in
+# shared memory (the `mimd` strategy), copied to restore a replica, and
+# digested.  Everything that differs between replicas — which outputs this
+# replica owns, and the list of actions it produced — lives in `Replica`.
+#
+# Inputs: c_frame, c_tick and the c_app_* requests, each stamped with `now`
+# (nanoseconds of the sequencer's monotonic clock).  Outputs: `Action`
+# records appended to the replica's action list, drained by the caller
+# after every event.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from misdtcp._wire cimport MAX_HDR, TcpSegment, DROP_REASON_COUNT
+from misdtcp._ranges cimport RangeSet
+from misdtcp._congestion cimport CcState
+
+# RFC 9293 §3.3.2 states
+cdef enum TcpState:
+    CLOSED = 0
+    LISTEN = 1
+    SYN_SENT = 2
+    SYN_RECEIVED = 3
+    ESTABLISHED = 4
+    FIN_WAIT_1 = 5
+    FIN_WAIT_2 = 6
+    CLOSE_WAIT = 7
+    CLOSING = 8
+    LAST_ACK = 9
+    TIME_WAIT = 10
+
+cdef enum ActionKind:
+    ACT_TRANSMIT = 1     # send hdr[0:hdr_len] + payload
+    ACT_COPY = 2         # frame[frame_off:+length] -> receive stream offset stream_off
+    ACT_NOTIFY = 3       # tell the application: code, value
+
+# ACT_TRANSMIT payload sources and flags (Action.code)
+cdef enum:
+    TX_PAYLOAD_NONE = 0
+    TX_PAYLOAD_STREAM = 1   # send stream [stream_off, +length); TCP checksum field holds the pseudo-header sum
+    TX_PAYLOAD_FRAME = 2    # input frame [frame_off, +length); checksums complete (ICMP echo reply)
+    TX_RETRANSMIT = 0x10
+
+# ACT_NOTIFY codes (Action.code); Action.stream_off carries the value
+cdef enum NotifyCode:
+    N_ACCEPTED = 1        # value: local port of the listener
+    N_CONNECTED = 2       # value: the tag of the app_connect request
+    N_READABLE = 3        # value: receive stream offset up to which data is in order
+    N_WRITABLE = 4        # value: send stream offset acknowledged by the peer
+    N_PEER_CLOSED = 5     # value: final length of the receive stream
+    N_RESET = 6           # value: reason (R_*)
+    N_CLOSED = 7          # the connection is gone; its handle is dead
+    N_CONNECT_FAILED = 8  # value: the tag; conn field: reason (R_*)
+
+cdef enum ResetReason:
+    R_RESET_BY_PEER = 1
+    R_REFUSED = 2
+    R_TIMED_OUT = 3
+    R_ABORTED = 4
+    R_NO_MEMORY = 5
+
+cdef enum:
+    MAX_LISTENERS = 16
+    NO_CONN = 0xffffffff
+
+ctypedef struct Action:
+    uint8_t kind
+    uint8_t code
+    uint16_t hdr_len
+    uint32_t conn
+    uint32_t length
+    uint32_t frame_off
+    uint16_t gso_size        # transmit: segment size when length > it (GSO)
+    uint16_t csum_start      # transmit: offset of the L4 header in hdr
+    uint32_t pad
+    uint64_t stream_off
+    uint8_t hdr[MAX_HDR]
+
+ctypedef struct CoreConfig:
+    uint32_t local_addr
+    uint32_t max_conns
+    uint32_t rcvbuf
+    uint32_t sndbuf
+    uint16_t mss                 # what we advertise (MTU - 40)
+    uint8_t rcv_wscale           # our window scale (RFC 7323 §2)
+    uint8_t cc_algo
+    uint8_t timestamps
+    uint8_t sack
+    uint8_t nagle
+    uint8_t syn_cookies
+    uint32_t gso_max             # largest payload per transmit action; <= mss: no GSO
+    uint32_t backlog_default
+    uint32_t challenge_ack_limit # per second, global (RFC 5961 §7)
+    uint64_t msl_ns
+    uint64_t delack_ns
+    uint64_t rto_min_ns
+    uint64_t rto_max_ns
+    uint64_t rto_initial_ns
+    uint32_t max_retries         # RTO expiries before the connection is reset
+    uint32_t burst               # max transmit actions per event per connection
+    uint64_t secret0
+    uint64_t secret1
+
+ctypedef struct Listener:
+    uint16_t port
+    uint16_t active
+    uint32_t backlog
+    uint32_t pending             # SYN-RECEIVED + established-not-accepted
+
+ctypedef struct Conn:
+    uint8_t state
+    uint8_t in_use
+    uint8_t passive
+    uint8_t accepted
+    uint8_t ts_ok
+    uint8_t sack_ok
+    uint8_t snd_wscale
+    uint8_t rcv_wscale
+    uint8_t fin_pending          # the application shut down its sending side
+    uint8_t app_closed           # the application closed: nothing more is read
+    uint8_t ack_now              # emit an ACK at the end of this event
+    uint8_t delack_armed
+    uint8_t in_recovery
+    uint8_t rtt_timing
+    uint8_t backoff
+    uint8_t persist_backoff
+    uint8_t nagle
+    uint8_t notified_readable
+    uint16_t dupacks
+    uint16_t lport
+    uint16_t rport
+    uint16_t snd_mss
+    uint16_t rcv_mss             # estimate of the peer's segment size (ACK policy)
+    uint16_t gen                 # handle generation (stale handles are refused)
+    uint32_t raddr
+    uint32_t listener
+    uint64_t tag
+    # --- receive side (RFC 9293 §3.3.1) ---
+    uint32_t irs
+    uint32_t rcv_nxt
+    uint32_t rcv_adv             # right edge of the window we advertised
+    uint32_t last_ack_sent
+    uint32_t ts_recent
+    uint32_t segs_unacked        # bytes received since the last ACK
+    uint64_t ts_recent_ns
+    uint64_t rcv_nxt_off         # receive stream offset of rcv_nxt
+    uint64_t consumed_off        # what the application has consumed
+    uint64_t fin_off             # stream offset of the peer's FIN, or NO_OFF
+    uint32_t rcv_buf
+    uint32_t pad0
+    RangeSet ooo                 # out-of-order ranges past rcv_nxt
+    # --- send side ---
+    uint32_t iss
+    uint32_t snd_una
+    uint32_t snd_nxt
+    uint32_t snd_max
+    uint32_t snd_wnd
+    uint32_t snd_wl1
+    uint32_t snd_wl2
+    uint32_t max_snd_wnd
+    uint32_t recover             # RFC 6582
+    uint32_t high_rxt            # RFC 6675 HighRxt
+    uint32_t rtt_seq
+    uint32_t ts_offset
+    uint64_t snd_end_off         # send stream bytes the application has provided
+    uint32_t snd_buf
+    uint32_t retries
+    uint64_t rtt_start_ns
+    uint64_t srtt_ns
+    uint64_t rttvar_ns
+    uint64_t rto_ns
+    CcState cc
+    RangeSet sacked              # send stream offsets the peer SACKed
+    # --- timers (absolute ns; 0 = not armed) ---
+    uint64_t rto_at
+    uint64_t delack_at
+    uint64_t persist_at
+    uint64_t timewait_at
+    # --- ownership counters (replicated) and statistics ---
+    uint64_t tx_count
+    uint64_t segs_in
+    uint64_t bytes_in
+    uint64_t segs_out
+    uint64_t bytes_out
+    uint64_t retransmits
+    uint64_t dup_segs
+
+ctypedef struct CoreStats:
+    uint64_t frames
+    uint64_t tcp_segments
+    uint64_t icmp_echo
+    uint64_t acks_out
+    uint64_t segs_out
+    uint64_t data_bytes_out
+    uint64_t rst_out
+    uint64_t challenge_acks
+    uint64_t challenge_acks_suppressed
+    uint64_t retransmits
+    uint64_t fast_retransmits
+    uint64_t rto_expired
+    uint64_t syn_cookies_sent
+    uint64_t syn_cookies_accepted
+    uint64_t conns_opened
+    uint64_t conns_closed
+    uint64_t wscale_clamped
+    uint64_t zero_window_probes
+
+ctypedef struct CoreState:
+    uint64_t magic
+    uint64_t size                # bytes of the whole block
+    CoreConfig cfg
+    uint64_t now_ns              # time of the last event
+    uint64_t next_timer_ns       # earliest armed timer over all connections (0: none)
+    uint64_t events
+    uint32_t nconns
+    uint32_t high_slot           # slots >= this are all free
+    uint32_t hash_mask
+    uint32_t nlisteners
+    uint64_t conns_offset
+    uint64_t hash_offset
+    uint64_t challenge_window_ns
+    uint32_t challenge_count
+    uint16_t ip_ident
+    uint16_t pad
+    Listener listeners[MAX_LISTENERS]
+    uint64_t drops[DROP_REASON_COUNT]
+    CoreStats stats
+
+ctypedef struct Replica:
+    uint32_t replica             # this replica's index
+    uint32_t replicas            # how many replicas share the log
+    uint64_t stripe              # bytes per ownership stripe of the receive stream
+    Action *actions
+    uint32_t nactions
+    uint32_t capacity
+    uint64_t overflow            # actions lost for want of room (a runtime bug if ever non-zero)
+
+cdef uint64_t core_state_size(const CoreConfig *cfg) noexcept nogil
+cdef void core_init(CoreState *st, const CoreConfig *cfg) noexcept nogil
+cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *frame, uint32_t n,
+                     uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil
+cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil
+cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t backlog, uint64_t now) noexcept nogil
+cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil
+cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
+                          uint16_t lport, uint64_t now) noexcept nogil
+cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
+cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil
+cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil
+cdef int core_app_shutdown(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
+cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
+cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
+cdef uint64_t core_digest(const CoreState *st) noexcept nogil
+cdef Conn *core_conn(CoreState *st, uint32_t handle) noexcept nogil
+
+
+cdef class TcpCore:
+    cdef CoreState *st
+    cdef Replica rx
+    cdef bint owns_state
+    cdef object _keepalive
+    cdef void _reset_actions(self) noexcept nogil
+    cdef list _drain(self, const uint8_t *frame)

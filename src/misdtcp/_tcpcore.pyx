@@ -1,0 +1,2123 @@
+# cython: language_level=3
+"""The deterministic, sans-I/O TCP core (RFC 9293 and friends).
+
+A replica of the core is a pure function of its event log.  It never reads
+a clock, a random source or a device: every event carries `now` stamped by
+the sequencer, ISNs and SYN cookies come from a keyed hash of the 4-tuple
+and that time (RFC 6528), and the core holds no payload — it emits *actions*:
+
+* ``ACT_COPY``      frame bytes -> receive stream offset (the runtime copies),
+* ``ACT_TRANSMIT``  a built IPv4+TCP header plus a range of the send stream
+                    (or of the input frame, for ICMP echo replies),
+* ``ACT_NOTIFY``    accepted / connected / readable / writable / peer closed /
+                    reset / closed.
+
+Replication: every replica runs every event and updates all of its state;
+it *emits* only the outputs it owns (`Replica.replica` of `Replica.replicas`):
+
+* payload copies by stripe of receive-stream offset: owner = off // stripe % N,
+  so a retransmission cut differently lands on the same owner;
+* ACKs and data segments round-robin by the connection's `tx_count`, which
+  every replica advances identically;
+* control segments (SYN, SYN-ACK, RST, challenge ACKs, probes, ICMP): replica 0.
+
+The segment-arrival processing follows RFC 9293 §3.10.7 step by step: one
+function per step (`_check_sequence`, `_check_rst`, `_check_syn`,
+`_process_ack`, `_process_text`, `_process_fin`), called in order by
+`_segment_synchronized`.  RFC 5961 (blind-injection defences), RFC 7323
+(timestamps, PAWS, window scale), RFC 2018/6675 (SACK), RFC 6298 (RTO),
+RFC 6582 (NewReno) and RFC 1122 (delayed ACK, SWS avoidance) rules are cited
+where they apply.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, int8_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset, memcpy
+
+from misdtcp._seq cimport seq_lt, seq_le, seq_gt, seq_ge, seq_max, seq_min, seq_in, seq_diff
+from misdtcp._wire cimport *
+from misdtcp._ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
+                              ranges_advance, ranges_bytes, ranges_bytes_between, ranges_next_gap)
+from misdtcp._congestion cimport (CcState, CC_RENO, CC_CUBIC, cc_init, cc_on_ack, cc_on_congestion,
+                                  cc_on_rto)
+
+cdef extern from "siphash.h" nogil:
+    uint64_t siphash24(const uint8_t *data, size_t n, uint64_t k0, uint64_t k1)
+
+cdef uint64_t MAGIC = 0x6d69736474637031ULL
+cdef uint64_t NO_OFF = 0xffffffffffffffffULL
+cdef uint32_t SLOT_BITS = 20
+cdef uint32_t SLOT_MASK = (1 << 20) - 1
+# RFC 7323 §5.5: a ts_recent older than 24 days is no longer used for PAWS.
+cdef uint64_t PAWS_IDLE_NS = 24ULL * 86400ULL * 1000000000ULL
+cdef uint64_t MS = 1000000ULL
+cdef uint64_t SEC = 1000000000ULL
+# SYN-cookie MSS table (3 bits), the values Linux encodes.
+cdef uint16_t COOKIE_MSS[8]
+COOKIE_MSS[:] = [536, 1300, 1440, 1460, 4312, 8960, 1220, 1360]
+
+STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
+               "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+
+DROP_NAMES = ("none", "ip_truncated", "ip_version", "ip_header_length", "ip_checksum",
+              "ip_fragment", "not_for_us", "bad_source", "protocol", "icmp", "tcp_header",
+              "tcp_checksum", "tcp_options", "tcp_flags", "bad_gso", "no_connection",
+              "listen_bad", "backlog_full", "table_full", "bad_cookie", "paws",
+              "out_of_window", "rst_challenged", "rst_out_of_window", "syn_challenged",
+              "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close")
+
+NOTIFY_NAMES = {1: "accepted", 2: "connected", 3: "readable", 4: "writable",
+                5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed"}
+RESET_NAMES = {1: "reset_by_peer", 2: "refused", 3: "timed_out", 4: "aborted", 5: "no_memory"}
+
+
+# ---------------------------------------------------------------------------
+# State block layout
+# ---------------------------------------------------------------------------
+
+cdef inline uint32_t _hash_size(uint32_t max_conns) noexcept nogil:
+    cdef uint32_t h = 16
+    while h < 2 * max_conns:
+        h <<= 1
+    return h
+
+
+cdef uint64_t core_state_size(const CoreConfig *cfg) noexcept nogil:
+    cdef uint64_t base = (sizeof(CoreState) + 63) & ~(<uint64_t>63)
+    cdef uint64_t conns = (<uint64_t>cfg.max_conns * sizeof(Conn) + 63) & ~(<uint64_t>63)
+    return base + conns + <uint64_t>_hash_size(cfg.max_conns) * sizeof(uint32_t)
+
+
+cdef inline Conn *_conns(CoreState *st) noexcept nogil:
+    return <Conn *>((<uint8_t *>st) + st.conns_offset)
+
+
+cdef inline uint32_t *_htab(CoreState *st) noexcept nogil:
+    return <uint32_t *>((<uint8_t *>st) + st.hash_offset)
+
+
+cdef void core_init(CoreState *st, const CoreConfig *cfg) noexcept nogil:
+    cdef uint64_t size = core_state_size(cfg)
+    cdef uint32_t i, hs = _hash_size(cfg.max_conns)
+    memset(st, 0, size)
+    st.magic = MAGIC
+    st.size = size
+    st.cfg = cfg[0]
+    st.conns_offset = (sizeof(CoreState) + 63) & ~(<uint64_t>63)
+    st.hash_offset = st.conns_offset + ((<uint64_t>cfg.max_conns * sizeof(Conn) + 63) & ~(<uint64_t>63))
+    st.hash_mask = hs - 1
+    cdef uint32_t *h = _htab(st)
+    for i in range(hs):
+        h[i] = NO_CONN
+
+
+cdef inline uint32_t _tuple_hash(uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+    # Not keyed: the table is bounded and probing is linear, so a collision
+    # attack costs the attacker as much as us.  (A keyed hash would be
+    # stronger; the fields are replicated either way.)
+    cdef uint64_t x = (<uint64_t>raddr << 32) ^ (<uint64_t>rport << 16) ^ lport
+    x ^= x >> 33
+    x *= 0xff51afd7ed558ccdULL
+    x ^= x >> 33
+    x *= 0xc4ceb9fe1a85ec53ULL
+    x ^= x >> 33
+    return <uint32_t>x
+
+
+cdef uint32_t _lookup(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+    cdef uint32_t *h = _htab(st)
+    cdef Conn *conns = _conns(st)
+    cdef uint32_t i = _tuple_hash(raddr, rport, lport) & st.hash_mask
+    cdef uint32_t slot
+    cdef Conn *c
+    while True:
+        slot = h[i]
+        if slot == NO_CONN:
+            return NO_CONN
+        c = &conns[slot]
+        if c.raddr == raddr and c.rport == rport and c.lport == lport:
+            return slot
+        i = (i + 1) & st.hash_mask
+
+
+cdef void _hash_insert(CoreState *st, uint32_t slot) noexcept nogil:
+    cdef Conn *c = &_conns(st)[slot]
+    cdef uint32_t *h = _htab(st)
+    cdef uint32_t i = _tuple_hash(c.raddr, c.rport, c.lport) & st.hash_mask
+    while h[i] != NO_CONN:
+        i = (i + 1) & st.hash_mask
+    h[i] = slot
+
+
+cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
+    # Linear probing with backward-shift deletion: no tombstones, so lookups
+    # stay short however many connections come and go.
+    cdef Conn *conns = _conns(st)
+    cdef Conn *c = &conns[slot]
+    cdef uint32_t *h = _htab(st)
+    cdef uint32_t i = _tuple_hash(c.raddr, c.rport, c.lport) & st.hash_mask
+    cdef uint32_t j, k
+    while h[i] != slot:
+        if h[i] == NO_CONN:
+            return
+        i = (i + 1) & st.hash_mask
+    j = i
+    while True:
+        j = (j + 1) & st.hash_mask
+        if h[j] == NO_CONN:
+            break
+        k = _tuple_hash(conns[h[j]].raddr, conns[h[j]].rport, conns[h[j]].lport) & st.hash_mask
+        # move h[j] to i if its home k is not cyclically in (i, j]
+        if (i <= j and (k <= i or k > j)) or (i > j and (k <= i and k > j)):
+            h[i] = h[j]
+            i = j
+    h[i] = NO_CONN
+
+
+cdef inline uint32_t _handle(Conn *c, uint32_t slot) noexcept nogil:
+    return slot | (<uint32_t>c.gen << SLOT_BITS)
+
+
+cdef Conn *core_conn(CoreState *st, uint32_t handle) noexcept nogil:
+    cdef uint32_t slot = handle & SLOT_MASK
+    cdef Conn *c
+    if slot >= st.cfg.max_conns:
+        return NULL
+    c = &_conns(st)[slot]
+    if not c.in_use or c.gen != (handle >> SLOT_BITS):
+        return NULL
+    return c
+
+
+cdef inline uint32_t _slot_of(CoreState *st, Conn *c) noexcept nogil:
+    return <uint32_t>(c - _conns(st))
+
+
+# ---------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------
+
+cdef inline Action *_action(CoreState *st, Replica *rx) noexcept nogil:
+    cdef Action *a
+    if rx.nactions >= rx.capacity:
+        rx.overflow += 1
+        return NULL
+    a = &rx.actions[rx.nactions]
+    rx.nactions += 1
+    return a
+
+
+cdef void _notify(CoreState *st, Replica *rx, uint32_t handle, uint8_t code, uint64_t value) noexcept nogil:
+    cdef Action *a = _action(st, rx)
+    if a == NULL:
+        return
+    a.kind = ACT_NOTIFY
+    a.code = code
+    a.conn = handle
+    a.stream_off = value
+    a.length = 0
+    a.hdr_len = 0
+
+
+cdef void _copy(CoreState *st, Replica *rx, uint32_t handle, uint32_t frame_off, uint64_t stream_off,
+                uint32_t length) noexcept nogil:
+    """Emit the payload copies this replica owns, split at stripe edges."""
+    cdef Action *a
+    cdef uint64_t s = stream_off, e = stream_off + length, piece_end, idx
+    if length == 0:
+        return
+    if rx.replicas <= 1:
+        a = _action(st, rx)
+        if a != NULL:
+            a.kind = ACT_COPY
+            a.code = 0
+            a.conn = handle
+            a.frame_off = frame_off
+            a.stream_off = stream_off
+            a.length = length
+            a.hdr_len = 0
+        return
+    while s < e:
+        idx = s // rx.stripe
+        piece_end = (idx + 1) * rx.stripe
+        if piece_end > e:
+            piece_end = e
+        if idx % rx.replicas == rx.replica:
+            a = _action(st, rx)
+            if a != NULL:
+                a.kind = ACT_COPY
+                a.code = 0
+                a.conn = handle
+                a.frame_off = frame_off + <uint32_t>(s - stream_off)
+                a.stream_off = s
+                a.length = <uint32_t>(piece_end - s)
+                a.hdr_len = 0
+        s = piece_end
+
+
+# ---------------------------------------------------------------------------
+# Time, timers, keyed functions
+# ---------------------------------------------------------------------------
+
+cdef inline void _arm(CoreState *st, uint64_t at) noexcept nogil:
+    if at and (st.next_timer_ns == 0 or at < st.next_timer_ns):
+        st.next_timer_ns = at
+
+
+cdef inline uint32_t _ts_clock(Conn *c, uint64_t now) noexcept nogil:
+    # RFC 7323 §5.4: a 1 ms clock, offset per connection so the value does
+    # not reveal uptime.
+    return <uint32_t>(now // MS) + c.ts_offset
+
+
+cdef uint64_t _keyed(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport,
+                     uint32_t extra, uint32_t salt) noexcept nogil:
+    cdef uint8_t buf[20]
+    wr32(buf, st.cfg.local_addr)
+    wr32(buf + 4, raddr)
+    wr16(buf + 8, lport)
+    wr16(buf + 10, rport)
+    wr32(buf + 12, extra)
+    wr32(buf + 16, salt)
+    return siphash24(buf, 20, st.cfg.secret0, st.cfg.secret1)
+
+
+cdef uint32_t _isn(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport, uint64_t now) noexcept nogil:
+    # RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+    # M a 4-microsecond timer taken from the stamped time.
+    return <uint32_t>(now // 4000) + <uint32_t>_keyed(st, raddr, rport, lport, 0, 1)
+
+
+cdef uint32_t _ts_offset(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+    return <uint32_t>_keyed(st, raddr, rport, lport, 0, 2)
+
+
+cdef inline void _rto_arm(CoreState *st, Conn *c) noexcept nogil:
+    c.rto_at = st.now_ns + c.rto_ns
+    _arm(st, c.rto_at)
+
+
+# ---------------------------------------------------------------------------
+# Connection lifecycle
+# ---------------------------------------------------------------------------
+
+cdef Conn *_alloc(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+    cdef Conn *conns = _conns(st)
+    cdef uint32_t slot
+    cdef uint16_t gen
+    cdef Conn *c
+    if st.nconns >= st.cfg.max_conns:
+        return NULL
+    # Lowest free slot: deterministic, and keeps the timer scan short.
+    slot = 0
+    while conns[slot].in_use:
+        slot += 1
+    c = &conns[slot]
+    gen = <uint16_t>((c.gen + 1) & 0xfff)
+    memset(c, 0, sizeof(Conn))
+    c.gen = gen
+    c.in_use = 1
+    c.raddr = raddr
+    c.rport = rport
+    c.lport = lport
+    c.listener = NO_CONN
+    c.fin_off = NO_OFF
+    c.rcv_buf = st.cfg.rcvbuf
+    c.snd_buf = st.cfg.sndbuf
+    c.nagle = st.cfg.nagle
+    c.rto_ns = st.cfg.rto_initial_ns
+    c.snd_mss = 536                      # RFC 9293 §3.7.1 default until the peer says
+    c.rcv_mss = 536
+    c.ts_offset = _ts_offset(st, raddr, rport, lport)
+    st.nconns += 1
+    if slot + 1 > st.high_slot:
+        st.high_slot = slot + 1
+    _hash_insert(st, slot)
+    st.stats.conns_opened += 1
+    return c
+
+
+cdef void _release(CoreState *st, Replica *rx, Conn *c, bint notify) noexcept nogil:
+    cdef uint32_t slot = _slot_of(st, c)
+    cdef Listener *l
+    if c.passive and not c.accepted and c.listener < MAX_LISTENERS:
+        l = &st.listeners[c.listener]
+        if l.pending:
+            l.pending -= 1
+    if notify:
+        _notify(st, rx, _handle(c, slot), N_CLOSED, 0)
+    _hash_remove(st, slot)
+    c.in_use = 0
+    c.state = CLOSED
+    st.nconns -= 1
+    st.stats.conns_closed += 1
+    while st.high_slot and not _conns(st)[st.high_slot - 1].in_use:
+        st.high_slot -= 1
+
+
+cdef void _reset_conn(CoreState *st, Replica *rx, Conn *c, uint8_t reason) noexcept nogil:
+    """The connection is gone because of a RST, a timeout or an abort."""
+    cdef uint32_t h = _handle(c, _slot_of(st, c))
+    if c.state == SYN_SENT or (c.state == SYN_RECEIVED and not c.passive):
+        _notify(st, rx, <uint32_t>reason, N_CONNECT_FAILED, c.tag)
+    elif not (c.passive and not c.accepted and c.state == SYN_RECEIVED):
+        # a passive connection still in SYN-RECEIVED was never announced
+        _notify(st, rx, h, N_RESET, reason)
+    _release(st, rx, c, not (c.passive and c.state == SYN_RECEIVED))
+
+
+cdef void _enter_time_wait(CoreState *st, Conn *c) noexcept nogil:
+    c.state = TIME_WAIT
+    c.rto_at = 0
+    c.persist_at = 0
+    c.timewait_at = st.now_ns + 2 * st.cfg.msl_ns
+    _arm(st, c.timewait_at)
+
+
+# ---------------------------------------------------------------------------
+# Output: building segments
+# ---------------------------------------------------------------------------
+
+cdef uint16_t _window_field(CoreState *st, Conn *c, bint syn) noexcept nogil:
+    """The window to advertise, with receiver-side SWS avoidance.
+
+    RFC 1122 §4.2.3.3 / RFC 9293 §3.8.6.2.2: the right edge moves forward
+    only by at least min(buffer / 2, MSS); it never moves back (RFC 9293
+    §3.8.6: shrinking the window is strongly discouraged).  Every replica
+    computes this identically from the consumed offset delivered in the log.
+    """
+    cdef int64_t space = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
+    cdef uint64_t maxw
+    cdef uint32_t edge, thresh, wnd
+    if space < 0:
+        space = 0
+    maxw = (<uint64_t>65535) << (0 if syn else c.rcv_wscale)
+    if <uint64_t>space > maxw:
+        space = <int64_t>maxw
+    edge = c.rcv_nxt + <uint32_t>space
+    thresh = c.rcv_buf // 2
+    if thresh > c.rcv_mss:
+        thresh = c.rcv_mss
+    if seq_gt(edge, c.rcv_adv):
+        if <uint32_t>(edge - c.rcv_adv) >= thresh or seq_le(c.rcv_adv, c.rcv_nxt) and space >= thresh:
+            c.rcv_adv = edge
+        elif <uint64_t>space == maxw or <uint64_t>space >= c.rcv_buf:
+            c.rcv_adv = edge
+    if seq_le(c.rcv_adv, c.rcv_nxt):
+        return 0
+    wnd = c.rcv_adv - c.rcv_nxt
+    if syn:
+        return <uint16_t>(wnd if wnd < 65535 else 65535)
+    wnd >>= c.rcv_wscale
+    return <uint16_t>(wnd if wnd < 65535 else 65535)
+
+
+cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks) noexcept nogil:
+    """RFC 2018 §4: the first block holds the most recently received data,
+    the rest follow in order of recency."""
+    cdef uint32_t used[MAX_RANGES]
+    cdef uint32_t i, j, best, n = 0
+    cdef uint32_t best_stamp
+    cdef RangeSet *r = &c.ooo
+    if not c.sack_ok or r.n == 0:
+        return 0
+    for i in range(r.n):
+        used[i] = 0
+    while n < max_blocks and n < r.n:
+        best = MAX_RANGES
+        best_stamp = 0
+        for j in range(r.n):
+            if not used[j] and (best == MAX_RANGES or r.stamp[j] > best_stamp):
+                best = j
+                best_stamp = r.stamp[j]
+        used[best] = 1
+        o.sack_left[n] = c.rcv_nxt + <uint32_t>(r.start[best] - c.rcv_nxt_off)
+        o.sack_right[n] = c.rcv_nxt + <uint32_t>(r.end[best] - c.rcv_nxt_off)
+        n += 1
+    o.nsack = <uint8_t>n
+    return n
+
+
+cdef inline bint _owns_next(Replica *rx, Conn *c) noexcept nogil:
+    """Round-robin ownership of ACKs and data segments over replicas; every
+    replica advances tx_count identically."""
+    cdef bint mine = rx.replicas <= 1 or (c.tx_count % rx.replicas) == rx.replica
+    c.tx_count += 1
+    return mine
+
+
+cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t flags,
+                    uint64_t stream_off, uint32_t length, bint control, bint rexmit) noexcept nogil:
+    """Build and emit one TCP segment of connection c (or its GSO super-
+    segment when length > snd_mss).  State effects of sending an ACK are
+    applied in every replica; the header is built only by the owner."""
+    cdef TcpOptionsOut o
+    cdef bint syn = (flags & TH_SYN) != 0
+    cdef uint16_t wnd = _window_field(st, c, syn)
+    cdef bint mine
+    cdef Action *a
+    cdef uint32_t hl, l4len
+    cdef uint64_t sum
+    cdef uint16_t csum
+    cdef uint32_t slot = _slot_of(st, c)
+    if flags & TH_ACK:
+        c.last_ack_sent = c.rcv_nxt
+        c.delack_at = 0
+        c.delack_armed = 0
+        c.segs_unacked = 0
+        c.ack_now = 0
+        if length == 0 and not (flags & (TH_SYN | TH_FIN | TH_RST)):
+            st.stats.acks_out += 1
+    st.stats.segs_out += 1
+    c.segs_out += 1
+    if length:
+        st.stats.data_bytes_out += length
+        c.bytes_out += length
+    if rexmit:
+        st.stats.retransmits += 1
+        c.retransmits += 1
+    if control:
+        mine = rx.replica == 0
+    else:
+        mine = _owns_next(rx, c)
+    if not mine:
+        return
+    a = _action(st, rx)
+    if a == NULL:
+        return
+    o.mss = 0
+    o.wscale = -1
+    o.sack_perm = 0
+    o.has_ts = 0
+    o.nsack = 0
+    if syn:
+        o.mss = st.cfg.mss
+        if c.state == SYN_SENT or c.snd_wscale != 0xff:
+            # active open offers; passive open answers only what was offered
+            if c.state == SYN_SENT or c.rcv_wscale or c.snd_wscale:
+                o.wscale = <int8_t>c.rcv_wscale
+        o.sack_perm = c.sack_ok
+    if c.ts_ok:
+        o.has_ts = 1
+        o.tsval = _ts_clock(c, st.now_ns)
+        o.tsecr = c.ts_recent
+    if (flags & TH_ACK) and not syn:
+        _sack_blocks(c, &o, 3 if c.ts_ok else 4)
+    hl = write_tcp_header(a.hdr + IP_HDR_LEN, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
+                          flags, wnd, &o)
+    l4len = hl + length
+    st.ip_ident += 1
+    write_ipv4_header(a.hdr, st.cfg.local_addr, c.raddr, IPPROTO_TCP, IP_HDR_LEN + l4len, st.ip_ident)
+    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, l4len)
+    if length:
+        # NEEDS_CSUM convention: the field holds the folded pseudo-header sum;
+        # the runtime (or the device's checksum offload) adds header+payload.
+        csum = csum_fold(sum)
+    else:
+        csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
+    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = (TX_PAYLOAD_STREAM if length else TX_PAYLOAD_NONE) | (TX_RETRANSMIT if rexmit else 0)
+    a.conn = _handle(c, slot)
+    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
+    a.csum_start = IP_HDR_LEN
+    a.length = length
+    a.stream_off = stream_off
+    a.frame_off = 0
+    a.gso_size = <uint16_t>(c.snd_mss if length > c.snd_mss else 0)
+
+
+cdef inline void _send_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    _emit_tcp(st, rx, c, c.snd_nxt, TH_ACK, 0, 0, False, False)
+
+
+cdef void _send_control_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """An ACK sent in answer to an unacceptable segment (RFC 9293 §3.10.7.4)."""
+    _emit_tcp(st, rx, c, c.snd_nxt, TH_ACK, 0, 0, True, False)
+
+
+cdef void _send_syn(CoreState *st, Replica *rx, Conn *c, bint rexmit) noexcept nogil:
+    cdef uint16_t flags = TH_SYN
+    if c.state == SYN_RECEIVED:
+        flags |= TH_ACK
+    _emit_tcp(st, rx, c, c.iss, flags, 0, 0, True, rexmit)
+    if seq_lt(c.snd_max, c.iss + 1):
+        c.snd_max = c.iss + 1
+    c.snd_nxt = c.iss + 1
+
+
+cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
+    """RST for a segment that matches no connection (RFC 9293 §3.10.7.1):
+    if the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>, else
+    <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.  Never answer a RST."""
+    cdef Action *a
+    cdef TcpOptionsOut o
+    cdef uint32_t seglen, hl
+    cdef uint16_t csum
+    cdef uint64_t sum
+    if seg.flags & TH_RST:
+        return
+    st.stats.rst_out += 1
+    if rx.replica != 0:
+        return
+    a = _action(st, rx)
+    if a == NULL:
+        return
+    o.mss = 0
+    o.wscale = -1
+    o.sack_perm = 0
+    o.has_ts = 0
+    o.nsack = 0
+    seglen = seg.payload_len + (1 if seg.flags & TH_SYN else 0) + (1 if seg.flags & TH_FIN else 0)
+    if seg.flags & TH_ACK:
+        hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, seg.ack, 0, TH_RST, 0, &o)
+    else:
+        hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, 0, seg.seq + seglen,
+                              TH_RST | TH_ACK, 0, &o)
+    st.ip_ident += 1
+    write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
+    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
+    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
+    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = TX_PAYLOAD_NONE
+    a.conn = NO_CONN
+    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
+    a.csum_start = IP_HDR_LEN
+    a.length = 0
+    a.stream_off = 0
+    a.gso_size = 0
+
+
+cdef void _send_rst(CoreState *st, Replica *rx, Conn *c, uint32_t seq) noexcept nogil:
+    st.stats.rst_out += 1
+    _emit_tcp(st, rx, c, seq, TH_RST | TH_ACK, 0, 0, True, False)
+
+
+cdef void _challenge_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 5961 §3.2, §4.2, §5.2, rate-limited globally (§7)."""
+    if st.now_ns - st.challenge_window_ns >= SEC:
+        st.challenge_window_ns = st.now_ns
+        st.challenge_count = 0
+    if st.challenge_count >= st.cfg.challenge_ack_limit:
+        st.stats.challenge_acks_suppressed += 1
+        return
+    st.challenge_count += 1
+    st.stats.challenge_acks += 1
+    _send_control_ack(st, rx, c)
+
+
+# ---------------------------------------------------------------------------
+# Output: the send loop (data, FIN, recovery retransmissions)
+# ---------------------------------------------------------------------------
+
+cdef inline uint32_t _stream_seq(Conn *c, uint64_t off) noexcept nogil:
+    return c.iss + 1 + <uint32_t>off
+
+
+cdef inline uint64_t _seq_stream(Conn *c, uint32_t seq) noexcept nogil:
+    # Send-stream offset of a sequence number in [snd_una - 2^31, snd_una + 2^31).
+    # snd_una's own offset is recovered from the 64-bit end of the stream.
+    cdef uint64_t una_off = c.snd_end_off - <uint32_t>(_stream_seq(c, c.snd_end_off) - c.snd_una)
+    return una_off + <uint64_t>(<int64_t>seq_diff(seq, c.snd_una))
+
+
+cdef inline uint32_t _flight(Conn *c) noexcept nogil:
+    return c.snd_max - c.snd_una
+
+
+cdef inline bint _fin_sent(Conn *c) noexcept nogil:
+    return c.fin_pending and seq_gt(c.snd_max, _stream_seq(c, c.snd_end_off))
+
+
+cdef uint32_t _pipe(Conn *c) noexcept nogil:
+    """RFC 6675 §4 pipe, from the scoreboard: bytes outstanding that are
+    neither SACKed nor deemed lost-and-not-yet-retransmitted."""
+    cdef uint64_t una = _seq_stream(c, c.snd_una)
+    cdef uint64_t top = _seq_stream(c, c.snd_max)
+    cdef uint64_t sacked = ranges_bytes_between(&c.sacked, una, top)
+    cdef uint64_t high_sack, hrx, lost = 0, gap_end, pos
+    cdef uint64_t out = top - una
+    if c.sacked.n == 0:
+        return <uint32_t>out
+    high_sack = c.sacked.end[c.sacked.n - 1]
+    hrx = _seq_stream(c, c.high_rxt)
+    if hrx < una:
+        hrx = una
+    # holes below the highest SACK and above HighRxt count as lost
+    pos = hrx
+    while pos < high_sack:
+        pos = ranges_next_gap(&c.sacked, pos, &gap_end)
+        if pos >= high_sack:
+            break
+        if gap_end > high_sack:
+            gap_end = high_sack
+        lost += gap_end - pos
+        pos = gap_end
+    if sacked + lost >= out:
+        return 0
+    return <uint32_t>(out - sacked - lost)
+
+
+cdef bint _retransmit_hole(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 6675 NextSeg() rule 1: the first unSACKed range above HighRxt and
+    below the highest SACKed byte.  Returns False when there is none."""
+    cdef uint64_t una = _seq_stream(c, c.snd_una)
+    cdef uint64_t hrx = _seq_stream(c, c.high_rxt)
+    cdef uint64_t high_sack, pos, gap_end, length
+    if hrx < una:
+        hrx = una
+    if c.sacked.n == 0:
+        return False
+    high_sack = c.sacked.end[c.sacked.n - 1]
+    pos = ranges_next_gap(&c.sacked, hrx, &gap_end)
+    if pos >= high_sack:
+        return False
+    if gap_end > high_sack:
+        gap_end = high_sack
+    length = gap_end - pos
+    if length > c.snd_mss:
+        length = c.snd_mss
+    if pos + length > c.snd_end_off:
+        if pos >= c.snd_end_off:
+            return False
+        length = c.snd_end_off - pos
+    _emit_tcp(st, rx, c, _stream_seq(c, pos), TH_ACK, pos, <uint32_t>length, False, True)
+    c.high_rxt = _stream_seq(c, pos + length)
+    return True
+
+
+cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """Send what the windows allow: retransmissions in recovery, new data,
+    and the FIN.  Nagle (RFC 896 / RFC 9293 §3.7.4) and sender-side SWS
+    avoidance (RFC 9293 §3.8.6.2.1) decide about small segments."""
+    cdef uint32_t budget = st.cfg.burst
+    cdef uint64_t nxt_off, avail, win_off, seg_len, limit
+    cdef uint32_t wnd, cwnd, fin_seq
+    cdef uint16_t flags
+    cdef bint rexmit, sent_any = False
+    cdef bint can_fin
+    if c.state != ESTABLISHED and c.state != CLOSE_WAIT and c.state != FIN_WAIT_1 \
+            and c.state != CLOSING and c.state != LAST_ACK:
+        return
+    # SACK-based loss recovery: retransmit holes while the pipe allows.
+    if c.in_recovery and c.sack_ok:
+        while budget and _pipe(c) + c.snd_mss <= c.cc.cwnd:
+            if not _retransmit_hole(st, rx, c):
+                break
+            budget -= 1
+            sent_any = True
+    while budget:
+        nxt_off = _seq_stream(c, c.snd_nxt)
+        avail = c.snd_end_off - nxt_off if c.snd_end_off > nxt_off else 0
+        wnd = c.snd_wnd
+        cwnd = c.cc.cwnd
+        if c.in_recovery and c.sack_ok:
+            # RFC 6675: new data only while pipe leaves room
+            limit = _pipe(c)
+            if limit + c.snd_mss > cwnd:
+                break
+            win_off = nxt_off + (cwnd - limit)
+        else:
+            win_off = _seq_stream(c, c.snd_una) + (cwnd if cwnd < wnd else wnd)
+        if win_off > _seq_stream(c, c.snd_una) + wnd:
+            win_off = _seq_stream(c, c.snd_una) + wnd
+        rexmit = seq_lt(c.snd_nxt, c.snd_max)
+        if avail:
+            if win_off <= nxt_off:
+                break
+            seg_len = win_off - nxt_off
+            if seg_len > avail:
+                seg_len = avail
+            limit = st.cfg.gso_max if st.cfg.gso_max > c.snd_mss else c.snd_mss
+            if seg_len > limit:
+                seg_len = limit
+            if seg_len > c.snd_mss:
+                # keep super-segments a whole number of MSS unless at the end
+                if seg_len < avail:
+                    seg_len -= seg_len % c.snd_mss
+            if seg_len < c.snd_mss and seg_len < avail:
+                # limited by the window: wait for it to open unless it is at
+                # least half the largest window the peer offered (SWS avoidance)
+                if seg_len < c.max_snd_wnd // 2 or seg_len == 0:
+                    break
+            if seg_len < c.snd_mss and seg_len == avail and not rexmit:
+                # Nagle: a small final piece waits while data is unacknowledged
+                if c.nagle and c.snd_nxt != c.snd_una and not c.fin_pending:
+                    break
+            flags = TH_ACK
+            can_fin = False
+            if nxt_off + seg_len == c.snd_end_off:
+                flags |= TH_PSH
+                if c.fin_pending and win_off >= nxt_off + seg_len:
+                    can_fin = True
+            if can_fin:
+                flags |= TH_FIN
+            _emit_tcp(st, rx, c, c.snd_nxt, flags, nxt_off, <uint32_t>seg_len, False, rexmit)
+            if not c.rtt_timing and not rexmit:
+                c.rtt_timing = 1
+                c.rtt_seq = c.snd_nxt
+                c.rtt_start_ns = st.now_ns
+            c.snd_nxt += <uint32_t>seg_len + (1 if can_fin else 0)
+            sent_any = True
+        elif c.fin_pending:
+            fin_seq = _stream_seq(c, c.snd_end_off)
+            if c.snd_nxt != fin_seq:
+                break
+            _emit_tcp(st, rx, c, c.snd_nxt, TH_ACK | TH_FIN, 0, 0, False, rexmit)
+            c.snd_nxt += 1
+            sent_any = True
+        else:
+            break
+        if seq_gt(c.snd_nxt, c.snd_max):
+            c.snd_max = c.snd_nxt
+        budget -= 1
+    if c.snd_max != c.snd_una:
+        if c.rto_at == 0:
+            _rto_arm(st, c)
+        c.persist_at = 0
+    elif c.snd_wnd == 0 and (c.snd_end_off > _seq_stream(c, c.snd_nxt) or
+                             (c.fin_pending and not _fin_sent(c))):
+        # RFC 9293 §3.8.6.1: zero window with data waiting -> persist timer
+        if c.persist_at == 0:
+            c.persist_at = st.now_ns + (c.rto_ns << c.persist_backoff)
+            _arm(st, c.persist_at)
+
+
+# ---------------------------------------------------------------------------
+# Input helpers
+# ---------------------------------------------------------------------------
+
+cdef inline uint32_t _seg_len(TcpSegment *seg) noexcept nogil:
+    return seg.payload_len + (1 if seg.flags & TH_SYN else 0) + (1 if seg.flags & TH_FIN else 0)
+
+
+cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg, bint active) noexcept nogil:
+    """Negotiate MSS, window scale, SACK and timestamps from a SYN."""
+    cdef uint16_t mss = seg.mss if seg.mss else 536
+    if mss > st.cfg.mss:
+        mss = st.cfg.mss
+    if mss < 64:
+        mss = 64                          # a zero or tiny MSS must not stall us
+    c.snd_mss = mss
+    c.rcv_mss = mss
+    if seg.wscale >= 0 and (active or True):
+        c.snd_wscale = <uint8_t>seg.wscale
+        c.rcv_wscale = st.cfg.rcv_wscale
+        if seg.wscale_clamped:
+            st.stats.wscale_clamped += 1
+    else:
+        # RFC 7323 §2.2: both sides must send the option for scaling to apply
+        c.snd_wscale = 0
+        c.rcv_wscale = 0
+    c.sack_ok = st.cfg.sack and seg.sack_perm
+    c.ts_ok = st.cfg.timestamps and seg.has_ts
+    if c.ts_ok:
+        c.ts_recent = seg.tsval
+        c.ts_recent_ns = st.now_ns
+        # full-sized segments carry 12 bytes of timestamp option
+        c.rcv_mss = mss - 12
+    cc_init(&c.cc, st.cfg.cc_algo, c.snd_mss, 0x7fffffff)
+
+
+cdef void _rtt_sample(CoreState *st, Conn *c, uint64_t rtt) noexcept nogil:
+    """RFC 6298 §2 (alpha = 1/8, beta = 1/4, K = 4, G = 1 ms)."""
+    cdef uint64_t err, rto
+    if rtt == 0:
+        rtt = 1
+    if c.srtt_ns == 0:
+        c.srtt_ns = rtt
+        c.rttvar_ns = rtt // 2
+    else:
+        err = c.srtt_ns - rtt if c.srtt_ns > rtt else rtt - c.srtt_ns
+        c.rttvar_ns = (3 * c.rttvar_ns + err) // 4
+        c.srtt_ns = (7 * c.srtt_ns + rtt) // 8
+    rto = c.srtt_ns + (4 * c.rttvar_ns if 4 * c.rttvar_ns > MS else MS)
+    if rto < st.cfg.rto_min_ns:
+        rto = st.cfg.rto_min_ns
+    if rto > st.cfg.rto_max_ns:
+        rto = st.cfg.rto_max_ns
+    c.rto_ns = rto
+
+
+cdef void _update_window(Conn *c, TcpSegment *seg) noexcept nogil:
+    # RFC 9293 §3.10.7.4 "fifth": SND.WND update guarded by WL1/WL2
+    if seq_lt(c.snd_wl1, seg.seq) or (c.snd_wl1 == seg.seq and seq_le(c.snd_wl2, seg.ack)):
+        c.snd_wnd = (<uint32_t>seg.wnd) << c.snd_wscale
+        c.snd_wl1 = seg.seq
+        c.snd_wl2 = seg.ack
+        if c.snd_wnd > c.max_snd_wnd:
+            c.max_snd_wnd = c.snd_wnd
+        if c.snd_wnd:
+            c.persist_backoff = 0
+
+
+cdef void _take_sack(Conn *c, TcpSegment *seg) noexcept nogil:
+    """Record SACK blocks (RFC 2018) that lie inside [snd_una, snd_max]."""
+    cdef uint32_t i
+    cdef uint32_t l, r
+    if not c.sack_ok:
+        return
+    for i in range(seg.nsack):
+        l = seg.sack_left[i]
+        r = seg.sack_right[i]
+        if not seq_lt(l, r) or seq_lt(l, c.snd_una) or seq_gt(r, c.snd_max):
+            continue       # D-SACK or bogus block: not scoreboard information
+        ranges_add(&c.sacked, _seq_stream(c, l), _seq_stream(c, r))
+
+
+cdef void _enter_recovery(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    # RFC 6582 §3.2 step 2 / RFC 6675 §5 step 4
+    c.in_recovery = 1
+    c.recover = c.snd_max
+    cc_on_congestion(&c.cc, _flight(c), st.now_ns)
+    st.stats.fast_retransmits += 1
+    c.rtt_timing = 0                       # Karn
+    c.high_rxt = c.snd_una
+    if c.sack_ok and c.sacked.n:
+        _retransmit_hole(st, rx, c)
+    else:
+        _retransmit_first(st, rx, c)
+        c.cc.cwnd = c.cc.ssthresh + 3 * c.snd_mss
+
+
+cdef void _retransmit_first(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """Resend the segment at snd_una (fast retransmit, partial ACK, RTO)."""
+    cdef uint64_t off = _seq_stream(c, c.snd_una)
+    cdef uint64_t length
+    if c.state == SYN_SENT or c.state == SYN_RECEIVED:
+        _send_syn(st, rx, c, True)
+        return
+    if off < c.snd_end_off:
+        length = c.snd_end_off - off
+        if length > c.snd_mss:
+            length = c.snd_mss
+        _emit_tcp(st, rx, c, c.snd_una, TH_ACK | (TH_PSH if off + length == c.snd_end_off else 0),
+                  off, <uint32_t>length, False, True)
+        if seq_gt(_stream_seq(c, off + length), c.high_rxt):
+            c.high_rxt = _stream_seq(c, off + length)
+    elif _fin_sent(c):
+        _emit_tcp(st, rx, c, c.snd_una, TH_ACK | TH_FIN, 0, 0, False, True)
+
+
+# ---------------------------------------------------------------------------
+# Segment arrival: RFC 9293 §3.10.7.4, step by step
+# ---------------------------------------------------------------------------
+
+cdef bint _check_paws(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 7323 §5.3 R1: drop a segment whose TSval is older than ts_recent."""
+    if not c.ts_ok or not seg.has_ts or (seg.flags & TH_RST):
+        return True
+    if seq_lt(seg.tsval, c.ts_recent) and st.now_ns - c.ts_recent_ns < PAWS_IDLE_NS:
+        st.drops[DROP_PAWS] += 1
+        _send_control_ack(st, rx, c)
+        return False
+    return True
+
+
+cdef bint _acceptable(Conn *c, TcpSegment *seg) noexcept nogil:
+    """The four cases of RFC 9293 §3.10.7.4 "first"."""
+    cdef uint32_t wnd = c.rcv_adv - c.rcv_nxt if seq_gt(c.rcv_adv, c.rcv_nxt) else 0
+    cdef uint32_t slen = _seg_len(seg)
+    if slen == 0:
+        if wnd == 0:
+            return seg.seq == c.rcv_nxt
+        return seq_in(seg.seq, c.rcv_nxt, c.rcv_nxt + wnd)
+    if wnd == 0:
+        return False
+    return seq_in(seg.seq, c.rcv_nxt, c.rcv_nxt + wnd) or \
+        seq_in(seg.seq + slen - 1, c.rcv_nxt, c.rcv_nxt + wnd)
+
+
+cdef bint _check_sequence(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    if _acceptable(c, seg):
+        return True
+    if seg.flags & TH_RST:
+        st.drops[DROP_RST_OUT_OF_WINDOW] += 1
+        return False
+    st.drops[DROP_OUT_OF_WINDOW] += 1
+    if seq_lt(seg.seq, c.rcv_nxt) and seg.payload_len:
+        c.dup_segs += 1
+    if c.state == TIME_WAIT and (seg.flags & TH_FIN):
+        # a retransmitted FIN: acknowledge it again and restart 2 MSL
+        _enter_time_wait(st, c)
+    _send_control_ack(st, rx, c)
+    return False
+
+
+cdef bint _check_rst(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 5961 §3.2: only a RST exactly at rcv_nxt resets; any other
+    in-window RST gets a challenge ACK."""
+    if not (seg.flags & TH_RST):
+        return True
+    if seg.seq != c.rcv_nxt:
+        st.drops[DROP_RST_CHALLENGED] += 1
+        _challenge_ack(st, rx, c)
+        return False
+    if c.state == TIME_WAIT or c.state == CLOSING or c.state == LAST_ACK:
+        _release(st, rx, c, True)
+        return False
+    _reset_conn(st, rx, c, R_REFUSED if c.state == SYN_RECEIVED and not c.passive else R_RESET_BY_PEER)
+    return False
+
+
+cdef bint _check_syn(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 5961 §4.2: a SYN in a synchronized state gets a challenge ACK."""
+    if not (seg.flags & TH_SYN):
+        return True
+    st.drops[DROP_SYN_CHALLENGED] += 1
+    _challenge_ack(st, rx, c)
+    return False
+
+
+cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.4 "fifth", with RFC 5961 §5.2 ACK validation,
+    RFC 6298 RTT/RTO, RFC 6582/6675 recovery.  Returns False to stop
+    processing the segment."""
+    cdef uint32_t acked, h
+    cdef uint64_t rtt
+    cdef bint fin_acked
+    cdef uint32_t old_wnd
+    if not (seg.flags & TH_ACK):
+        return False
+    h = _handle(c, _slot_of(st, c))
+    if c.state == SYN_RECEIVED:
+        if seq_gt(seg.ack, c.snd_una) and seq_le(seg.ack, c.snd_max):
+            c.state = ESTABLISHED
+            c.snd_una = seg.ack
+            c.snd_wnd = (<uint32_t>seg.wnd) << c.snd_wscale
+            c.max_snd_wnd = c.snd_wnd
+            c.snd_wl1 = seg.seq
+            c.snd_wl2 = seg.ack
+            c.rto_at = 0
+            c.retries = 0
+            c.backoff = 0
+            if c.rtt_timing:
+                _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
+                c.rtt_timing = 0
+            if c.passive:
+                _notify(st, rx, h, N_ACCEPTED, c.lport)
+            else:
+                _notify(st, rx, h, N_CONNECTED, c.tag)
+        else:
+            _send_rst(st, rx, c, seg.ack)
+            return False
+    # RFC 5961 §5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]
+    if seq_gt(seg.ack, c.snd_max):
+        st.drops[DROP_ACK_UNSENT] += 1
+        _challenge_ack(st, rx, c)
+        return False
+    if seq_lt(seg.ack, c.snd_una - c.max_snd_wnd) and c.max_snd_wnd:
+        st.drops[DROP_ACK_TOO_OLD] += 1
+        _challenge_ack(st, rx, c)
+        return False
+    _take_sack(c, seg)
+    if seq_gt(seg.ack, c.snd_una):
+        acked = seg.ack - c.snd_una
+        # RTT: timestamps (RFC 7323 §4.1) or one timed segment (Karn, RFC 6298 §3)
+        if c.ts_ok and seg.has_ts and seg.tsecr:
+            rtt = <uint64_t>(<uint32_t>(_ts_clock(c, st.now_ns) - seg.tsecr)) * MS
+            if rtt < 60 * SEC:
+                _rtt_sample(st, c, rtt if rtt else MS // 2)
+            c.rtt_timing = 0
+        elif c.rtt_timing and seq_gt(seg.ack, c.rtt_seq):
+            _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
+            c.rtt_timing = 0
+        fin_acked = _fin_sent(c) and seg.ack == c.snd_max
+        c.snd_una = seg.ack
+        if seq_lt(c.snd_nxt, c.snd_una):
+            c.snd_nxt = c.snd_una
+        ranges_trim_below(&c.sacked, _seq_stream(c, c.snd_una))
+        c.dupacks = 0
+        c.backoff = 0
+        c.retries = 0
+        if c.in_recovery:
+            if seq_ge(seg.ack, c.recover):
+                # full ACK: leave recovery (RFC 6582 §3.2 step 3, RFC 6675 §5)
+                c.in_recovery = 0
+                c.cc.cwnd = c.cc.ssthresh
+                c.sacked.n = 0
+            elif not c.sack_ok:
+                # partial ACK (RFC 6582 §3.2 step 5): retransmit, deflate
+                _retransmit_first(st, rx, c)
+                if c.cc.cwnd > acked:
+                    c.cc.cwnd -= acked
+                else:
+                    c.cc.cwnd = c.snd_mss
+                c.cc.cwnd += c.snd_mss
+        else:
+            cc_on_ack(&c.cc, acked, st.now_ns, c.srtt_ns)
+        if c.snd_una == c.snd_max:
+            c.rto_at = 0
+        else:
+            _rto_arm(st, c)
+        _notify(st, rx, h, N_WRITABLE, _seq_stream(c, c.snd_una) if not fin_acked else c.snd_end_off)
+        if fin_acked:
+            if c.state == FIN_WAIT_1:
+                c.state = FIN_WAIT_2
+            elif c.state == CLOSING:
+                _enter_time_wait(st, c)
+            elif c.state == LAST_ACK:
+                _release(st, rx, c, True)
+                return False
+        _update_window(c, seg)
+    else:
+        old_wnd = c.snd_wnd
+        _update_window(c, seg)
+        # RFC 5681 §2 duplicate ACK (with RFC 6675's "SACK info" leniency)
+        if seg.ack == c.snd_una and seg.payload_len == 0 and \
+                not (seg.flags & (TH_SYN | TH_FIN)) and c.snd_max != c.snd_una and \
+                (c.snd_wnd == old_wnd or seg.nsack):
+            c.dupacks += 1
+            if not c.in_recovery and seq_gt(c.snd_una, c.recover) or (not c.in_recovery and c.recover == 0):
+                if c.dupacks == 3 or (c.sack_ok and ranges_bytes(&c.sacked) >= 3 * c.snd_mss and c.dupacks >= 1):
+                    _enter_recovery(st, rx, c)
+            elif c.in_recovery and not c.sack_ok:
+                c.cc.cwnd += c.snd_mss    # RFC 6582 step 4: inflate
+    if c.state == TIME_WAIT:
+        # retransmitted FIN: handled in _process_fin; nothing else to do here
+        pass
+    return True
+
+
+cdef void _deliver_in_order(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """After rcv_nxt moved: merge out-of-order ranges, handle a queued FIN,
+    tell the application."""
+    cdef uint64_t edge = ranges_advance(&c.ooo, c.rcv_nxt_off)
+    if edge != c.rcv_nxt_off:
+        c.rcv_nxt += <uint32_t>(edge - c.rcv_nxt_off)
+        c.rcv_nxt_off = edge
+    _notify(st, rx, _handle(c, _slot_of(st, c)), N_READABLE, c.rcv_nxt_off)
+
+
+cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.4 "seventh": place the payload.  Bytes before
+    rcv_nxt and beyond the advertised window are trimmed; the rest is
+    copied straight to its stream offset (ACT_COPY), in order or not."""
+    cdef uint32_t start = seg.seq, end, trim
+    cdef uint32_t plen = seg.payload_len
+    cdef uint32_t poff = seg.payload_off
+    cdef uint32_t right
+    cdef uint64_t off
+    cdef bint had_holes = c.ooo.n != 0
+    cdef uint32_t h
+    if plen == 0:
+        return
+    if c.state != ESTABLISHED and c.state != FIN_WAIT_1 and c.state != FIN_WAIT_2:
+        return                       # the peer already sent its FIN
+    if c.app_closed:
+        # RFC 9293 §3.10.4 / RFC 2525: data for a closed receiver -> reset
+        st.drops[DROP_AFTER_CLOSE] += 1
+        _send_rst(st, rx, c, c.snd_nxt)
+        _reset_conn(st, rx, c, R_ABORTED)
+        return
+    h = _handle(c, _slot_of(st, c))
+    if seq_lt(start, c.rcv_nxt):
+        trim = c.rcv_nxt - start
+        start = c.rcv_nxt
+        poff += trim
+        plen -= trim
+        c.dup_segs += 1
+    right = c.rcv_adv if seq_gt(c.rcv_adv, c.rcv_nxt) else c.rcv_nxt
+    end = start + plen
+    if seq_gt(end, right):
+        plen -= end - right
+        end = right
+        seg.flags &= ~TH_FIN         # the FIN lay beyond what we keep
+    if plen == 0:
+        c.ack_now = 1
+        return
+    c.segs_in += 1
+    c.bytes_in += plen
+    off = c.rcv_nxt_off + <uint32_t>(start - c.rcv_nxt)
+    if start == c.rcv_nxt:
+        _copy(st, rx, h, poff, off, plen)
+        c.rcv_nxt = end
+        c.rcv_nxt_off += plen
+        _deliver_in_order(st, rx, c)
+        if had_holes:
+            c.ack_now = 1            # RFC 5681 §4.2: ACK hole-filling data at once
+    else:
+        if ranges_add(&c.ooo, off, off + plen) < 0:
+            st.drops[DROP_REASSEMBLY_FULL] += 1
+            c.ack_now = 1
+            return
+        _copy(st, rx, h, poff, off, plen)
+        c.ack_now = 1                # RFC 5681 §4.2: out-of-order -> immediate (dup) ACK
+    # ACK policy (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2): at least every
+    # second full-sized segment; otherwise a delayed ACK.
+    # Counting bytes makes a GSO super-segment of k MSS count as k segments.
+    c.segs_unacked += plen
+    if c.segs_unacked >= 2 * <uint32_t>c.rcv_mss:
+        c.ack_now = 1
+    elif not c.ack_now and not c.delack_armed:
+        c.delack_armed = 1
+        c.delack_at = st.now_ns + st.cfg.delack_ns
+        _arm(st, c.delack_at)
+
+
+cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.4 "eighth".  A FIN that arrives ahead of a hole is
+    remembered by its stream offset and takes effect when the hole fills."""
+    cdef uint64_t fin_off
+    if (seg.flags & TH_FIN) and c.fin_off == NO_OFF:
+        fin_off = c.rcv_nxt_off + <uint32_t>(seg.seq + seg.payload_len - c.rcv_nxt)
+        if c.state == ESTABLISHED or c.state == FIN_WAIT_1 or c.state == FIN_WAIT_2 or \
+                c.state == SYN_RECEIVED:
+            c.fin_off = fin_off
+    if c.fin_off == NO_OFF or c.rcv_nxt_off != c.fin_off:
+        if (seg.flags & TH_FIN) and c.state == TIME_WAIT:
+            c.ack_now = 1
+            _enter_time_wait(st, c)
+        return
+    if c.state != ESTABLISHED and c.state != FIN_WAIT_1 and c.state != FIN_WAIT_2 \
+            and c.state != SYN_RECEIVED:
+        return
+    c.rcv_nxt += 1
+    c.ack_now = 1
+    c.delack_armed = 0
+    c.delack_at = 0
+    _notify(st, rx, _handle(c, _slot_of(st, c)), N_PEER_CLOSED, c.fin_off)
+    if c.state == ESTABLISHED or c.state == SYN_RECEIVED:
+        c.state = CLOSE_WAIT
+    elif c.state == FIN_WAIT_1:
+        if c.snd_una == c.snd_max and _fin_sent(c):
+            _enter_time_wait(st, c)
+        else:
+            c.state = CLOSING
+    elif c.state == FIN_WAIT_2:
+        _enter_time_wait(st, c)
+
+
+cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """States SYN-RECEIVED through TIME-WAIT."""
+    cdef uint32_t slot = _slot_of(st, c)
+    cdef uint16_t gen = c.gen
+    # SYN-RECEIVED: a retransmitted SYN gets the SYN-ACK again.
+    if c.state == SYN_RECEIVED and (seg.flags & TH_SYN) and not (seg.flags & TH_ACK) \
+            and seg.seq == c.irs:
+        _send_syn(st, rx, c, True)
+        return
+    if not _check_paws(st, rx, c, seg):
+        return
+    if not _check_sequence(st, rx, c, seg):
+        return
+    if not _check_rst(st, rx, c, seg):
+        return
+    if not _check_syn(st, rx, c, seg):
+        return
+    # RFC 7323 §4.3 (3): remember TSval of the segment at the left edge
+    if c.ts_ok and seg.has_ts and seq_le(seg.seq, c.last_ack_sent) and \
+            seq_lt(c.last_ack_sent, seg.seq + _seg_len(seg) + (1 if _seg_len(seg) == 0 else 0)):
+        c.ts_recent = seg.tsval
+        c.ts_recent_ns = st.now_ns
+    if not _process_ack(st, rx, c, seg):
+        return
+    if not c.in_use or c.gen != gen:
+        return
+    _process_text(st, rx, c, seg)
+    if not c.in_use or c.gen != gen:
+        return
+    _process_fin(st, rx, c, seg)
+    _output(st, rx, c)
+    if c.ack_now:
+        _send_ack(st, rx, c)
+
+
+cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.3."""
+    cdef uint32_t h = _handle(c, _slot_of(st, c))
+    if seg.flags & TH_ACK:
+        if seq_le(seg.ack, c.iss) or seq_gt(seg.ack, c.snd_max):
+            st.drops[DROP_SYN_SENT_BAD] += 1
+            if not (seg.flags & TH_RST):
+                _send_rst_reply(st, rx, NULL, seg)
+            return
+    if seg.flags & TH_RST:
+        if seg.flags & TH_ACK:
+            _reset_conn(st, rx, c, R_REFUSED)
+        else:
+            st.drops[DROP_SYN_SENT_BAD] += 1
+        return
+    if not (seg.flags & TH_SYN):
+        st.drops[DROP_SYN_SENT_BAD] += 1
+        return
+    c.irs = seg.seq
+    c.rcv_nxt = seg.seq + 1
+    c.last_ack_sent = c.rcv_nxt
+    c.rcv_adv = c.rcv_nxt
+    _apply_syn_options(st, c, seg, True)
+    if seg.flags & TH_ACK:
+        c.snd_una = seg.ack
+        c.rto_at = 0
+        c.retries = 0
+        if c.rtt_timing:
+            _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
+            c.rtt_timing = 0
+        c.state = ESTABLISHED
+        c.snd_wnd = (<uint32_t>seg.wnd) << c.snd_wscale
+        c.max_snd_wnd = c.snd_wnd
+        c.snd_wl1 = seg.seq
+        c.snd_wl2 = seg.ack
+        _notify(st, rx, h, N_CONNECTED, c.tag)
+        _send_ack(st, rx, c)
+        _output(st, rx, c)
+    else:
+        # simultaneous open (RFC 9293 §3.5 figure 8)
+        c.state = SYN_RECEIVED
+        _send_syn(st, rx, c, False)
+
+
+cdef uint32_t _cookie_make(CoreState *st, TcpSegment *seg, uint32_t mss_idx, uint64_t now) noexcept nogil:
+    cdef uint32_t t = <uint32_t>(now // (64 * SEC))
+    cdef uint32_t h = <uint32_t>_keyed(st, seg.saddr, seg.sport, seg.dport, seg.seq, 0x1000 + t)
+    return (h & 0xffffff00U) | ((t & 0x1f) << 3) | mss_idx
+
+
+cdef int _cookie_check(CoreState *st, TcpSegment *seg, uint64_t now) noexcept nogil:
+    """Returns the MSS index encoded in a valid cookie (ACK - 1), or -1."""
+    cdef uint32_t cookie = seg.ack - 1
+    cdef uint32_t irs = seg.seq - 1
+    cdef uint32_t t = <uint32_t>(now // (64 * SEC))
+    cdef uint32_t tc = (cookie >> 3) & 0x1f
+    cdef uint32_t cand, h
+    cdef int age
+    for age in range(2):
+        cand = t - <uint32_t>age
+        if (cand & 0x1f) != tc:
+            continue
+        h = <uint32_t>_keyed(st, seg.saddr, seg.sport, seg.dport, irs, 0x1000 + cand)
+        if (h & 0xffffff00U) == (cookie & 0xffffff00U):
+            return <int>(cookie & 7)
+    return -1
+
+
+cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
+    """Answer a SYN statelessly (the backlog is full).  MSS goes in the ISN;
+    with timestamps, window scale and SACK go in the low bits of TSval."""
+    cdef uint32_t i, mss_idx = 0
+    cdef uint16_t peer_mss = seg.mss if seg.mss else 536
+    cdef Action *a
+    cdef TcpOptionsOut o
+    cdef uint32_t hl, isn, tsval
+    cdef uint64_t sum
+    cdef uint16_t csum
+    for i in range(8):
+        if COOKIE_MSS[i] <= peer_mss and COOKIE_MSS[i] <= st.cfg.mss and COOKIE_MSS[i] >= COOKIE_MSS[mss_idx]:
+            mss_idx = i
+    isn = _cookie_make(st, seg, mss_idx, st.now_ns)
+    st.stats.syn_cookies_sent += 1
+    if rx.replica != 0:
+        return
+    a = _action(st, rx)
+    if a == NULL:
+        return
+    o.mss = st.cfg.mss
+    o.wscale = -1
+    o.sack_perm = 0
+    o.has_ts = 0
+    o.nsack = 0
+    if st.cfg.timestamps and seg.has_ts:
+        o.has_ts = 1
+        tsval = <uint32_t>(st.now_ns // MS) + _ts_offset(st, seg.saddr, seg.sport, seg.dport)
+        # low 5 bits: wscale (0..14, 15 = none) and SACK-permitted
+        tsval = (tsval & ~(<uint32_t>0x1f)) | ((<uint32_t>(seg.wscale if seg.wscale >= 0 else 15) & 0xf) << 1) \
+            | (1 if (seg.sack_perm and st.cfg.sack) else 0)
+        o.tsval = tsval
+        o.tsecr = seg.tsval
+        if seg.wscale >= 0:
+            o.wscale = <int8_t>st.cfg.rcv_wscale
+        o.sack_perm = seg.sack_perm and st.cfg.sack
+    hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, isn, seg.seq + 1,
+                          TH_SYN | TH_ACK, <uint16_t>(st.cfg.rcvbuf if st.cfg.rcvbuf < 65535 else 65535), &o)
+    st.ip_ident += 1
+    write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
+    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
+    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
+    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = TX_PAYLOAD_NONE
+    a.conn = NO_CONN
+    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
+    a.csum_start = IP_HDR_LEN
+    a.length = 0
+    a.stream_off = 0
+    a.gso_size = 0
+
+
+cdef int _find_listener(CoreState *st, uint16_t port) noexcept nogil:
+    cdef uint32_t i
+    for i in range(MAX_LISTENERS):
+        if st.listeners[i].active and st.listeners[i].port == port:
+            return <int>i
+    return -1
+
+
+cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg, int li) noexcept nogil:
+    """RFC 9293 §3.10.7.2, plus SYN cookies when the backlog is full."""
+    cdef Listener *l = &st.listeners[li]
+    cdef Conn *c
+    cdef int mss_idx
+    cdef uint32_t tsbits
+    if seg.flags & TH_RST:
+        st.drops[DROP_LISTEN_BAD] += 1
+        return
+    if seg.flags & TH_ACK:
+        if not (seg.flags & TH_SYN) and st.cfg.syn_cookies:
+            mss_idx = _cookie_check(st, seg, st.now_ns)
+            if mss_idx >= 0:
+                if l.pending >= l.backlog:
+                    st.drops[DROP_BACKLOG_FULL] += 1
+                    return
+                c = _alloc(st, seg.saddr, seg.sport, seg.dport)
+                if c == NULL:
+                    st.drops[DROP_TABLE_FULL] += 1
+                    return
+                st.stats.syn_cookies_accepted += 1
+                c.passive = 1
+                c.listener = <uint32_t>li
+                l.pending += 1
+                c.irs = seg.seq - 1
+                c.iss = seg.ack - 1
+                c.rcv_nxt = seg.seq
+                c.rcv_adv = c.rcv_nxt
+                c.snd_una = c.iss + 1
+                c.snd_nxt = c.iss + 1
+                c.snd_max = c.iss + 1
+                c.snd_mss = COOKIE_MSS[mss_idx]
+                c.rcv_mss = c.snd_mss
+                c.snd_wscale = 0
+                c.rcv_wscale = 0
+                if st.cfg.timestamps and seg.has_ts:
+                    tsbits = seg.tsecr & 0x1f
+                    c.ts_ok = 1
+                    c.ts_recent = seg.tsval
+                    c.ts_recent_ns = st.now_ns
+                    if ((tsbits >> 1) & 0xf) != 15:
+                        c.snd_wscale = <uint8_t>((tsbits >> 1) & 0xf)
+                        c.rcv_wscale = st.cfg.rcv_wscale
+                    c.sack_ok = tsbits & 1
+                cc_init(&c.cc, st.cfg.cc_algo, c.snd_mss, 0x7fffffff)
+                c.state = SYN_RECEIVED
+                c.last_ack_sent = c.rcv_nxt
+                _segment_synchronized(st, rx, c, seg)
+                return
+            st.drops[DROP_BAD_COOKIE] += 1
+        else:
+            st.drops[DROP_LISTEN_BAD] += 1
+        _send_rst_reply(st, rx, f, seg)
+        return
+    if not (seg.flags & TH_SYN):
+        st.drops[DROP_LISTEN_BAD] += 1
+        return
+    if l.pending >= l.backlog or st.nconns >= st.cfg.max_conns:
+        if st.cfg.syn_cookies:
+            _syn_cookie_reply(st, rx, f, seg)
+        else:
+            st.drops[DROP_BACKLOG_FULL] += 1
+        return
+    c = _alloc(st, seg.saddr, seg.sport, seg.dport)
+    if c == NULL:
+        st.drops[DROP_TABLE_FULL] += 1
+        return
+    l.pending += 1
+    c.passive = 1
+    c.listener = <uint32_t>li
+    c.irs = seg.seq
+    c.rcv_nxt = seg.seq + 1
+    c.last_ack_sent = c.rcv_nxt
+    c.rcv_adv = c.rcv_nxt
+    c.iss = _isn(st, seg.saddr, seg.sport, seg.dport, st.now_ns)
+    c.snd_una = c.iss
+    c.snd_nxt = c.iss
+    c.snd_max = c.iss
+    _apply_syn_options(st, c, seg, False)
+    if seg.wscale < 0:
+        c.snd_wscale = 0
+        c.rcv_wscale = 0
+    c.state = SYN_RECEIVED
+    # data on a SYN is not queued (RFC 9293 allows either); the peer resends it
+    c.rtt_timing = 1
+    c.rtt_seq = c.iss
+    c.rtt_start_ns = st.now_ns
+    _send_syn(st, rx, c, False)
+    _rto_arm(st, c)
+
+
+cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
+    """RFC 792 echo: reply with the same identifier, sequence and data."""
+    cdef uint32_t off = seg.tcp_off
+    cdef uint32_t n = seg.ip_len - off
+    cdef Action *a
+    cdef uint64_t sum
+    cdef uint16_t csum
+    if n < 8 or f[off] != 8 or f[off + 1] != 0 or \
+            csum_fold(csum_partial(f + off, n, 0)) != 0xffff:
+        st.drops[DROP_ICMP] += 1
+        return
+    st.stats.icmp_echo += 1
+    if rx.replica != 0:
+        return
+    a = _action(st, rx)
+    if a == NULL:
+        return
+    st.ip_ident += 1
+    write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_ICMP, IP_HDR_LEN + n, st.ip_ident)
+    a.hdr[IP_HDR_LEN] = 0                        # echo reply
+    a.hdr[IP_HDR_LEN + 1] = 0
+    a.hdr[IP_HDR_LEN + 2] = 0
+    a.hdr[IP_HDR_LEN + 3] = 0
+    memcpy(a.hdr + IP_HDR_LEN + 4, f + off + 4, 4)
+    sum = csum_partial(a.hdr + IP_HDR_LEN, 8, 0)
+    sum = csum_partial(f + off + 8, n - 8, sum)
+    csum = csum_finish(sum)
+    memcpy(a.hdr + IP_HDR_LEN + 2, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = TX_PAYLOAD_FRAME
+    a.conn = NO_CONN
+    a.hdr_len = IP_HDR_LEN + 8
+    a.csum_start = IP_HDR_LEN
+    a.length = n - 8
+    a.frame_off = off + 8
+    a.stream_off = 0
+    a.gso_size = 0
+
+
+cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
+                     uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil:
+    """One frame from the device (or replay source)."""
+    cdef TcpSegment seg
+    cdef int r, li
+    cdef uint32_t slot
+    cdef Conn *c
+    cdef uint16_t fl
+    if now > st.now_ns:
+        st.now_ns = now
+    st.events += 1
+    st.stats.frames += 1
+    if st.next_timer_ns and st.now_ns >= st.next_timer_ns:
+        core_tick(st, rx, st.now_ns)
+    r = parse_ipv4(f, n, &seg)
+    if r != DROP_NONE:
+        st.drops[r] += 1
+        return
+    if seg.daddr != st.cfg.local_addr:
+        st.drops[DROP_NOT_FOR_US] += 1
+        return
+    if bad_source(seg.saddr):
+        st.drops[DROP_BAD_SOURCE] += 1
+        return
+    if f[9] == IPPROTO_ICMP:
+        _icmp_input(st, rx, f, &seg)
+        return
+    if f[9] != IPPROTO_TCP:
+        st.drops[DROP_PROTOCOL] += 1
+        return
+    r = parse_tcp(f, flags, &seg)
+    if r != DROP_NONE:
+        st.drops[r] += 1
+        return
+    if gso_size and (gso_size < 64 or gso_size > 65535 - 40):
+        st.drops[DROP_BAD_GSO] += 1
+        return
+    fl = seg.flags
+    if (fl & TH_SYN) and (fl & (TH_FIN | TH_RST)) or not (fl & (TH_SYN | TH_RST | TH_ACK)) \
+            or seg.sport == 0 or seg.dport == 0:
+        st.drops[DROP_TCP_FLAGS] += 1
+        return
+    st.stats.tcp_segments += 1
+    slot = _lookup(st, seg.saddr, seg.sport, seg.dport)
+    if slot == NO_CONN:
+        li = _find_listener(st, seg.dport)
+        if li >= 0:
+            _segment_listen(st, rx, f, &seg, li)
+        else:
+            st.drops[DROP_NO_CONNECTION] += 1
+            _send_rst_reply(st, rx, f, &seg)
+        return
+    c = &_conns(st)[slot]
+    if gso_size and gso_size > c.rcv_mss and gso_size <= st.cfg.mss:
+        c.rcv_mss = <uint16_t>gso_size
+    elif not gso_size and seg.payload_len > c.rcv_mss and seg.payload_len <= st.cfg.mss:
+        c.rcv_mss = <uint16_t>seg.payload_len
+    if c.state == SYN_SENT:
+        _segment_syn_sent(st, rx, c, &seg)
+    else:
+        _segment_synchronized(st, rx, c, &seg)
+
+
+# ---------------------------------------------------------------------------
+# Timers
+# ---------------------------------------------------------------------------
+
+cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 6298 §5.4-5.7 and RFC 5681 §3.1 on a retransmission timeout."""
+    c.rto_at = 0
+    if c.snd_una == c.snd_max and c.state != SYN_SENT and c.state != SYN_RECEIVED:
+        return
+    c.retries += 1
+    if c.retries > st.cfg.max_retries:
+        _send_rst(st, rx, c, c.snd_nxt)
+        _reset_conn(st, rx, c, R_TIMED_OUT)
+        return
+    st.stats.rto_expired += 1
+    if c.state != SYN_SENT and c.state != SYN_RECEIVED:
+        cc_on_rto(&c.cc, _flight(c))
+    c.in_recovery = 0
+    c.recover = c.snd_max
+    c.dupacks = 0
+    c.rtt_timing = 0                        # Karn's rule
+    ranges_clear(&c.sacked)                 # RFC 6675 §5.1: SACK info may be reneged
+    c.rto_ns *= 2
+    if c.rto_ns > st.cfg.rto_max_ns:
+        c.rto_ns = st.cfg.rto_max_ns
+    if c.backoff < 255:
+        c.backoff += 1
+    c.snd_nxt = c.snd_una
+    c.high_rxt = c.snd_una
+    _retransmit_first(st, rx, c)
+    if c.state != SYN_SENT and c.state != SYN_RECEIVED:
+        c.snd_nxt = c.high_rxt if seq_gt(c.high_rxt, c.snd_una) else c.snd_una
+        if _fin_sent(c) and c.snd_una == _stream_seq(c, c.snd_end_off):
+            c.snd_nxt = c.snd_max
+    _rto_arm(st, c)
+
+
+cdef void _on_persist(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """Zero-window probe (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17): a segment
+    at snd_una - 1 the receiver must answer with an ACK and its window."""
+    c.persist_at = 0
+    if c.snd_wnd != 0:
+        _output(st, rx, c)
+        return
+    st.stats.zero_window_probes += 1
+    _emit_tcp(st, rx, c, c.snd_una - 1, TH_ACK, 0, 0, True, False)
+    if c.persist_backoff < 6:
+        c.persist_backoff += 1
+    c.persist_at = st.now_ns + (c.rto_ns << c.persist_backoff)
+    if c.persist_at - st.now_ns > st.cfg.rto_max_ns:
+        c.persist_at = st.now_ns + st.cfg.rto_max_ns
+    _arm(st, c.persist_at)
+
+
+cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
+    cdef uint32_t i
+    cdef Conn *c
+    cdef Conn *conns = _conns(st)
+    cdef uint64_t nxt = 0
+    cdef uint16_t gen
+    if now > st.now_ns:
+        st.now_ns = now
+    now = st.now_ns
+    if st.next_timer_ns == 0 or now < st.next_timer_ns:
+        return
+    st.next_timer_ns = 0
+    for i in range(st.high_slot):
+        c = &conns[i]
+        if not c.in_use:
+            continue
+        gen = c.gen
+        if c.timewait_at and now >= c.timewait_at:
+            c.timewait_at = 0
+            _release(st, rx, c, True)
+            continue
+        if c.delack_at and now >= c.delack_at:
+            c.delack_at = 0
+            c.delack_armed = 0
+            _send_ack(st, rx, c)
+        if c.rto_at and now >= c.rto_at:
+            _on_rto(st, rx, c)
+            if not c.in_use or c.gen != gen:
+                continue
+        if c.persist_at and now >= c.persist_at:
+            _on_persist(st, rx, c)
+        # re-collect the earliest deadline of this connection
+        if c.timewait_at and (nxt == 0 or c.timewait_at < nxt):
+            nxt = c.timewait_at
+        if c.delack_at and (nxt == 0 or c.delack_at < nxt):
+            nxt = c.delack_at
+        if c.rto_at and (nxt == 0 or c.rto_at < nxt):
+            nxt = c.rto_at
+        if c.persist_at and (nxt == 0 or c.persist_at < nxt):
+            nxt = c.persist_at
+    if nxt and (st.next_timer_ns == 0 or nxt < st.next_timer_ns):
+        st.next_timer_ns = nxt
+
+
+# ---------------------------------------------------------------------------
+# Application requests (they reach every replica through the log)
+# ---------------------------------------------------------------------------
+
+cdef inline void _stamp(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
+    if now > st.now_ns:
+        st.now_ns = now
+    st.events += 1
+    if st.next_timer_ns and st.now_ns >= st.next_timer_ns:
+        core_tick(st, rx, st.now_ns)
+
+
+cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t backlog, uint64_t now) noexcept nogil:
+    cdef uint32_t i
+    _stamp(st, rx, now)
+    if port == 0 or _find_listener(st, port) >= 0:
+        return -1
+    for i in range(MAX_LISTENERS):
+        if not st.listeners[i].active:
+            st.listeners[i].active = 1
+            st.listeners[i].port = port
+            st.listeners[i].backlog = backlog if backlog else st.cfg.backlog_default
+            st.listeners[i].pending = 0
+            st.nlisteners += 1
+            return 0
+    return -1
+
+
+cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil:
+    cdef int li
+    _stamp(st, rx, now)
+    li = _find_listener(st, port)
+    if li < 0:
+        return -1
+    st.listeners[li].active = 0
+    st.nlisteners -= 1
+    return 0
+
+
+cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
+                          uint16_t lport, uint64_t now) noexcept nogil:
+    cdef Conn *c
+    _stamp(st, rx, now)
+    if _lookup(st, raddr, rport, lport) != NO_CONN or rport == 0 or lport == 0:
+        _notify(st, rx, R_REFUSED, N_CONNECT_FAILED, tag)
+        return -1
+    c = _alloc(st, raddr, rport, lport)
+    if c == NULL:
+        _notify(st, rx, R_NO_MEMORY, N_CONNECT_FAILED, tag)
+        return -1
+    c.tag = tag
+    c.iss = _isn(st, raddr, rport, lport, st.now_ns)
+    c.snd_una = c.iss
+    c.snd_nxt = c.iss
+    c.snd_max = c.iss
+    c.rcv_wscale = st.cfg.rcv_wscale
+    c.snd_wscale = 0
+    c.sack_ok = st.cfg.sack
+    c.ts_ok = st.cfg.timestamps
+    c.state = SYN_SENT
+    c.rtt_timing = 1
+    c.rtt_seq = c.iss
+    c.rtt_start_ns = st.now_ns
+    _send_syn(st, rx, c, False)
+    _rto_arm(st, c)
+    return <int>_slot_of(st, c)
+
+
+cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
+    cdef Conn *c = core_conn(st, handle)
+    _stamp(st, rx, now)
+    if c == NULL:
+        return -1
+    if c.passive and not c.accepted:
+        c.accepted = 1
+        if c.listener < MAX_LISTENERS and st.listeners[c.listener].pending:
+            st.listeners[c.listener].pending -= 1
+    return 0
+
+
+cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil:
+    """The application has consumed the receive stream up to `off`: the
+    window may open.  A window update is sent when the right edge can move
+    by at least 2 segments or half the buffer (RFC 1122 §4.2.3.3)."""
+    cdef Conn *c = core_conn(st, handle)
+    cdef int64_t space
+    cdef uint32_t edge, thresh
+    _stamp(st, rx, now)
+    if c == NULL:
+        return -1
+    if off > c.rcv_nxt_off or off <= c.consumed_off:
+        return 0 if off == c.consumed_off else -1
+    c.consumed_off = off
+    if c.state < ESTABLISHED or c.state == TIME_WAIT or c.state == CLOSE_WAIT \
+            or c.state == CLOSING or c.state == LAST_ACK:
+        return 0
+    space = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
+    if space > (<int64_t>65535 << c.rcv_wscale):
+        space = <int64_t>65535 << c.rcv_wscale
+    edge = c.rcv_nxt + <uint32_t>space
+    thresh = 2 * c.rcv_mss
+    if thresh > c.rcv_buf // 2:
+        thresh = c.rcv_buf // 2
+    if seq_gt(edge, c.rcv_adv) and <uint32_t>(edge - c.rcv_adv) >= thresh:
+        _send_ack(st, rx, c)
+    return 0
+
+
+cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil:
+    """The application has appended to the send stream up to `upto`."""
+    cdef Conn *c = core_conn(st, handle)
+    _stamp(st, rx, now)
+    if c == NULL or c.fin_pending:
+        return -1
+    if upto <= c.snd_end_off:
+        return 0
+    if c.state != ESTABLISHED and c.state != CLOSE_WAIT and c.state != SYN_SENT \
+            and c.state != SYN_RECEIVED:
+        return -1
+    c.snd_end_off = upto
+    _output(st, rx, c)
+    return 0
+
+
+cdef int core_app_shutdown(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
+    """Close the sending side: FIN after the data (RFC 9293 §3.10.4)."""
+    cdef Conn *c = core_conn(st, handle)
+    _stamp(st, rx, now)
+    if c == NULL:
+        return -1
+    if c.fin_pending:
+        return 0
+    if c.state == SYN_SENT:
+        _reset_conn(st, rx, c, R_ABORTED)
+        return 0
+    if c.state == ESTABLISHED or c.state == SYN_RECEIVED:
+        c.fin_pending = 1
+        c.state = FIN_WAIT_1
+    elif c.state == CLOSE_WAIT:
+        c.fin_pending = 1
+        c.state = LAST_ACK
+    else:
+        return 0
+    _output(st, rx, c)
+    return 0
+
+
+cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
+    """The application is done with the connection.  Unread data means the
+    peer's bytes would be lost silently, so that is an abort (RFC 2525 §2.17);
+    otherwise a graceful shutdown."""
+    cdef Conn *c = core_conn(st, handle)
+    _stamp(st, rx, now)
+    if c == NULL:
+        return -1
+    c.app_closed = 1
+    if c.consumed_off < c.rcv_nxt_off:
+        return core_app_abort(st, rx, handle, now)
+    return core_app_shutdown(st, rx, handle, now)
+
+
+cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
+    cdef Conn *c = core_conn(st, handle)
+    _stamp(st, rx, now)
+    if c == NULL:
+        return -1
+    if c.state != SYN_SENT and c.state != TIME_WAIT:
+        _send_rst(st, rx, c, c.snd_nxt)
+    if c.state == SYN_SENT:
+        _reset_conn(st, rx, c, R_ABORTED)
+    else:
+        _notify(st, rx, handle, N_RESET, R_ABORTED)
+        _release(st, rx, c, True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Digest
+# ---------------------------------------------------------------------------
+
+cdef uint64_t core_digest(const CoreState *st) noexcept nogil:
+    """SipHash of the replicated state: the header and every live
+    connection.  Two replicas at the same log position must agree."""
+    cdef uint64_t h = siphash24(<const uint8_t *>st, sizeof(CoreState), 0x5eed, 0)
+    cdef uint32_t i
+    cdef const Conn *conns = <const Conn *>((<const uint8_t *>st) + st.conns_offset)
+    for i in range(st.high_slot):
+        if conns[i].in_use:
+            h ^= siphash24(<const uint8_t *>&conns[i], sizeof(Conn), h, i)
+    return h
+
+
+# ---------------------------------------------------------------------------
+# Python interface (control path, tests, tools).  The runtime's hot loops use
+# the cdef functions above directly on `TcpCore.st` / `TcpCore.rx`.
+# ---------------------------------------------------------------------------
+
+from collections import namedtuple
+import ipaddress
+
+Transmit = namedtuple("Transmit", "conn header source offset length gso_size retransmit")
+Transmit.__doc__ = ("Send `header` followed by `length` payload bytes taken from `source` "
+                    "('stream': the connection's send stream at `offset`; 'frame': the input "
+                    "frame at `offset`; 'none').")
+Copy = namedtuple("Copy", "conn frame_offset stream_offset length")
+Copy.__doc__ = "Copy frame[frame_offset:+length] to the receive stream at stream_offset."
+Notify = namedtuple("Notify", "conn event value")
+Notify.__doc__ = "Tell the application `event` about connection `conn`."
+
+_SOURCES = {TX_PAYLOAD_NONE: "none", TX_PAYLOAD_STREAM: "stream", TX_PAYLOAD_FRAME: "frame"}
+_CC = {"reno": CC_RENO, "cubic": CC_CUBIC}
+
+
+class CoreConfigError(ValueError):
+    """A TcpCore option is out of range."""
+
+
+def _addr(value):
+    try:
+        return int(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError) as exc:
+        raise CoreConfigError(f"{value!r} is not an IPv4 address") from None
+
+
+def window_scale_for(rcvbuf):
+    """Smallest RFC 7323 shift that lets a 16-bit window field cover rcvbuf."""
+    shift = 0
+    while (65535 << shift) < rcvbuf and shift < 14:
+        shift += 1
+    return shift
+
+
+cdef class TcpCore:
+    """One replica of the TCP core.
+
+    Every method that takes `now` is an event; it returns the actions this
+    replica owns as `Transmit`, `Copy` and `Notify` tuples (the runtime uses
+    the C-level interface instead and never builds these objects).
+    """
+
+    def __cinit__(self, local_address="10.77.0.2", *, mss=1460, rcvbuf=4 << 20, sndbuf=4 << 20,
+                  max_connections=1024, cc="cubic", timestamps=True, sack=True, nagle=True,
+                  syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
+                  msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
+                  rto_initial_ms=1000, max_retries=15, burst=64, secret=0,
+                  replica=0, replicas=1, stripe=16384, action_capacity=4096,
+                  state_buffer=None, attach=False):
+        cdef CoreConfig cfg
+        cdef uint64_t size
+        cdef unsigned char[::1] view
+        self.st = NULL
+        self.rx.actions = NULL
+        self.owns_state = False
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.local_addr = _addr(local_address)
+        if not 88 <= mss <= 65495:
+            raise CoreConfigError(f"mss {mss} is outside 88..65495")
+        if not 1 <= max_connections <= (1 << 20):
+            raise CoreConfigError(f"max_connections {max_connections} is outside 1..{1 << 20}")
+        if not 2048 <= rcvbuf <= (1 << 30) or not 2048 <= sndbuf <= (1 << 30):
+            raise CoreConfigError("rcvbuf and sndbuf must be between 2 KiB and 1 GiB")
+        if cc not in _CC:
+            raise CoreConfigError(f"congestion control {cc!r} is not one of {sorted(_CC)}")
+        if not 1 <= replicas <= 256 or not 0 <= replica < replicas:
+            raise CoreConfigError(f"replica {replica} of {replicas} is not valid")
+        if stripe < 512:
+            raise CoreConfigError(f"stripe {stripe} is below 512 bytes")
+        if not 64 <= action_capacity <= (1 << 20):
+            raise CoreConfigError("action_capacity must be between 64 and 1048576")
+        cfg.max_conns = max_connections
+        cfg.rcvbuf = rcvbuf
+        cfg.sndbuf = sndbuf
+        cfg.mss = mss
+        cfg.rcv_wscale = window_scale_for(rcvbuf)
+        cfg.cc_algo = _CC[cc]
+        cfg.timestamps = bool(timestamps)
+        cfg.sack = bool(sack)
+        cfg.nagle = bool(nagle)
+        cfg.syn_cookies = bool(syn_cookies)
+        cfg.gso_max = min(int(gso_max), 65535 - 40 - 40)
+        cfg.backlog_default = backlog
+        cfg.challenge_ack_limit = challenge_ack_limit
+        cfg.msl_ns = int(msl_ms * 1e6)
+        cfg.delack_ns = int(delack_ms * 1e6)
+        cfg.rto_min_ns = int(rto_min_ms * 1e6)
+        cfg.rto_max_ns = int(rto_max_ms * 1e6)
+        cfg.rto_initial_ns = int(rto_initial_ms * 1e6)
+        cfg.max_retries = max_retries
+        cfg.burst = burst
+        cfg.secret0 = (secret * 0x9e3779b97f4a7c15) & 0xffffffffffffffff
+        cfg.secret1 = (secret ^ 0x5851f42d4c957f2d) & 0xffffffffffffffff
+        size = core_state_size(&cfg)
+        if state_buffer is None:
+            self.st = <CoreState *>calloc(1, size)
+            if self.st == NULL:
+                raise MemoryError()
+            self.owns_state = True
+            core_init(self.st, &cfg)
+        else:
+            view = state_buffer
+            if <uint64_t>view.shape[0] < size:
+                raise CoreConfigError(f"state buffer of {view.shape[0]} bytes is smaller than {size}")
+            self._keepalive = state_buffer
+            self.st = <CoreState *>&view[0]
+            if attach:
+                if self.st.magic != MAGIC or self.st.size != size:
+                    raise CoreConfigError("state buffer does not hold a core state of this configuration")
+            else:
+                core_init(self.st, &cfg)
+        self.rx.replica = replica
+        self.rx.replicas = replicas
+        self.rx.stripe = stripe
+        self.rx.capacity = action_capacity
+        self.rx.nactions = 0
+        self.rx.overflow = 0
+        self.rx.actions = <Action *>malloc(action_capacity * sizeof(Action))
+        if self.rx.actions == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.owns_state and self.st != NULL:
+            free(self.st)
+        self.st = NULL
+        if self.rx.actions != NULL:
+            free(self.rx.actions)
+            self.rx.actions = NULL
+
+    @staticmethod
+    def state_size(**config):
+        """Bytes needed by the replicated state of a core with this config."""
+        probe = TcpCore(**config)
+        return probe.st.size
+
+    cdef void _reset_actions(self) noexcept nogil:
+        self.rx.nactions = 0
+
+    cdef list _drain(self, const uint8_t *frame):
+        cdef list out = []
+        cdef uint32_t i
+        cdef Action *a
+        for i in range(self.rx.nactions):
+            a = &self.rx.actions[i]
+            if a.kind == ACT_TRANSMIT:
+                out.append(Transmit(a.conn, PyBytes_FromStringAndSize(<char *>a.hdr, a.hdr_len),
+                                    _SOURCES[a.code & 0x0f],
+                                    a.frame_off if (a.code & 0x0f) == TX_PAYLOAD_FRAME else a.stream_off,
+                                    a.length, a.gso_size, bool(a.code & TX_RETRANSMIT)))
+            elif a.kind == ACT_COPY:
+                out.append(Copy(a.conn, a.frame_off, a.stream_off, a.length))
+            else:
+                if a.code == N_RESET:
+                    value = RESET_NAMES.get(a.stream_off, a.stream_off)
+                else:
+                    value = a.stream_off
+                out.append(Notify(a.conn, NOTIFY_NAMES[a.code], value))
+        self.rx.nactions = 0
+        return out
+
+    # --- events -----------------------------------------------------------
+
+    def frame(self, data, uint64_t now, uint32_t flags=0, uint32_t gso_size=0):
+        """A frame arrives from the device."""
+        cdef const unsigned char[::1] view = data
+        cdef const uint8_t *p = &view[0] if view.shape[0] else <const uint8_t *>b""
+        self.rx.nactions = 0
+        core_frame(self.st, &self.rx, p, <uint32_t>view.shape[0], flags, gso_size, now)
+        return self._drain(p)
+
+    def tick(self, uint64_t now):
+        self.rx.nactions = 0
+        core_tick(self.st, &self.rx, now)
+        return self._drain(NULL)
+
+    def listen(self, int port, uint64_t now=0, int backlog=0):
+        self.rx.nactions = 0
+        if not 1 <= port <= 65535:
+            raise CoreConfigError(f"port {port} is outside 1..65535")
+        if core_app_listen(self.st, &self.rx, port, backlog, now) != 0:
+            raise CoreConfigError(f"port {port} is already listening or no listener slot is free")
+        return self._drain(NULL)
+
+    def unlisten(self, int port, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_unlisten(self.st, &self.rx, port, now)
+        return self._drain(NULL)
+
+    def connect(self, raddr, int rport, int lport, uint64_t now=0, uint64_t tag=0):
+        self.rx.nactions = 0
+        core_app_connect(self.st, &self.rx, tag, _addr(raddr), rport, lport, now)
+        return self._drain(NULL)
+
+    def accepted(self, uint32_t conn, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_accepted(self.st, &self.rx, conn, now)
+        return self._drain(NULL)
+
+    def consumed(self, uint32_t conn, uint64_t offset, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_consumed(self.st, &self.rx, conn, offset, now)
+        return self._drain(NULL)
+
+    def send(self, uint32_t conn, uint64_t upto, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_send(self.st, &self.rx, conn, upto, now)
+        return self._drain(NULL)
+
+    def shutdown(self, uint32_t conn, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_shutdown(self.st, &self.rx, conn, now)
+        return self._drain(NULL)
+
+    def close(self, uint32_t conn, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_close(self.st, &self.rx, conn, now)
+        return self._drain(NULL)
+
+    def abort(self, uint32_t conn, uint64_t now=0):
+        self.rx.nactions = 0
+        core_app_abort(self.st, &self.rx, conn, now)
+        return self._drain(NULL)
+
+    # --- inspection -------------------------------------------------------
+
+    def digest(self):
+        return core_digest(self.st)
+
+    @property
+    def next_timer(self):
+        """Absolute time (ns) of the earliest armed timer, or 0."""
+        return self.st.next_timer_ns
+
+    @property
+    def connection_count(self):
+        return self.st.nconns
+
+    @property
+    def action_overflow(self):
+        return self.rx.overflow
+
+    def drops(self):
+        """Drop counters by reason (only non-zero ones)."""
+        return {DROP_NAMES[i]: self.st.drops[i] for i in range(1, DROP_REASON_COUNT) if self.st.drops[i]}
+
+    def stats(self):
+        return dict(self.st.stats)
+
+    def connections(self):
+        cdef uint32_t i
+        cdef Conn *conns = _conns(self.st)
+        return [_handle(&conns[i], i) for i in range(self.st.high_slot) if conns[i].in_use]
+
+    def conn(self, uint32_t handle):
+        """The replicated state of one connection as a dict (None if gone)."""
+        cdef Conn *c = core_conn(self.st, handle)
+        if c == NULL:
+            return None
+        d = dict(c[0])
+        d["state"] = STATE_NAMES[c.state]
+        d["remote"] = (str(ipaddress.IPv4Address(c.raddr)), c.rport)
+        d["ooo_ranges"] = [(c.ooo.start[i], c.ooo.end[i]) for i in range(c.ooo.n)]
+        d["sacked_ranges"] = [(c.sacked.start[i], c.sacked.end[i]) for i in range(c.sacked.n)]
+        d["cwnd"] = c.cc.cwnd
+        d["ssthresh"] = c.cc.ssthresh
+        return d
+
+    def state_bytes(self):
+        """A copy of the whole replicated state (to restore a replica)."""
+        return PyBytes_FromStringAndSize(<char *>self.st, self.st.size)
+
+    def load_state(self, data):
+        """Replace this replica's state with a copy taken by state_bytes()."""
+        cdef const unsigned char[::1] view = data
+        if <uint64_t>view.shape[0] != self.st.size:
+            raise CoreConfigError("state snapshot has the wrong size for this core")
+        if (<const CoreState *>&view[0]).magic != MAGIC:
+            raise CoreConfigError("state snapshot is not a misdtcp core state")
+        memcpy(self.st, &view[0], self.st.size)

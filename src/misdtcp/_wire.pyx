@@ -1,0 +1,66 @@
+# cython: language_level=3
+"""Python helpers over the wire formats, for tests, tools and the control
+path.  The hot path uses the inline functions of _wire.pxd directly."""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+
+def internet_checksum(data, uint64_t initial=0):
+    """RFC 1071 checksum of data, as the 16-bit value to store (big-endian int)."""
+    cdef const unsigned char[::1] v = data
+    cdef uint16_t c = csum_finish(csum_partial(&v[0] if v.shape[0] else <const uint8_t *>b"", v.shape[0], initial))
+    cdef uint8_t *b = <uint8_t *>&c
+    return (b[0] << 8) | b[1]
+
+
+def finish_tcp_packet(header, payload=b""):
+    """Complete an IPv4/TCP packet whose TCP checksum field holds the folded
+    pseudo-header sum (the NEEDS_CSUM convention of Transmit actions)."""
+    cdef bytearray pkt = bytearray(header) + bytearray(payload)
+    cdef unsigned char[::1] v = pkt
+    cdef uint32_t ihl = (v[0] & 0x0f) * 4
+    cdef uint32_t l4 = v.shape[0] - ihl
+    cdef uint16_t c
+    v[ihl + 16] = 0
+    v[ihl + 17] = 0
+    c = csum_finish(csum_partial(&v[ihl], l4, csum_pseudo_v4(&v[12], &v[16], IPPROTO_TCP, l4)))
+    memcpy(&v[ihl + 16], &c, 2)
+    return bytes(pkt)
+
+
+def parse_options(data):
+    """Parse TCP option bytes; returns a dict, or None when malformed."""
+    cdef const unsigned char[::1] v = data
+    cdef TcpSegment seg
+    if parse_tcp_options(&v[0] if v.shape[0] else <const uint8_t *>b"", v.shape[0], &seg) != OPT_OK:
+        return None
+    return {
+        "mss": seg.mss or None,
+        "wscale": seg.wscale if seg.wscale >= 0 else None,
+        "wscale_clamped": bool(seg.wscale_clamped),
+        "sack_permitted": bool(seg.sack_perm),
+        "timestamp": (seg.tsval, seg.tsecr) if seg.has_ts else None,
+        "sack": [(seg.sack_left[i], seg.sack_right[i]) for i in range(seg.nsack)],
+    }
+
+
+def build_options(mss=0, wscale=-1, sack_permitted=False, timestamp=None, sack=()):
+    """Encode TCP options as the core sends them."""
+    cdef TcpOptionsOut o
+    cdef uint8_t buf[64]
+    cdef uint32_t n
+    o.mss = mss
+    o.wscale = wscale
+    o.sack_perm = sack_permitted
+    o.has_ts = timestamp is not None
+    if timestamp is not None:
+        o.tsval, o.tsecr = timestamp
+    o.nsack = len(sack)
+    if o.nsack > MAX_SACK_BLOCKS:
+        raise ValueError("at most 4 SACK blocks")
+    for i, (l, r) in enumerate(sack):
+        o.sack_left[i] = l
+        o.sack_right[i] = r
+    n = write_tcp_options(buf, &o)
+    return PyBytes_FromStringAndSize(<char *>buf, n)
