@@ -30,6 +30,7 @@ class Harness:
     sendbuf: dict = field(default_factory=dict)      # conn -> bytearray (send stream)
     events: list = field(default_factory=list)       # every Notify, in order
     wire: list = field(default_factory=list)         # every packet sent, in order
+    transmits: list = field(default_factory=list)    # every Transmit action, in order
 
     @classmethod
     def create(cls, **config):
@@ -47,6 +48,7 @@ class Harness:
                     buf.extend(b"\0" * (end - len(buf)))
                 buf[a.stream_offset:end] = frame[a.frame_offset:a.frame_offset + a.length]
             elif isinstance(a, Transmit):
+                self.transmits.append(a)
                 if a.source == "stream":
                     data = bytes(self.sendbuf[a.conn][a.offset:a.offset + a.length])
                     assert len(data) == a.length, "transmit beyond the send stream"
@@ -180,3 +182,21 @@ def open_connection(h: Harness, peer: Peer | None = None, *, port=5201, listen=T
     conn = accepted[-1].conn
     h.call("accepted", conn)
     return conn, peer, synack
+
+
+def opts(t):
+    """A TCP layer's options as a dict (NOPs dropped)."""
+    return {name: value for name, value in t.options if name not in ("NOP", "EOL")}
+
+
+def sack_blocks(t):
+    """The SACK blocks of a TCP layer as [(left, right), ...] in wire order."""
+    for name, value in t.options:
+        if name == "SAck":
+            return [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
+    return []
+
+
+def acks(pkts):
+    """TCP layers of the pure ACKs among pkts."""
+    return [t for t in tcp_of(pkts) if t.flags == "A" and not len(t.payload)]

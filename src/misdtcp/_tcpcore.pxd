@@ -184,6 +184,9 @@ ctypedef struct Conn:
     uint64_t bytes_out
     uint64_t retransmits
     uint64_t dup_segs
+    # --- added after the first release (appended to keep the layout) ---
+    uint32_t snd_sml             # end of the last small segment sent (Minshall's Nagle)
+    uint32_t pad1
 
 ctypedef struct CoreStats:
     uint64_t frames

@@ -378,6 +378,15 @@ cdef void _enter_time_wait(CoreState *st, Conn *c) noexcept nogil:
 # Output: building segments
 # ---------------------------------------------------------------------------
 
+cdef inline uint32_t _smss(Conn *c) noexcept nogil:
+    """Payload bytes per full-sized segment we send.  RFC 6691 §2 / RFC 9293
+    §3.7.1: the MSS option counts data only, so the sender MUST reduce the
+    data by the TCP options it includes — 12 bytes of timestamp option on
+    every segment (Linux's mss_cache does the same).  Sending snd_mss bytes
+    plus options would exceed the peer's MTU."""
+    return c.snd_mss - 12 if c.ts_ok else c.snd_mss
+
+
 cdef uint16_t _window_field(CoreState *st, Conn *c, bint syn) noexcept nogil:
     """The window to advertise, with receiver-side SWS avoidance.
 
@@ -460,6 +469,7 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     cdef uint64_t sum
     cdef uint16_t csum
     cdef uint32_t slot = _slot_of(st, c)
+    cdef uint32_t nsack, room
     if flags & TH_ACK:
         c.last_ack_sent = c.rcv_nxt
         c.delack_at = 0
@@ -476,6 +486,9 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     if rexmit:
         st.stats.retransmits += 1
         c.retransmits += 1
+    # The IP identification is replicated state: every replica advances it,
+    # not only the one that builds the header (else digests diverge).
+    st.ip_ident += 1
     if control:
         mine = rx.replica == 0
     else:
@@ -502,11 +515,19 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
         o.tsval = _ts_clock(c, st.now_ns)
         o.tsecr = c.ts_recent
     if (flags & TH_ACK) and not syn:
-        _sack_blocks(c, &o, 3 if c.ts_ok else 4)
+        nsack = 3 if c.ts_ok else 4
+        if length:
+            # SACK blocks on a data segment must fit beside a full segment's
+            # payload within the MSS (RFC 6691): 4 bytes + 8 per block.
+            room = _smss(c) - (length if length < _smss(c) else _smss(c))
+            nsack = (room - 4) // 8 if room >= 12 else 0
+            if nsack > 4:
+                nsack = 4
+        if nsack:
+            _sack_blocks(c, &o, nsack)
     hl = write_tcp_header(a.hdr + IP_HDR_LEN, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
                           flags, wnd, &o)
     l4len = hl + length
-    st.ip_ident += 1
     write_ipv4_header(a.hdr, st.cfg.local_addr, c.raddr, IPPROTO_TCP, IP_HDR_LEN + l4len, st.ip_ident)
     sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, l4len)
     if length:
@@ -524,7 +545,7 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     a.length = length
     a.stream_off = stream_off
     a.frame_off = 0
-    a.gso_size = <uint16_t>(c.snd_mss if length > c.snd_mss else 0)
+    a.gso_size = <uint16_t>(_smss(c) if length > _smss(c) else 0)
 
 
 cdef inline void _send_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
@@ -558,6 +579,7 @@ cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     if seg.flags & TH_RST:
         return
     st.stats.rst_out += 1
+    st.ip_ident += 1                 # replicated: advanced by every replica
     if rx.replica != 0:
         return
     a = _action(st, rx)
@@ -574,7 +596,6 @@ cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     else:
         hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, 0, seg.seq + seglen,
                               TH_RST | TH_ACK, 0, &o)
-    st.ip_ident += 1
     write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
     sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
     csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
@@ -676,8 +697,8 @@ cdef bint _retransmit_hole(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     if gap_end > high_sack:
         gap_end = high_sack
     length = gap_end - pos
-    if length > c.snd_mss:
-        length = c.snd_mss
+    if length > _smss(c):
+        length = _smss(c)
     if pos + length > c.snd_end_off:
         if pos >= c.snd_end_off:
             return False
@@ -702,7 +723,7 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         return
     # SACK-based loss recovery: retransmit holes while the pipe allows.
     if c.in_recovery and c.sack_ok:
-        while budget and _pipe(c) + c.snd_mss <= c.cc.cwnd:
+        while budget and _pipe(c) + _smss(c) <= c.cc.cwnd:
             if not _retransmit_hole(st, rx, c):
                 break
             budget -= 1
@@ -715,7 +736,7 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         if c.in_recovery and c.sack_ok:
             # RFC 6675: new data only while pipe leaves room
             limit = _pipe(c)
-            if limit + c.snd_mss > cwnd:
+            if limit + _smss(c) > cwnd:
                 break
             win_off = nxt_off + (cwnd - limit)
         else:
@@ -729,21 +750,26 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
             seg_len = win_off - nxt_off
             if seg_len > avail:
                 seg_len = avail
-            limit = st.cfg.gso_max if st.cfg.gso_max > c.snd_mss else c.snd_mss
+            limit = st.cfg.gso_max if st.cfg.gso_max > _smss(c) else _smss(c)
             if seg_len > limit:
                 seg_len = limit
-            if seg_len > c.snd_mss:
+            if seg_len > _smss(c):
                 # keep super-segments a whole number of MSS unless at the end
                 if seg_len < avail:
-                    seg_len -= seg_len % c.snd_mss
-            if seg_len < c.snd_mss and seg_len < avail:
+                    seg_len -= seg_len % _smss(c)
+            if seg_len < _smss(c) and seg_len < avail:
                 # limited by the window: wait for it to open unless it is at
                 # least half the largest window the peer offered (SWS avoidance)
                 if seg_len < c.max_snd_wnd // 2 or seg_len == 0:
                     break
-            if seg_len < c.snd_mss and seg_len == avail and not rexmit:
-                # Nagle: a small final piece waits while data is unacknowledged
-                if c.nagle and c.snd_nxt != c.snd_una and not c.fin_pending:
+            if seg_len < _smss(c) and seg_len == avail and not rexmit:
+                # Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux:
+                # a small segment waits only while an earlier *small* segment
+                # is unacknowledged.  Classic Nagle would also hold the tail
+                # of every bulk write behind its full-sized segments, costing
+                # a delayed-ACK round trip per write for no saving.
+                if c.nagle and seq_gt(c.snd_sml, c.snd_una) and seq_le(c.snd_sml, c.snd_max) \
+                        and not c.fin_pending:
                     break
             flags = TH_ACK
             can_fin = False
@@ -754,6 +780,8 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
             if can_fin:
                 flags |= TH_FIN
             _emit_tcp(st, rx, c, c.snd_nxt, flags, nxt_off, <uint32_t>seg_len, False, rexmit)
+            if seg_len < _smss(c):
+                c.snd_sml = c.snd_nxt + <uint32_t>seg_len
             if not c.rtt_timing and not rexmit:
                 c.rtt_timing = 1
                 c.rtt_seq = c.snd_nxt
@@ -817,7 +845,7 @@ cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg, bint activ
         c.ts_recent_ns = st.now_ns
         # full-sized segments carry 12 bytes of timestamp option
         c.rcv_mss = mss - 12
-    cc_init(&c.cc, st.cfg.cc_algo, c.snd_mss, 0x7fffffff)
+    cc_init(&c.cc, st.cfg.cc_algo, _smss(c), 0x7fffffff)
 
 
 cdef void _rtt_sample(CoreState *st, Conn *c, uint64_t rtt) noexcept nogil:
@@ -878,7 +906,7 @@ cdef void _enter_recovery(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         _retransmit_hole(st, rx, c)
     else:
         _retransmit_first(st, rx, c)
-        c.cc.cwnd = c.cc.ssthresh + 3 * c.snd_mss
+        c.cc.cwnd = c.cc.ssthresh + 3 * _smss(c)
 
 
 cdef void _retransmit_first(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
@@ -890,8 +918,8 @@ cdef void _retransmit_first(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         return
     if off < c.snd_end_off:
         length = c.snd_end_off - off
-        if length > c.snd_mss:
-            length = c.snd_mss
+        if length > _smss(c):
+            length = _smss(c)
         _emit_tcp(st, rx, c, c.snd_una, TH_ACK | (TH_PSH if off + length == c.snd_end_off else 0),
                   off, <uint32_t>length, False, True)
         if seq_gt(_stream_seq(c, off + length), c.high_rxt):
@@ -924,7 +952,12 @@ cdef bint _acceptable(Conn *c, TcpSegment *seg) noexcept nogil:
             return seg.seq == c.rcv_nxt
         return seq_in(seg.seq, c.rcv_nxt, c.rcv_nxt + wnd)
     if wnd == 0:
-        return False
+        # RFC 9293 §3.10.7.4: with a zero window "special allowance should be
+        # made to accept valid ACKs, URGs, and RSTs".  A segment exactly at
+        # rcv_nxt is let through so its ACK and window are processed (the
+        # peer may be sending data of its own while we have none to read);
+        # _process_text trims all of its payload.  Linux does the same.
+        return seg.seq == c.rcv_nxt
     return seq_in(seg.seq, c.rcv_nxt, c.rcv_nxt + wnd) or \
         seq_in(seg.seq + slen - 1, c.rcv_nxt, c.rcv_nxt + wnd)
 
@@ -1043,8 +1076,8 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
                 if c.cc.cwnd > acked:
                     c.cc.cwnd -= acked
                 else:
-                    c.cc.cwnd = c.snd_mss
-                c.cc.cwnd += c.snd_mss
+                    c.cc.cwnd = _smss(c)
+                c.cc.cwnd += _smss(c)
         else:
             cc_on_ack(&c.cc, acked, st.now_ns, c.srtt_ns)
         if c.snd_una == c.snd_max:
@@ -1070,10 +1103,10 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
                 (c.snd_wnd == old_wnd or seg.nsack):
             c.dupacks += 1
             if not c.in_recovery and seq_gt(c.snd_una, c.recover) or (not c.in_recovery and c.recover == 0):
-                if c.dupacks == 3 or (c.sack_ok and ranges_bytes(&c.sacked) >= 3 * c.snd_mss and c.dupacks >= 1):
+                if c.dupacks == 3 or (c.sack_ok and ranges_bytes(&c.sacked) >= 3 * _smss(c) and c.dupacks >= 1):
                     _enter_recovery(st, rx, c)
             elif c.in_recovery and not c.sack_ok:
-                c.cc.cwnd += c.snd_mss    # RFC 6582 step 4: inflate
+                c.cc.cwnd += _smss(c)    # RFC 6582 step 4: inflate
     if c.state == TIME_WAIT:
         # retransmitted FIN: handled in _process_fin; nothing else to do here
         pass
@@ -1307,6 +1340,7 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
             mss_idx = i
     isn = _cookie_make(st, seg, mss_idx, st.now_ns)
     st.stats.syn_cookies_sent += 1
+    st.ip_ident += 1                 # replicated: advanced by every replica
     if rx.replica != 0:
         return
     a = _action(st, rx)
@@ -1330,7 +1364,6 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
         o.sack_perm = seg.sack_perm and st.cfg.sack
     hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, isn, seg.seq + 1,
                           TH_SYN | TH_ACK, <uint16_t>(st.cfg.rcvbuf if st.cfg.rcvbuf < 65535 else 65535), &o)
-    st.ip_ident += 1
     write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
     sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
     csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
@@ -1380,10 +1413,15 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
                 c.irs = seg.seq - 1
                 c.iss = seg.ack - 1
                 c.rcv_nxt = seg.seq
-                c.rcv_adv = c.rcv_nxt
-                c.snd_una = c.iss + 1
+                # the cookie SYN-ACK advertised min(rcvbuf, 65535) unscaled:
+                # data on this ACK lies inside that window and is accepted
+                c.rcv_adv = c.rcv_nxt + (st.cfg.rcvbuf if st.cfg.rcvbuf < 65535 else 65535)
+                # our SYN is still unacknowledged: the ACK being processed
+                # acknowledges it (SND.UNA < SEG.ACK, RFC 9293 §3.10.7.4)
+                c.snd_una = c.iss
                 c.snd_nxt = c.iss + 1
                 c.snd_max = c.iss + 1
+                c.snd_sml = c.iss
                 c.snd_mss = COOKIE_MSS[mss_idx]
                 c.rcv_mss = c.snd_mss
                 c.snd_wscale = 0
@@ -1397,7 +1435,9 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
                         c.snd_wscale = <uint8_t>((tsbits >> 1) & 0xf)
                         c.rcv_wscale = st.cfg.rcv_wscale
                     c.sack_ok = tsbits & 1
-                cc_init(&c.cc, st.cfg.cc_algo, c.snd_mss, 0x7fffffff)
+                if c.ts_ok:
+                    c.rcv_mss = c.snd_mss - 12
+                cc_init(&c.cc, st.cfg.cc_algo, _smss(c), 0x7fffffff)
                 c.state = SYN_RECEIVED
                 c.last_ack_sent = c.rcv_nxt
                 _segment_synchronized(st, rx, c, seg)
@@ -1431,6 +1471,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     c.snd_una = c.iss
     c.snd_nxt = c.iss
     c.snd_max = c.iss
+    c.snd_sml = c.iss
     _apply_syn_options(st, c, seg, False)
     if seg.wscale < 0:
         c.snd_wscale = 0
@@ -1456,12 +1497,12 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
         st.drops[DROP_ICMP] += 1
         return
     st.stats.icmp_echo += 1
+    st.ip_ident += 1                 # replicated: advanced by every replica
     if rx.replica != 0:
         return
     a = _action(st, rx)
     if a == NULL:
         return
-    st.ip_ident += 1
     write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_ICMP, IP_HDR_LEN + n, st.ip_ident)
     a.hdr[IP_HDR_LEN] = 0                        # echo reply
     a.hdr[IP_HDR_LEN + 1] = 0
@@ -1699,6 +1740,7 @@ cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t rad
     c.snd_una = c.iss
     c.snd_nxt = c.iss
     c.snd_max = c.iss
+    c.snd_sml = c.iss
     c.rcv_wscale = st.cfg.rcv_wscale
     c.snd_wscale = 0
     c.sack_ok = st.cfg.sack
@@ -2121,3 +2163,75 @@ cdef class TcpCore:
         if (<const CoreState *>&view[0]).magic != MAGIC:
             raise CoreConfigError("state snapshot is not a misdtcp core state")
         memcpy(self.st, &view[0], self.st.size)
+
+
+# ---------------------------------------------------------------------------
+# Micro-benchmark helpers (bench/micro_core.py).  They run the C loop with no
+# Python object per frame, so pyperf measures the core alone.
+# ---------------------------------------------------------------------------
+
+def bench_frames(TcpCore core, uint32_t handle, frames_blob, offsets, uint64_t n_frames,
+                 order=None, uint32_t flags=FRAME_CSUM_VALID, uint32_t consume_every=32,
+                 uint64_t step_ns=1000):
+    """Feed n_frames data frames of connection `handle` through core_frame.
+
+    frames_blob holds prebuilt IPv4/TCP data frames of equal payload length
+    at `offsets` (plus the blob end); their sequence numbers are rewritten in
+    place so the stream continues from the connection's rcv_nxt.  `order`
+    permutes each group of len(order) frames (e.g. [1, 2, 3, 0]: three
+    out-of-order frames, then the hole fill).  Every `consume_every` frames
+    the application consumes everything received, so the window never
+    closes.  Copy actions are produced but not applied; the action list is
+    reset after every frame.  Returns the number of actions produced."""
+    cdef unsigned char[::1] blob = frames_blob
+    cdef Conn *c = core_conn(core.st, handle)
+    cdef uint32_t nf = len(offsets) - 1
+    cdef uint32_t[::1] offs
+    cdef uint32_t[::1] perm
+    cdef uint32_t group, i, k, off, flen, plen, ihl, seq0
+    cdef uint64_t n, produced = 0, now
+    if c == NULL:
+        raise ValueError("no such connection")
+    if nf == 0:
+        raise ValueError("no frames")
+    import array
+    offs = array.array("I", offsets)
+    perm = array.array("I", order if order is not None else [0])
+    group = perm.shape[0]
+    ihl = (blob[offs[0]] & 0x0f) * 4
+    plen = offs[1] - offs[0] - ihl - (blob[offs[0] + ihl + 12] >> 4) * 4
+    now = core.st.now_ns
+    with nogil:
+        seq0 = c.rcv_nxt
+        n = 0
+        while n < n_frames:
+            for k in range(group):
+                if n >= n_frames:
+                    break
+                i = <uint32_t>((n - k + perm[k]) % nf)
+                off = offs[i]
+                flen = offs[i + 1] - off
+                wr32(&blob[off + ihl + 4], seq0 + <uint32_t>((n - k + perm[k]) * plen))
+                now += step_ns
+                core_frame(core.st, &core.rx, &blob[off], flen, flags, 0, now)
+                produced += core.rx.nactions
+                core.rx.nactions = 0
+                n += 1
+            if consume_every and n % consume_every < group:
+                core_app_consumed(core.st, &core.rx, handle, c.rcv_nxt_off, now)
+                core.rx.nactions = 0
+    return produced
+
+
+def bench_acks(TcpCore core, uint32_t handle, uint64_t n):
+    """Build n pure ACKs (window, timestamps, SACK blocks if any) for
+    `handle`, resetting the action list each time."""
+    cdef Conn *c = core_conn(core.st, handle)
+    cdef uint64_t i
+    if c == NULL:
+        raise ValueError("no such connection")
+    with nogil:
+        for i in range(n):
+            _send_ack(core.st, &core.rx, c)
+            core.rx.nactions = 0
+    return n

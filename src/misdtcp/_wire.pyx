@@ -63,4 +63,13 @@ def build_options(mss=0, wscale=-1, sack_permitted=False, timestamp=None, sack=(
         o.sack_left[i] = l
         o.sack_right[i] = r
     n = write_tcp_options(buf, &o)
+    if n > TCP_MAX_HDR - TCP_HDR_LEN:
+        # RFC 9293 §3.1: at most 40 bytes of options (data offset <= 15)
+        raise ValueError(f"these options need {n} bytes; a TCP header has room for 40")
     return PyBytes_FromStringAndSize(<char *>buf, n)
+
+
+# Device metadata flags of a frame, for Python callers of TcpCore.frame().
+CSUM_PARTIAL = FRAME_CSUM_PARTIAL
+CSUM_VALID = FRAME_CSUM_VALID
+VERIFY_CSUM = FRAME_VERIFY_CSUM
