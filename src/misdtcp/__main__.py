@@ -1,0 +1,5 @@
+import sys
+
+from misdtcp.cli import main
+
+sys.exit(main())

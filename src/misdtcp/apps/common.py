@@ -1,0 +1,50 @@
+"""Helpers shared by the apps: exact reads, per-connection reports."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+import time
+
+
+def recv_exact(conn, n: int, timeout: float | None = None) -> bytes:
+    """Exactly n bytes, or ConnectionError if the peer closes first."""
+    out = bytearray()
+    while len(out) < n:
+        view = conn.recv_view(n - len(out), timeout=timeout)
+        if not len(view):
+            raise ConnectionError(f"peer closed after {len(out)} of {n} bytes")
+        out += view
+        conn.release(view)
+    return bytes(out)
+
+
+class ConnectionReport:
+    """Byte count and SHA-256 of what one connection received."""
+
+    def __init__(self, remote=None):
+        self.remote = remote
+        self.bytes = 0
+        self.sha = hashlib.sha256()
+        self.started = time.monotonic()
+
+    def update(self, view):
+        self.bytes += len(view)
+        self.sha.update(view)
+
+    def as_dict(self, app: str) -> dict:
+        return {"event": "closed", "app": app, "bytes": self.bytes, "sha256": self.sha.hexdigest(),
+                "seconds": round(time.monotonic() - self.started, 6)}
+
+
+_print_lock = threading.Lock()
+
+
+def emit(line: str, stream=None):
+    with _print_lock:
+        print(line, file=stream or sys.stdout, flush=True)
+
+
+def emit_json(record: dict):
+    emit(json.dumps(record, sort_keys=True))

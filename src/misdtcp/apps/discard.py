@@ -1,0 +1,45 @@
+"""Discard (RFC 863): read and throw away; optionally report what was read."""
+from __future__ import annotations
+
+import threading
+
+from misdtcp.api import StackError
+
+from misdtcp.apps.common import ConnectionReport
+
+DEFAULT_PORT = 9
+
+
+def serve_connection(conn, *, report, hash_data: bool = True):
+    summary = ConnectionReport()
+    try:
+        while True:
+            view = conn.recv_view()
+            if not len(view):
+                break
+            if hash_data:
+                summary.update(view)
+            else:
+                summary.bytes += len(view)
+            conn.release(view)
+    except ConnectionError:
+        pass
+    finally:
+        conn.close()
+    if report is not None:
+        report(summary.as_dict("discard"))
+    return summary
+
+
+def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None):
+    """Serve until `stop` is set; `report(dict)` is called for every closed connection."""
+    listener = stack.listen(port)
+    while stop is None or not stop.is_set():
+        try:
+            conn = listener.accept(timeout=0.2)
+        except TimeoutError:
+            continue
+        except StackError:
+            return                      # the stack stopped (or failed): nothing more to serve
+        threading.Thread(target=serve_connection, args=(conn,), kwargs={"report": report},
+                         daemon=True).start()
