@@ -132,7 +132,8 @@ def test_iperf3_test_after_test_and_truthful_results():
         for _ in range(3):
             rc, result = iperf3(ns, seconds=1)
             assert rc == 0, result.get("error")
-        assert len([r for r in reports if r.startswith("iperf3: test")]) == 3
+        # the server logs a test once the client has said IPERF_DONE
+        assert wait_for(lambda: len([r for r in reports if r.startswith("iperf3: test")]) == 3, timeout=10)
         # The receiver-side numbers the client prints come from our results
         # JSON: they must agree with what the client sent (TCP loses nothing;
         # bytes still in flight when the client stops may be missing).

@@ -89,6 +89,14 @@ cdef inline void ranges_trim_below(RangeSet *r, uint64_t off) noexcept nogil:
         r.start[0] = off
 
 
+cdef inline void ranges_trim_above(RangeSet *r, uint64_t off) noexcept nogil:
+    """Forget everything at or above off."""
+    while r.n and r.start[r.n - 1] >= off:
+        r.n -= 1
+    if r.n and r.end[r.n - 1] > off:
+        r.end[r.n - 1] = off
+
+
 cdef inline uint64_t ranges_advance(RangeSet *r, uint64_t off) noexcept nogil:
     """If the first range starts at or below off, consume it and return its
     end (the new contiguous edge); otherwise return off unchanged."""

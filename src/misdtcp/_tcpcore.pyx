@@ -37,6 +37,7 @@ from libc.string cimport memset, memcpy
 from misdtcp._seq cimport seq_lt, seq_le, seq_gt, seq_ge, seq_max, seq_min, seq_in, seq_diff
 from misdtcp._wire cimport *
 from misdtcp._ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
+                              ranges_trim_above,
                               ranges_advance, ranges_bytes, ranges_bytes_between, ranges_next_gap)
 from misdtcp._congestion cimport (CcState, CC_RENO, CC_CUBIC, cc_init, cc_on_ack, cc_on_congestion,
                                   cc_on_rto)
@@ -64,7 +65,8 @@ DROP_NAMES = ("none", "ip_truncated", "ip_version", "ip_header_length", "ip_chec
               "tcp_checksum", "tcp_options", "tcp_flags", "bad_gso", "no_connection",
               "listen_bad", "backlog_full", "table_full", "bad_cookie", "paws",
               "out_of_window", "rst_challenged", "rst_out_of_window", "syn_challenged",
-              "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close")
+              "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close",
+              "data_after_fin")
 
 NOTIFY_NAMES = {1: "accepted", 2: "connected", 3: "readable", 4: "writable",
                 5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed"}
@@ -1137,7 +1139,10 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
     if plen == 0:
         return
     if c.state != ESTABLISHED and c.state != FIN_WAIT_1 and c.state != FIN_WAIT_2:
-        return                       # the peer already sent its FIN
+        # RFC 9293 §3.10.7.4 "seventh": the peer already sent its FIN, so
+        # ignore the text — but count it (found by fuzzing: it was silent)
+        st.drops[DROP_DATA_AFTER_FIN] += 1
+        return
     if c.app_closed:
         # RFC 9293 §3.10.4 / RFC 2525: data for a closed receiver -> reset
         st.drops[DROP_AFTER_CLOSE] += 1
@@ -1152,9 +1157,14 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
         plen -= trim
         c.dup_segs += 1
     right = c.rcv_adv if seq_gt(c.rcv_adv, c.rcv_nxt) else c.rcv_nxt
+    if c.fin_off != NO_OFF and c.fin_off >= c.rcv_nxt_off and \
+            seq_lt(c.rcv_nxt + <uint32_t>(c.fin_off - c.rcv_nxt_off), right):
+        # RFC 9293 §3.10.7.4: the FIN's sequence number ends the stream;
+        # bytes past a FIN already seen are not data (found by fuzzing)
+        right = c.rcv_nxt + <uint32_t>(c.fin_off - c.rcv_nxt_off)
     end = start + plen
     if seq_gt(end, right):
-        plen -= end - right
+        plen = plen - (end - right) if seq_lt(start, right) else 0
         end = right
         seg.flags &= ~TH_FIN         # the FIN lay beyond what we keep
     if plen == 0:
@@ -1198,6 +1208,9 @@ cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
         if c.state == ESTABLISHED or c.state == FIN_WAIT_1 or c.state == FIN_WAIT_2 or \
                 c.state == SYN_RECEIVED:
             c.fin_off = fin_off
+            # out-of-order bytes past the FIN are not part of the stream: a
+            # hole fill must not carry rcv_nxt over the FIN (found by fuzzing)
+            ranges_trim_above(&c.ooo, fin_off)
     if c.fin_off == NO_OFF or c.rcv_nxt_off != c.fin_off:
         if (seg.flags & TH_FIN) and c.state == TIME_WAIT:
             c.ack_now = 1
@@ -1207,6 +1220,9 @@ cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
             and c.state != SYN_RECEIVED:
         return
     c.rcv_nxt += 1
+    # nothing lies past the FIN: stale islands would make SACK blocks (sequence
+    # numbers computed from rcv_nxt, which now counts the FIN) off by one
+    ranges_clear(&c.ooo)
     c.ack_now = 1
     c.delack_armed = 0
     c.delack_at = 0
@@ -1378,6 +1394,17 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
     a.gso_size = 0
 
 
+cdef uint32_t _accept_queue(CoreState *st, int li) noexcept nogil:
+    """Connections of listener li that are established but not yet accepted."""
+    cdef Conn *conns = _conns(st)
+    cdef uint32_t i, n = 0
+    for i in range(st.high_slot):
+        if conns[i].in_use and conns[i].passive and not conns[i].accepted and \
+                conns[i].listener == <uint32_t>li and conns[i].state != SYN_RECEIVED:
+            n += 1
+    return n
+
+
 cdef int _find_listener(CoreState *st, uint16_t port) noexcept nogil:
     cdef uint32_t i
     for i in range(MAX_LISTENERS):
@@ -1399,7 +1426,11 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
         if not (seg.flags & TH_SYN) and st.cfg.syn_cookies:
             mss_idx = _cookie_check(st, seg, st.now_ns)
             if mss_idx >= 0:
-                if l.pending >= l.backlog:
+                # Only the accept queue bounds a cookie connection, as in
+                # Linux: `pending` also counts the half-open connections whose
+                # flood made us send cookies, so checking it would refuse
+                # every cookie (found by fuzzing).
+                if _accept_queue(st, li) >= l.backlog:
                     st.drops[DROP_BACKLOG_FULL] += 1
                     return
                 c = _alloc(st, seg.saddr, seg.sport, seg.dport)
@@ -1545,7 +1576,9 @@ cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
     if seg.daddr != st.cfg.local_addr:
         st.drops[DROP_NOT_FOR_US] += 1
         return
-    if bad_source(seg.saddr):
+    if bad_source(seg.saddr) or seg.saddr == st.cfg.local_addr:
+        # our own address as the source is a spoof ("land" attack): we would
+        # open a connection to ourselves and answer it (found by fuzzing)
         st.drops[DROP_BAD_SOURCE] += 1
         return
     if f[9] == IPPROTO_ICMP:
@@ -1598,7 +1631,10 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         return
     c.retries += 1
     if c.retries > st.cfg.max_retries:
-        _send_rst(st, rx, c, c.snd_nxt)
+        if c.state != SYN_SENT:
+            # in SYN-SENT there is nothing to reset and no rcv_nxt to put in
+            # the ACK field (RFC 9293 §3.10.5 ABORT: "delete the TCB")
+            _send_rst(st, rx, c, c.snd_nxt)
         _reset_conn(st, rx, c, R_TIMED_OUT)
         return
     st.stats.rto_expired += 1
