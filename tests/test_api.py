@@ -1,0 +1,147 @@
+"""The Python API against the kernel: active open, sendall, recv/recv_into,
+timeouts, zero-copy views, and the asyncio adapter."""
+import asyncio
+import hashlib
+import os
+import subprocess
+import threading
+
+import pytest
+
+from misdtcp.aio import AsyncListener, open_connection
+from misdtcp.api import Stack, StackError
+from netns_helpers import finish, kernel_sink, make_tun_netns, require_netns
+
+pytestmark = pytest.mark.netns
+KERNEL = "10.77.0.1"
+STACK = "10.77.0.2"
+
+
+@pytest.fixture
+def stack():
+    require_netns()
+    ns, tun = make_tun_netns()
+    s = Stack(tun, address=STACK, workers=2)
+    try:
+        s.start()
+        yield ns, s
+    finally:
+        s.stop()
+        tun.close()
+        ns.delete()
+
+
+@pytest.mark.timeout(120)
+def test_active_open_and_sendall_to_a_kernel_server(stack):
+    ns, s = stack
+    data = os.urandom(8 << 20)
+    sink = kernel_sink(ns, 6000, expect=len(data))
+    conn = s.connect(KERNEL, 6000)
+    conn.sendall(data)
+    conn.shutdown()
+    rc, out, err = finish(sink, timeout=60)
+    assert rc == 0, err
+    count, digest = out.split()[-2:]
+    assert int(count) == len(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.timeout(60)
+def test_connect_to_a_closed_port_is_refused(stack):
+    ns, s = stack
+    with pytest.raises(ConnectionRefusedError):
+        s.connect(KERNEL, 6001, timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_recv_view_is_zero_copy_and_recv_into_fills_a_buffer(stack):
+    ns, s = stack
+    listener = s.listen(7000)
+    payload = os.urandom(1 << 20)
+    client = ns.python(["-c", (
+        "import socket, sys\n"
+        f"s = socket.create_connection(({STACK!r}, 7000), timeout=20)\n"
+        "data = sys.stdin.buffer.read()\n"
+        "s.sendall(data)\n"
+        "s.shutdown(socket.SHUT_WR)\n"
+        "s.recv(1)\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client.stdin.write(payload)
+    client.stdin.close()
+    conn = listener.accept(timeout=10)
+    first = conn.recv_view(max_bytes=1000, timeout=10)
+    assert isinstance(first, memoryview) and 0 < len(first) <= 1000
+    got = bytearray(first)
+    conn.release(first)
+    buf = bytearray(70000)
+    while True:
+        n = conn.recv_into(buf, timeout=10)
+        if n == 0:
+            break
+        got += buf[:n]
+    assert bytes(got) == payload
+    conn.close()
+    assert client.wait(timeout=20) == 0
+
+
+@pytest.mark.timeout(60)
+def test_recv_timeout(stack):
+    ns, s = stack
+    listener = s.listen(7001)
+    client = ns.python(["-c", (
+        "import socket, time\n"
+        f"s = socket.create_connection(({STACK!r}, 7001), timeout=20)\n"
+        "time.sleep(3)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    conn = listener.accept(timeout=10)
+    with pytest.raises(TimeoutError):
+        conn.recv(timeout=0.3)
+    finish(client, timeout=20)
+
+
+@pytest.mark.timeout(60)
+def test_listen_twice_on_one_port_is_an_error(stack):
+    ns, s = stack
+    s.listen(7002)
+    with pytest.raises(StackError, match="already listening"):
+        s.listen(7002)
+
+
+@pytest.mark.timeout(120)
+def test_asyncio_echo(stack):
+    ns, s = stack
+
+    async def serve_one():
+        listener = AsyncListener(s.listen(7003))
+        conn = await listener.accept(timeout=10)
+        while data := await conn.recv(timeout=10):
+            await conn.sendall(data)
+        await conn.shutdown()
+
+    client = ns.python(["-c", (
+        "import socket, os, hashlib, threading\n"
+        f"s = socket.create_connection(({STACK!r}, 7003), timeout=20)\n"
+        "data = os.urandom(300000)\n"
+        "got = bytearray()\n"
+        "def rd():\n"
+        "    while (c := s.recv(65536)):\n"
+        "        got.extend(c)\n"
+        "t = threading.Thread(target=rd); t.start()\n"
+        "s.sendall(data); s.shutdown(socket.SHUT_WR); t.join(30)\n"
+        "print(bytes(got) == data, len(got))\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    asyncio.run(asyncio.wait_for(serve_one(), 60))
+    rc, out, err = finish(client, timeout=30)
+    assert out.split()[0] == "True", (out, err)
+
+
+@pytest.mark.timeout(60)
+def test_asyncio_active_open(stack):
+    ns, s = stack
+    sink = kernel_sink(ns, 6002, expect=100000)
+
+    async def go():
+        conn = await open_connection(s, KERNEL, 6002)
+        await conn.sendall(b"z" * 100000)
+        await conn.shutdown()
+
+    asyncio.run(asyncio.wait_for(go(), 30))
+    rc, out, err = finish(sink, timeout=30)
+    assert out.split()[-2] == "100000"

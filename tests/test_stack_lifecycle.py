@@ -1,0 +1,94 @@
+"""Lifecycle of a running stack: clean stop, and a worker or the sequencer
+killed mid-transfer is noticed within a second with a clear error, and
+nothing is left behind."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from misdtcp.api import Stack, StackError
+from netns_helpers import finish, make_tun_netns, require_netns
+from test_e2e_transfer import SENDER
+
+pytestmark = pytest.mark.netns
+STACK = "10.77.0.2"
+
+
+def open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def children_alive():
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def memfd_maps():
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if "memfd:misdtcp" in line)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy,workers", [("misd", 2), ("single", 1), ("mimd", 2)])
+def test_start_stop_leaves_nothing_behind(strategy, workers):
+    require_netns()
+    ns, tun = make_tun_netns()
+    try:
+        shm_before = set(os.listdir("/dev/shm"))
+        fds_before = open_fds()
+        stack = Stack(tun, address=STACK, workers=workers, strategy=strategy).start()
+        assert len(stack._pids) == (1 if strategy == "single" else 1 + workers)
+        pids = list(stack._pids)
+        stack.stop()
+        del stack
+        import gc
+        gc.collect()
+        for pid in pids:
+            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert not children_alive()
+        assert open_fds() - fds_before == set()
+        assert set(os.listdir("/dev/shm")) == shm_before
+        assert memfd_maps() == 0
+    finally:
+        tun.close()
+        ns.delete()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("victim", ["worker", "sequencer"])
+def test_killed_process_is_detected_within_a_second(victim):
+    require_netns()
+    ns, tun = make_tun_netns()
+    stack = Stack(tun, address=STACK, workers=2).start()
+    try:
+        listener = stack.listen(9)
+        client = ns.python(["-c", SENDER.format(addr=STACK, port=9), str(1 << 30)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        conn = listener.accept(timeout=10)
+        got = 0
+        while got < 8 << 20:
+            view = conn.recv_view(timeout=10)
+            got += len(view)
+            conn.release(view)
+        pid = stack._pids[0] if victim == "sequencer" else stack._pids[2]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        with pytest.raises(StackError, match=f"{victim} process .* died"):
+            while True:
+                view = conn.recv_view(timeout=5)
+                conn.release(view)
+        assert time.monotonic() - killed_at < 1.5
+        finish(client, timeout=5)
+    finally:
+        pids = list(stack._pids)
+        stack.stop()
+        tun.close()
+        ns.delete()
+    assert not children_alive()
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
