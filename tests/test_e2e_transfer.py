@@ -140,3 +140,21 @@ def test_iperf3_test_after_test_and_truthful_results():
         sent = result["end"]["sum_sent"]["bytes"]
         received = result["end"]["sum_received"]["bytes"]
         assert 0.9 * sent <= received <= sent
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("strategy,workers", [("single", 1), ("mimd", 2), ("misd", 3)])
+def test_every_strategy_delivers_exactly(strategy, workers):
+    """The same kernel sender through each strategy (misd with more workers
+    than this machine's cores too): byte-exact."""
+    total = 64 << 20
+    reports = []
+    with serving("discard", workers=workers, strategy=strategy, reports=reports,
+                 cpus=[0, 1, 0][:workers] if workers > 2 else None) as (ns, stack):
+        proc = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=9), str(total)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rc, out, err = finish(proc, timeout=150)
+        assert rc == 0, err
+        sent, digest = out.split()
+        assert wait_for(lambda: reports, timeout=20)
+        assert reports[0]["bytes"] == total and reports[0]["sha256"] == digest

@@ -506,7 +506,8 @@ def test_three_consumer_processes_see_two_million_records_intact_and_in_order():
     # ...without lost wake-ups: a sleeper nobody wakes only gets out through its
     # 50 ms timeout.  A few timeouts can come from the scheduler alone on a
     # loaded machine; a lost-wake-up bug makes hundreds.
-    assert producer["timeouts"] + sum(c["timeouts"] for c in counters["consumers"]) <= 3
+    sleeps = consumer_sleeps + producer["sleeps"]
+    assert producer["timeouts"] + sum(c["timeouts"] for c in counters["consumers"]) <= 3 + sleeps // 1000
     print(f"\nstress: {STRESS_RECORDS} records x 3 consumers in {elapsed:.1f}s; {counters}")
 
 

@@ -225,6 +225,8 @@ cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t new_position,
                        uint64_t records) noexcept nogil
 cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
                    uint64_t timeout_ns) noexcept nogil
+cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t position,
+                        uint32_t spin_iterations, uint64_t timeout_ns) noexcept nogil
 
 
 # ---- command queue --------------------------------------------------------------------

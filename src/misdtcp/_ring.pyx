@@ -539,20 +539,33 @@ cdef inline bint _has_records(Ring *ring, RingConsumerSlot *slot) noexcept nogil
 
 cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
                    uint64_t timeout_ns) noexcept nogil:
-    """Wait until a record past this consumer's cursor is published.
+    """Wait until a record past this consumer's released cursor is published.
 
     WAIT_READY when there is one (even after stop: the log is drained first),
     WAIT_STOPPED when stopped and drained, WAIT_TIMEOUT after ``timeout_ns``.
+    """
+    return ring_wait_from(ring, consumer_id, ring.ctl.consumers[consumer_id].cursor,
+                          spin_iterations, timeout_ns)
+
+
+cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t position,
+                        uint32_t spin_iterations, uint64_t timeout_ns) noexcept nogil:
+    """Wait until a record at or past ``position`` is published.
+
+    For consumers that read ahead of what they release (a worker that keeps
+    records since its last checkpoint, or claimers sharing one cursor): the
+    released cursor lags, so waiting on it would return at once and spin.
+    Statistics go to ``consumer_id``'s slot.
     """
     cdef RingControl *ctl = ring.ctl
     cdef RingConsumerSlot *slot = &ctl.consumers[consumer_id]
     cdef uint64_t deadline, now
     cdef uint32_t i, seen
-    if _has_records(ring, slot):
+    if atomic_load_acquire_u64(&ctl.producer.cursor) != position:
         return WAIT_READY
     for i in range(spin_iterations):
         cpu_relax()
-        if _has_records(ring, slot):
+        if atomic_load_acquire_u64(&ctl.producer.cursor) != position:
             counter_add_u64(&slot.spins, 1)
             return WAIT_READY
         if _stopped(&ctl.info.stop):
@@ -560,7 +573,7 @@ cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
     deadline = monotonic_ns() + timeout_ns
     while True:
         seen = _ec_prepare_sleep(&ctl.consumer_wait.eventcount)
-        if _has_records(ring, slot):
+        if atomic_load_acquire_u64(&ctl.producer.cursor) != position:
             return WAIT_READY
         if _stopped(&ctl.info.stop):
             return WAIT_STOPPED
@@ -572,7 +585,7 @@ cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
         futex_wait(&ctl.consumer_wait.eventcount, seen, deadline - now)
         # Check before announcing again: a waker cleared the bit, and leaving
         # it set when we do not sleep would cost the next waker a syscall.
-        if _has_records(ring, slot):
+        if atomic_load_acquire_u64(&ctl.producer.cursor) != position:
             return WAIT_READY
 
 

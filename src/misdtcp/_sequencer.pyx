@@ -25,7 +25,7 @@ from misdtcp._ring cimport (Ring, Command, CmdQueue, BroadcastRing, CommandQueue
                             REC_FRAME, REC_COMMAND, REC_TICK, REC_DIGEST, REC_STOP, WAIT_STOPPED)
 from misdtcp._vnet cimport virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID, vnet_is_gso
 from misdtcp._wire cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
-from misdtcp._worker cimport RuntimeHeader
+from misdtcp._worker cimport RuntimeHeader, REC_CHECKPOINT
 from misdtcp._pcap cimport PcapWriter, PcapFile, pcap_write, pcap_flush
 from misdtcp._faults cimport (FaultInjector, FaultState, HeldFrame, fault_decide, fault_corrupt,
                               fault_hold_for, fault_due, fault_release, fault_next_due_ns,
@@ -97,7 +97,7 @@ cdef inline bint _publish_copy(Ring *rg, RuntimeHeader *h, const uint8_t *data, 
 
 def run_sequencer(BroadcastRing ring, CommandQueue commands, MirroredBuffer block, int tun_fd,
                   int wake_fd, *, uint64_t tick_ns=5000000, uint64_t digest_every=0,
-                  FaultInjector faults=None, PcapWriter pcap=None):
+                  FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_bytes=0):
     """Run until the runtime's stop flag is set; then publish REC_STOP.
     With `pcap`, every frame that enters the log is captured (after fault
     injection: what the stack really received)."""
@@ -118,6 +118,7 @@ def run_sequencer(BroadcastRing ring, CommandQueue commands, MirroredBuffer bloc
     cdef uint8_t dbuf[8]
     cdef uint16_t flags, gso
     cdef PcapFile *pf = &pcap.file if pcap is not None else NULL
+    cdef uint64_t last_checkpoint = 0
     cdef int64_t pcap_offset = pcap.realtime_offset_ns if pcap is not None else 0
     with nogil:
         fds[0].fd = tun_fd
@@ -179,6 +180,11 @@ def run_sequencer(BroadcastRing ring, CommandQueue commands, MirroredBuffer bloc
                     memcpy(dbuf, &digest_round, 8)
                     _publish_copy(rg, h, dbuf, 8, REC_DIGEST, now)
                     digest_round += 1
+            # recovery checkpoints: workers snapshot their state here and the
+            # ring reclaims space only up to the latest one
+            if checkpoint_bytes and rg.ctl.producer.cursor - last_checkpoint >= checkpoint_bytes:
+                last_checkpoint = rg.ctl.producer.cursor
+                _publish_copy(rg, h, dbuf, 0, REC_CHECKPOINT, now)
             # held frames that are due (reorder / delay)
             if fs != NULL:
                 held = fault_due(fs, <int64_t>monotonic_ns())

@@ -22,6 +22,11 @@ cdef enum:
     RT_UNLISTEN = 9     # a = port
 
 # Where transmitted segments go.
+# Ring record kinds the runtime adds to _ring's RecordKind (the ring itself
+# does not interpret kinds).
+cdef enum:
+    REC_CHECKPOINT = 6  # workers snapshot their replica state here (recovery)
+
 cdef enum:
     SINK_NULL = 0       # count only
     SINK_FD = 1         # write(2) to a file descriptor (the TUN, or /dev/null)
@@ -55,7 +60,12 @@ ctypedef struct WorkerCounters:          # 256 bytes: its own cache lines
     uint64_t inflight                    # mimd: ring position being worked on (or ~0)
     uint64_t latency_sum_ns              # frame stamped -> its outputs done
     uint64_t latency_max_ns
-    uint64_t pad[5]
+    uint64_t last_seqno                  # seqno of the last record this worker applied
+    uint64_t snapshots                   # checkpoints taken (recoverable mode)
+    uint64_t snap_position[2]            # ring position right after each snapshot's checkpoint
+    uint64_t restarts                    # times this worker was replaced from a snapshot
+    uint64_t cpu_ns                      # this worker's CPU time inside its loop (thread clock)
+    uint64_t pad[1]
 
 ctypedef struct RuntimeHeader:
     uint64_t magic

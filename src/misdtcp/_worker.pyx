@@ -37,7 +37,7 @@ from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64,
                               monotonic_ns, futex_wait, futex_wake, cpu_relax)
 from misdtcp._ring cimport (Ring, RecordHeader, Command, CmdQueue, BroadcastRing, CommandQueue,
                             MirroredBuffer, ring_available, ring_record_at, record_payload,
-                            ring_next_position, ring_release, ring_wait, cmdq_post, cmdq_try_take,
+                            ring_next_position, ring_release, ring_wait, ring_wait_from, cmdq_post, cmdq_try_take,
                             mirror_map, mirror_unmap, REC_FRAME, REC_COMMAND, REC_TICK, REC_DIGEST, REC_STOP,
                             WAIT_READY, WAIT_TIMEOUT, WAIT_STOPPED)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, CoreStats, Replica, Action, Conn, ACT_TRANSMIT, ACT_COPY,
@@ -61,6 +61,31 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
+
+cdef extern from "<time.h>" nogil:
+    ctypedef int clockid_t
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(clockid_t clk, timespec *ts)
+    enum: CLOCK_THREAD_CPUTIME_ID
+
+
+cdef inline uint64_t _thread_cpu_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
+
+
+cdef void _prefault(Ring *rg) noexcept nogil:
+    """Touch every page of the ring's data area before the start barrier, so
+    first-touch page faults are not part of the measured processing (a
+    long-running stack takes them once)."""
+    cdef uint64_t off = 0
+    cdef volatile char sink = 0
+    while off < rg.size:
+        sink = rg.data[off]
+        off += 4096
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -173,6 +198,18 @@ cdef class SharedView:
         from misdtcp._tcpcore import DROP_NAMES
         return {DROP_NAMES[i]: self.h.core_drops[i] for i in range(1, DROP_REASON_COUNT) if self.h.core_drops[i]}
 
+    def snapshot_for(self, uint32_t worker, uint64_t position, MirroredBuffer snapshots, uint64_t size):
+        """The snapshot `worker` took at ring `position`, as bytes, or None."""
+        cdef uint32_t slot
+        for slot in range(2):
+            if atomic_load_acquire_u64(&self.h.counters[worker].snap_position[slot]) == position:
+                start = (<uint64_t>worker * 2 + slot) * size
+                return bytes(snapshots.view(start, size))
+        return None
+
+    def mark_restart(self, uint32_t worker):
+        self.h.counters[worker].restarts += 1
+
     def progress(self, uint32_t worker, uint32_t conn):
         """Receive stream offset up to which `worker` has done its copies."""
         return _untag(conn, atomic_load_acquire_u64(&self._progress(worker)[conn & SLOT_MASK]))
@@ -236,6 +273,12 @@ cdef class Executor:
     cdef FaultState *faults
     cdef uint64_t stats_published_ns
     cdef bint defer_progress
+    cdef char *snapshots                 # this worker's two snapshot slots (recoverable mode)
+    cdef uint64_t snapshot_size
+    cdef public uint64_t events_after_seqno
+    cdef uint64_t cur_seqno
+    cdef uint64_t release_target
+    cdef uint64_t loop_position
     cdef uint32_t npending
     cdef uint32_t pending_kind[16]
     cdef uint32_t pending_conn[16]
@@ -243,7 +286,7 @@ cdef class Executor:
 
     def __cinit__(self, TcpCore core, MirroredBuffer block, uint32_t worker, *, int rcv_fd, int snd_fd,
                   int sink=SINK_NULL, int out_fd=-1, bint offload=True, CommandQueue events=None,
-                  PcapWriter pcap=None, FaultInjector faults=None):
+                  PcapWriter pcap=None, FaultInjector faults=None, MirroredBuffer snapshots=None):
         self.core = core
         self.h = <RuntimeHeader *>block.base
         self.worker = worker
@@ -268,10 +311,16 @@ cdef class Executor:
         self.offload = offload
         self.events = NULL
         self.post_events = False
-        if events is not None and worker == 0:
+        if events is not None:
             self.events = &events.queue
-            self.post_events = True
+            # replicas all see every event: worker 0 alone tells the application
+            self.post_events = worker == 0
         self.defer_progress = False
+        self.snapshots = NULL
+        self.snapshot_size = 0
+        self.events_after_seqno = 0
+        self.cur_seqno = 0
+        self.release_target = 0
         self.npending = 0
         self.pcap = NULL
         self.faults = NULL
@@ -281,7 +330,12 @@ cdef class Executor:
             self.pcap_offset = pcap.realtime_offset_ns
         if faults is not None:
             self.faults = &faults.state
-        self.keep = (block, events, pcap, faults)
+        if snapshots is not None:
+            self.snapshot_size = core.st.size
+            if snapshots.size < <uint64_t>(worker + 1) * 2 * self.snapshot_size:
+                raise ValueError("snapshot area too small for this worker")
+            self.snapshots = snapshots.base + <uint64_t>worker * 2 * self.snapshot_size
+        self.keep = (block, events, pcap, faults, snapshots)
 
     def __dealloc__(self):
         # mappings are left to process exit (workers are processes that end)
@@ -412,6 +466,8 @@ cdef class Executor:
         cdef Command cmd
         if not self.post_events:
             return
+        if self.events_after_seqno and self.cur_seqno <= self.events_after_seqno:
+            return                      # a replacement replaying records already announced
         cmd.kind = kind
         cmd.conn = conn
         cmd.a = value
@@ -437,18 +493,19 @@ cdef class Executor:
                     self.cnt.bytes_copied += a.length
             elif a.kind == ACT_TRANSMIT:
                 self._transmit(a, frame)
-            elif a.code == N_READABLE or a.code == N_WRITABLE:
-                if self.defer_progress:
-                    if self.npending < 16:
-                        self.pending_kind[self.npending] = a.code
-                        self.pending_conn[self.npending] = a.conn
-                        self.pending_value[self.npending] = a.stream_off
-                        self.npending += 1
-                elif a.code == N_READABLE:
-                    # every copy of this worker up to a.stream_off is done (copies
-                    # come before the notify in the action list)
-                    atomic_store_release_u64(&self.progress[a.conn & SLOT_MASK], _tag(a.conn, a.stream_off))
-                elif self.worker == 0:
+            elif self.defer_progress:
+                # mimd: published in log order once earlier records are done
+                if self.npending < 16:
+                    self.pending_kind[self.npending] = a.code
+                    self.pending_conn[self.npending] = a.conn
+                    self.pending_value[self.npending] = a.stream_off
+                    self.npending += 1
+            elif a.code == N_READABLE:
+                # every copy of this worker up to a.stream_off is done (copies
+                # come before the notify in the action list)
+                atomic_store_release_u64(&self.progress[a.conn & SLOT_MASK], _tag(a.conn, a.stream_off))
+            elif a.code == N_WRITABLE:
+                if self.worker == 0:
                     atomic_store_release_u64(&self.acked[a.conn & SLOT_MASK], _tag(a.conn, a.stream_off))
             else:
                 self._post_event(a.code, a.conn, a.stream_off)
@@ -465,9 +522,11 @@ cdef class Executor:
             if self.pending_kind[i] == N_READABLE:
                 atomic_store_release_u64(&self.progress[self.pending_conn[i] & SLOT_MASK],
                                          _tag(self.pending_conn[i], self.pending_value[i]))
-            else:
+            elif self.pending_kind[i] == N_WRITABLE:
                 atomic_store_release_u64(&self.acked[self.pending_conn[i] & SLOT_MASK],
                                          _tag(self.pending_conn[i], self.pending_value[i]))
+            else:
+                self._post_event(self.pending_kind[i], self.pending_conn[i], self.pending_value[i])
         self.npending = 0
 
     # -- one record -------------------------------------------------------------
@@ -476,6 +535,8 @@ cdef class Executor:
         cdef const uint8_t *p = <const uint8_t *>record_payload(r)
         cdef Command *cmd
         cdef uint64_t rnd, lat
+        self.cur_seqno = r.seqno + 1
+        self.cnt.last_seqno = r.seqno + 1
         if r.kind == REC_FRAME:
             self.cnt.frames += 1
             if r.length > VNET_HDR_LEN:
@@ -498,9 +559,29 @@ cdef class Executor:
         elif r.kind == REC_DIGEST:
             memcpy(&rnd, p, 8)
             self._digest(st, rnd)
+        elif r.kind == REC_CHECKPOINT:
+            self._checkpoint(st, r)
         elif r.kind == REC_STOP:
             return False
         return True
+
+    cdef inline uint64_t _position_after(self, RecordHeader *r) noexcept nogil:
+        return self.loop_position            # set by run_misd before each record
+
+    cdef void _checkpoint(self, CoreState *st, RecordHeader *r) noexcept nogil:
+        """Snapshot this replica's state into the older of two slots, then
+        let the ring reclaim everything before this point: a replacement
+        loads the snapshot and replays from exactly here."""
+        cdef uint32_t slot
+        cdef uint64_t after
+        if self.snapshots == NULL:
+            return
+        slot = <uint32_t>(self.cnt.snapshots % 2)
+        after = self._position_after(r)
+        memcpy(self.snapshots + slot * self.snapshot_size, st, self.snapshot_size)
+        atomic_store_release_u64(&self.cnt.snap_position[slot], after)
+        self.cnt.snapshots += 1
+        self.release_target = after
 
     cdef void _digest(self, CoreState *st, uint64_t rnd) noexcept nogil:
         """Publish this replica's state digest for round rnd and compare it
@@ -561,17 +642,21 @@ def run_misd(Executor ex, BroadcastRing ring, uint32_t consumer_id):
     cdef RecordHeader *r
     cdef int w
     cdef bint running = True
+    cdef uint64_t cpu0
     with nogil:
+        _prefault(rg)
         _wait_go(ex.h)
         cnt.start_ns = monotonic_ns()
+        cpu0 = _thread_cpu_ns()
         pos = rg.ctl.consumers[consumer_id].cursor
+        ex.release_target = pos
         while running:
             end = ring_available(rg, consumer_id)
             if end == pos:
                 cnt.heartbeat_ns = monotonic_ns()
                 if atomic_load_acquire_u32(&ex.h.stop):
                     break
-                w = ring_wait(rg, consumer_id, SPIN, WAIT_NS)
+                w = ring_wait_from(rg, consumer_id, pos, SPIN, WAIT_NS)
                 if w == WAIT_STOPPED:
                     # drain what was published before the stop
                     if ring_available(rg, consumer_id) == pos:
@@ -581,16 +666,20 @@ def run_misd(Executor ex, BroadcastRing ring, uint32_t consumer_id):
             while pos != end:
                 r = ring_record_at(rg, pos)
                 pos = ring_next_position(r, pos)
+                ex.loop_position = pos
                 n += 1
                 if not ex.handle_record(st, rx, r):
                     running = False
                     break
             cnt.records += n
             cnt.position += n
-            ring_release(rg, consumer_id, pos, n)
+            # recoverable mode keeps every record since the last checkpoint in
+            # the ring, so a replacement can replay them from the snapshot
+            ring_release(rg, consumer_id, ex.release_target if ex.snapshots != NULL else pos, n)
             ex.flush_held()
             ex.publish_stats(monotonic_ns())
         cnt.end_ns = monotonic_ns()
+        cnt.cpu_ns += _thread_cpu_ns() - cpu0
         atomic_store_release_u64(&cnt.done, 1)
 
 
@@ -603,8 +692,11 @@ def run_single(Executor ex, BroadcastRing ring):
     cdef WorkerCounters *cnt = ex.cnt
     cdef uint64_t pos = 0, end, n = 0
     cdef RecordHeader *r
+    cdef uint64_t cpu0
     with nogil:
+        _prefault(rg)
         cnt.start_ns = monotonic_ns()
+        cpu0 = _thread_cpu_ns()
         end = ring_available(rg, 0)
         while pos != end:
             r = ring_record_at(rg, pos)
@@ -615,6 +707,7 @@ def run_single(Executor ex, BroadcastRing ring):
         cnt.records += n
         cnt.position += n
         cnt.end_ns = monotonic_ns()
+        cnt.cpu_ns += _thread_cpu_ns() - cpu0
         atomic_store_release_u64(&cnt.done, 1)
 
 
@@ -670,10 +763,16 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers):
     # one shared state: progress goes to one row, published in log order
     ex.defer_progress = True
     ex.progress = <uint64_t *>((<char *>h) + sizeof(RuntimeHeader))
+    # one shared state produces each event once, in whichever worker ran the
+    # record: every worker posts the events of its records (in log order)
+    ex.post_events = ex.events != NULL
+    cdef uint64_t cpu0
     with nogil:
         atomic_store_release_u64(&cnt.inflight, <uint64_t>-1)
+        _prefault(rg)
         _wait_go(h)
         cnt.start_ns = monotonic_ns()
+        cpu0 = _thread_cpu_ns()
         while running:
             pos = atomic_load_acquire_u64(&h.claim_position)
             end = ring_available(rg, 0)
@@ -681,7 +780,7 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers):
                 cnt.heartbeat_ns = monotonic_ns()
                 if atomic_load_acquire_u32(&h.stop):
                     break
-                if ring_wait(rg, 0, SPIN, WAIT_NS) == WAIT_STOPPED and ring_available(rg, 0) == pos:
+                if ring_wait_from(rg, 0, pos, SPIN, WAIT_NS) == WAIT_STOPPED and ring_available(rg, 0) == pos:
                     break
                 continue
             # announce before claiming, so the space is never given back early
@@ -697,6 +796,8 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers):
                 break                                   # stopped while waiting
             p = <const uint8_t *>record_payload(r)
             rx.nactions = 0
+            ex.cur_seqno = seq + 1
+            cnt.last_seqno = seq + 1
             if r.kind == REC_FRAME:
                 cnt.frames += 1
                 if r.length > VNET_HDR_LEN:
@@ -735,6 +836,7 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers):
             cnt.records += 1
             cnt.position += 1
         cnt.end_ns = monotonic_ns()
+        cnt.cpu_ns += _thread_cpu_ns() - cpu0
         atomic_store_release_u64(&cnt.done, 1)
         atomic_store_release_u64(&cnt.inflight, <uint64_t>-1)
         # whoever ran the STOP record tells the others

@@ -244,12 +244,14 @@ class Stack:
                  strategy: str = "misd", cpus=None, stripe: int = 16384,
                  rcvbuf: int = 4 << 20, sndbuf: int = 4 << 20, max_connections: int = 64,
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
-                 pcap: str | None = None, digest_every: int = 0,
+                 pcap: str | None = None, digest_every: int = 0, recover: bool = True,
                  ring_size: int = 32 << 20, secret: int | None = None, **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions — kernel->stack in
         the sequencer, stack->kernel in each worker (seeds derived from
-        `seed`).  `pcap`: a file capturing both directions."""
+        `seed`).  `pcap`: a file capturing both directions.  `recover`
+        (misd): a worker that dies is replaced from its replica snapshot and
+        replays the log from there; otherwise the stack stops with an error."""
         if strategy not in STRATEGIES:
             raise StackError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
         available = sorted(os.sched_getaffinity(0))
@@ -282,6 +284,8 @@ class Stack:
                 raise StackError(str(exc)) from None
         self.pcap_path = pcap
         self.digest_every = digest_every
+        self.recover = recover and strategy == "misd"
+        self.recoveries = 0
         self.ring_size = _pow2(ring_size, 1 << 20)
         mss = mtu - 40
         self.core_config = dict(mss=mss, rcvbuf=rcvbuf, sndbuf=sndbuf,
@@ -329,6 +333,10 @@ class Stack:
             except OSError as exc:
                 raise StackError(f"cannot write the capture file {self.pcap_path}: {exc.strerror}") from None
         self._state = None
+        self._snapshots = None
+        self._state_size = TcpCore.state_size(local_address=self.address, **self.core_config)
+        if self.recover:
+            self._snapshots = MirroredBuffer(_pow2(self.workers * 2 * self._state_size))
         if self.strategy == "mimd":
             size = TcpCore.state_size(local_address=self.address, **self.core_config)
             self._state = MirroredBuffer(_pow2(size))
@@ -376,13 +384,30 @@ class Stack:
     def _executor(self, core, worker):
         ex = Executor(core, self._block, worker, rcv_fd=self._rcv.fileno(), snd_fd=self._snd.fileno(),
                       sink=1, out_fd=self._fd, offload=self.offload, events=self._events,
-                      pcap=self._pcap, faults=self._fault_injector(1 + worker))
+                      pcap=self._pcap, faults=self._fault_injector(1 + worker),
+                      snapshots=self._snapshots if self.strategy == "misd" else None)
         ex.measure_latency = True       # live traffic: the stamp-to-output latency is worth its 20 ns
         return ex
 
     def _sequencer_main(self):
         run_sequencer(self._ring, self._commands, self._block, self._fd, self._wake,
-                      digest_every=self.digest_every, faults=self._fault_injector(0), pcap=self._pcap)
+                      digest_every=self.digest_every, faults=self._fault_injector(0), pcap=self._pcap,
+                      checkpoint_bytes=self.ring_size // 4 if self.recover else 0)
+
+    def _replacement_main(self, w, snapshot, events_after):
+        """A new process for worker w: the replica state from its last
+        checkpoint, then the log replayed from that checkpoint's position
+        (payload copies are idempotent; lifecycle events already posted are
+        not posted again)."""
+        core = TcpCore(self.address, **self.core_config, replica=w, replicas=self.workers,
+                       stripe=self.stripe)
+        if snapshot is not None:
+            core.load_state(snapshot)
+        ex = self._executor(core, w)
+        ex.events_after_seqno = events_after
+        self._view.go()
+        run_misd(ex, self._ring, w)
+        ex.flush()
 
     def _worker_main(self, w):
         if self.strategy == "mimd":
@@ -440,7 +465,7 @@ class Stack:
         # The bookkeeping block stays mapped until this object goes away:
         # application threads may still be reading progress words from it.
         # (A memfd leaves nothing behind; it is freed with its last mapping.)
-        for name in ("_ring", "_commands", "_events", "_rcv", "_snd", "_state"):
+        for name in ("_ring", "_commands", "_events", "_rcv", "_snd", "_state", "_snapshots"):
             area = getattr(self, name, None)
             if area is not None:
                 try:
@@ -475,19 +500,49 @@ class Stack:
                 c._cond.notify_all()
 
     def _watch_processes(self):
-        for pid in self._pids:
+        for index, pid in enumerate(self._pids):
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 done, status = pid, 0
             if done:
-                role = "sequencer" if (self.strategy != "single" and pid == self._pids[0]) else "worker"
+                role = "sequencer" if (self.strategy != "single" and index == 0) else "worker"
                 how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                        else f"exit status {os.WEXITSTATUS(status)}")
+                if role == "worker" and self.recover and not self._stopping:
+                    if self._replace_worker(index - 1):
+                        continue
                 self._fail(f"a {role} process (pid {pid}) died ({how}); the stack stopped")
                 return
         if self._view.diverged:
             self._fail(f"replicas diverged at digest round {self._view.diverged_round}; the stack stopped")
+
+    def _replace_worker(self, w) -> bool:
+        """Fork a replacement for dead worker w from its last snapshot."""
+        cursor = self._ring.consumer_cursor(w)
+        snapshot = None
+        if cursor:
+            snapshot = self._view.snapshot_for(w, cursor, self._snapshots, self._state_size)
+            if snapshot is None:
+                return False
+        events_after = self._view.counters(w)["last_seqno"]
+        self._view.mark_restart(w)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child process
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.sched_setaffinity(0, {self.cpus[w % len(self.cpus)]})
+                self._replacement_main(w, snapshot, events_after)
+            except BaseException:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        self._pids[w + 1] = pid
+        self.recoveries += 1
+        return True
 
     # -- events ----------------------------------------------------------------
     def _dispatch(self):

@@ -73,11 +73,14 @@ def _pin(cpu):
 def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 16384,
             core_config: dict | None = None, sink: str = "null", cpus=None,
             keep_buffer: bool = False, timeout: float = 60.0, out_fd: int = -1,
-            offload: bool = True, debug_worker_config=None) -> RunResult:
+            offload: bool = True, debug_worker_config=None, replica=None) -> RunResult:
     """Replay `log` (a ReplayLog) under one strategy and measure it.
 
-    `debug_worker_config(w) -> dict` overrides core options per worker; it
-    exists to test the divergence check (replicas that are not replicas)."""
+    `replica=(r, n, stripe)` with the single strategy: one process does
+    exactly the work replica r of n would (replicated processing plus only
+    its own outputs) — for splitting a worker's time into replicated and
+    owned work.  `debug_worker_config(w) -> dict` overrides core options per
+    worker; it exists to test the divergence check."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
     if strategy == "single":
@@ -127,6 +130,10 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
                             cfg.update(debug_worker_config(w))
                         core = TcpCore(log.config.server, **cfg, replica=w, replicas=workers,
                                        stripe=stripe)
+                    elif replica is not None:
+                        r_index, r_count, r_stripe = replica
+                        core = TcpCore(log.config.server, **core_config, replica=r_index,
+                                       replicas=r_count, stripe=r_stripe)
                     else:
                         core = TcpCore(log.config.server, **core_config)
                     ex = Executor(core, block, w, rcv_fd=rcv.fileno(), snd_fd=snd.fileno(),
