@@ -207,6 +207,7 @@ ctypedef struct CoreStats:
     uint64_t conns_closed
     uint64_t wscale_clamped
     uint64_t zero_window_probes
+    uint64_t half_open_evicted   # SYN-RECEIVED entries freed for a valid cookie ACK
 
 ctypedef struct CoreState:
     uint64_t magic

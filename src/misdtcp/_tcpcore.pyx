@@ -1173,6 +1173,13 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
     c.segs_in += 1
     c.bytes_in += plen
     off = c.rcv_nxt_off + <uint32_t>(start - c.rcv_nxt)
+    if (seg.flags & TH_FIN) and c.fin_off == NO_OFF:
+        # Record the FIN's stream offset now, while rcv_nxt still relates to
+        # this segment, and forget islands past it *before* placing the data:
+        # else a hole fill merges them and carries rcv_nxt over the FIN
+        # (found by fuzzing: the FIN was then never taken).
+        c.fin_off = off + plen
+        ranges_trim_above(&c.ooo, c.fin_off)
     if start == c.rcv_nxt:
         _copy(st, rx, h, poff, off, plen)
         c.rcv_nxt = end
@@ -1203,7 +1210,14 @@ cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
     """RFC 9293 §3.10.7.4 "eighth".  A FIN that arrives ahead of a hole is
     remembered by its stream offset and takes effect when the hole fills."""
     cdef uint64_t fin_off
-    if (seg.flags & TH_FIN) and c.fin_off == NO_OFF:
+    if (seg.flags & TH_FIN) and seg.payload_len == 0 and c.fin_off != NO_OFF and \
+            c.rcv_nxt_off == c.fin_off and \
+            (c.state == CLOSE_WAIT or c.state == CLOSING or c.state == LAST_ACK):
+        # a second, in-window FIN after the one taken: not part of the stream
+        # (data with it was counted by _process_text; found by fuzzing)
+        st.drops[DROP_DATA_AFTER_FIN] += 1
+        return
+    if (seg.flags & TH_FIN) and c.fin_off == NO_OFF and seq_ge(seg.seq + seg.payload_len, c.rcv_nxt):
         fin_off = c.rcv_nxt_off + <uint32_t>(seg.seq + seg.payload_len - c.rcv_nxt)
         if c.state == ESTABLISHED or c.state == FIN_WAIT_1 or c.state == FIN_WAIT_2 or \
                 c.state == SYN_RECEIVED:
@@ -1215,6 +1229,10 @@ cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
         if (seg.flags & TH_FIN) and c.state == TIME_WAIT:
             c.ack_now = 1
             _enter_time_wait(st, c)
+        elif (seg.flags & TH_FIN) and c.fin_off != NO_OFF:
+            # a FIN ahead of a hole is out of order: immediate duplicate ACK
+            # (RFC 5681 §4.2), also for its retransmissions (found by fuzzing)
+            c.ack_now = 1
         return
     if c.state != ESTABLISHED and c.state != FIN_WAIT_1 and c.state != FIN_WAIT_2 \
             and c.state != SYN_RECEIVED:
@@ -1405,6 +1423,30 @@ cdef uint32_t _accept_queue(CoreState *st, int li) noexcept nogil:
     return n
 
 
+cdef bint _evict_half_open(CoreState *st, Replica *rx) noexcept nogil:
+    """Free the slot of the stalest passive half-open connection (most SYN-ACK
+    retransmissions, then lowest slot: deterministic for the replicas).
+
+    A completed handshake (a valid cookie ACK) outranks a half-open entry:
+    without this a flood of spoofed SYNs fills the table with half-open
+    connections that live for max_retries SYN-ACK timeouts, and every cookie
+    ACK finds no slot ("table_full") until they expire -- a blind attacker
+    locks legitimate clients out for minutes (found by the SYN flood test).
+    FreeBSD's syncache drops its oldest entry the same way."""
+    cdef Conn *conns = _conns(st)
+    cdef Conn *victim = NULL
+    cdef uint32_t i
+    for i in range(st.high_slot):
+        if conns[i].in_use and conns[i].passive and not conns[i].accepted and \
+                conns[i].state == SYN_RECEIVED and (victim == NULL or conns[i].retries > victim.retries):
+            victim = &conns[i]
+    if victim == NULL:
+        return False
+    st.stats.half_open_evicted += 1
+    _release(st, rx, victim, False)       # never announced to the application
+    return True
+
+
 cdef int _find_listener(CoreState *st, uint16_t port) noexcept nogil:
     cdef uint32_t i
     for i in range(MAX_LISTENERS):
@@ -1433,6 +1475,8 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
                 if _accept_queue(st, li) >= l.backlog:
                     st.drops[DROP_BACKLOG_FULL] += 1
                     return
+                if st.nconns >= st.cfg.max_conns:
+                    _evict_half_open(st, rx)
                 c = _alloc(st, seg.saddr, seg.sport, seg.dport)
                 if c == NULL:
                     st.drops[DROP_TABLE_FULL] += 1
@@ -1791,8 +1835,10 @@ cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t rad
 
 
 cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL:
         return -1
     if c.passive and not c.accepted:
@@ -1806,10 +1852,12 @@ cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t
     """The application has consumed the receive stream up to `off`: the
     window may open.  A window update is sent when the right edge can move
     by at least 2 segments or half the buffer (RFC 1122 §4.2.3.3)."""
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     cdef int64_t space
     cdef uint32_t edge, thresh
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL:
         return -1
     if off > c.rcv_nxt_off or off <= c.consumed_off:
@@ -1832,8 +1880,10 @@ cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t
 
 cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil:
     """The application has appended to the send stream up to `upto`."""
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL or c.fin_pending:
         return -1
     if upto <= c.snd_end_off:
@@ -1848,8 +1898,10 @@ cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upt
 
 cdef int core_app_shutdown(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
     """Close the sending side: FIN after the data (RFC 9293 §3.10.4)."""
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL:
         return -1
     if c.fin_pending:
@@ -1873,8 +1925,10 @@ cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t no
     """The application is done with the connection.  Unread data means the
     peer's bytes would be lost silently, so that is an abort (RFC 2525 §2.17);
     otherwise a graceful shutdown."""
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL:
         return -1
     c.app_closed = 1
@@ -1884,8 +1938,10 @@ cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t no
 
 
 cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil:
-    cdef Conn *c = core_conn(st, handle)
+    cdef Conn *c
     _stamp(st, rx, now)
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, handle)
     if c == NULL:
         return -1
     if c.state != SYN_SENT and c.state != TIME_WAIT:

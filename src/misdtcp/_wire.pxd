@@ -320,7 +320,7 @@ cdef enum:
     DROP_SYN_SENT_BAD        # unacceptable segment in SYN-SENT
     DROP_REASSEMBLY_FULL     # too many out-of-order ranges
     DROP_AFTER_CLOSE         # data for a connection the application closed (RST sent)
-    DROP_DATA_AFTER_FIN      # data in CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent its FIN
+    DROP_DATA_AFTER_FIN      # data (or another FIN) after the peer's FIN was taken
     DROP_REASON_COUNT
 
 
