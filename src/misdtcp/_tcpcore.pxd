@@ -97,6 +97,7 @@ ctypedef struct CoreConfig:
     uint64_t rto_max_ns
     uint64_t rto_initial_ns
     uint32_t max_retries         # RTO expiries before the connection is reset
+    uint32_t synack_retries      # SYN-ACK retransmissions before a half-open passive connection is dropped
     uint32_t burst               # max transmit actions per event per connection
     uint64_t secret0
     uint64_t secret1

@@ -1674,7 +1674,10 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     if c.snd_una == c.snd_max and c.state != SYN_SENT and c.state != SYN_RECEIVED:
         return
     c.retries += 1
-    if c.retries > st.cfg.max_retries:
+    # A passive half-open connection gives up after synack_retries (Linux's
+    # tcp_synack_retries = 5, about a minute), so a SYN flood's leftovers clear
+    # the table soon; established ones after max_retries.
+    if c.retries > (st.cfg.synack_retries if (c.state == SYN_RECEIVED and c.passive) else st.cfg.max_retries):
         if c.state != SYN_SENT:
             # in SYN-SENT there is nothing to reset and no rcv_nxt to put in
             # the ACK field (RFC 9293 §3.10.5 ABORT: "delete the TCB")
@@ -2022,7 +2025,7 @@ cdef class TcpCore:
                   max_connections=1024, cc="cubic", timestamps=True, sack=True, nagle=True,
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
-                  rto_initial_ms=1000, max_retries=15, burst=64, secret=0,
+                  rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
                   replica=0, replicas=1, stripe=16384, action_capacity=4096,
                   state_buffer=None, attach=False):
         cdef CoreConfig cfg
@@ -2066,6 +2069,7 @@ cdef class TcpCore:
         cfg.rto_max_ns = int(rto_max_ms * 1e6)
         cfg.rto_initial_ns = int(rto_initial_ms * 1e6)
         cfg.max_retries = max_retries
+        cfg.synack_retries = synack_retries
         cfg.burst = burst
         cfg.secret0 = (secret * 0x9e3779b97f4a7c15) & 0xffffffffffffffff
         cfg.secret1 = (secret ^ 0x5851f42d4c957f2d) & 0xffffffffffffffff

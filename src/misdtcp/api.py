@@ -615,8 +615,11 @@ class Stack:
         return m
 
     def listen(self, port: int, backlog: int = 128) -> Listener:
+        """Accept connections on `port`.  The backlog (connections not yet
+        accepted) is capped at the connection table's size."""
         if not 1 <= port <= 65535:
             raise StackError(f"port {port} is outside 1..65535")
+        backlog = max(1, min(backlog, self.max_connections))
         with self._lock:
             if port in self._listeners:
                 raise StackError(f"port {port} is already listening")
