@@ -51,7 +51,7 @@ def test_short_atheris_run_finds_nothing(tmp_path):
     work = tmp_path / "corpus"
     work.mkdir()
     cmd = [sys.executable, os.path.join(FUZZ, "fuzz_core.py"), str(work), CORPUS,
-           f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=2048",
+           f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=8192",
            f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 120, cwd=ROOT)
     tail = (p.stdout + p.stderr)[-4000:]
