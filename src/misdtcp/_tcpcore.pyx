@@ -569,6 +569,25 @@ cdef void _send_syn(CoreState *st, Replica *rx, Conn *c, bint rexmit) noexcept n
     c.snd_nxt = c.iss + 1
 
 
+cdef void _finish_stateless(CoreState *st, Action *a, uint32_t daddr, uint32_t tcp_hlen) noexcept nogil:
+    """Complete a connectionless TCP reply (RST, SYN-cookie SYN-ACK) whose
+    TCP header is already in a.hdr: IPv4 header, checksum, action fields."""
+    cdef uint64_t sum
+    cdef uint16_t csum
+    write_ipv4_header(a.hdr, st.cfg.local_addr, daddr, IPPROTO_TCP, IP_HDR_LEN + tcp_hlen, st.ip_ident)
+    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, tcp_hlen)
+    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, tcp_hlen, sum))
+    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = TX_PAYLOAD_NONE
+    a.conn = NO_CONN
+    a.hdr_len = <uint16_t>(IP_HDR_LEN + tcp_hlen)
+    a.csum_start = IP_HDR_LEN
+    a.length = 0
+    a.stream_off = 0
+    a.gso_size = 0
+
+
 cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
     """RST for a segment that matches no connection (RFC 9293 §3.10.7.1):
     if the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>, else
@@ -598,18 +617,7 @@ cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     else:
         hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, 0, seg.seq + seglen,
                               TH_RST | TH_ACK, 0, &o)
-    write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
-    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
-    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
-    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
-    a.kind = ACT_TRANSMIT
-    a.code = TX_PAYLOAD_NONE
-    a.conn = NO_CONN
-    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
-    a.csum_start = IP_HDR_LEN
-    a.length = 0
-    a.stream_off = 0
-    a.gso_size = 0
+    _finish_stateless(st, a, seg.saddr, hl)
 
 
 cdef void _send_rst(CoreState *st, Replica *rx, Conn *c, uint32_t seq) noexcept nogil:
@@ -1398,18 +1406,7 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
         o.sack_perm = seg.sack_perm and st.cfg.sack
     hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, isn, seg.seq + 1,
                           TH_SYN | TH_ACK, <uint16_t>(st.cfg.rcvbuf if st.cfg.rcvbuf < 65535 else 65535), &o)
-    write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + hl, st.ip_ident)
-    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, hl)
-    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
-    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
-    a.kind = ACT_TRANSMIT
-    a.code = TX_PAYLOAD_NONE
-    a.conn = NO_CONN
-    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
-    a.csum_start = IP_HDR_LEN
-    a.length = 0
-    a.stream_off = 0
-    a.gso_size = 0
+    _finish_stateless(st, a, seg.saddr, hl)
 
 
 cdef uint32_t _accept_queue(CoreState *st, int li) noexcept nogil:
@@ -2331,3 +2328,18 @@ def bench_acks(TcpCore core, uint32_t handle, uint64_t n):
             _send_ack(core.st, &core.rx, c)
             core.rx.nactions = 0
     return n
+
+
+import enum as _enum
+
+
+class Event(_enum.IntEnum):
+    """Notify codes (ACT_NOTIFY) as the control path sees them."""
+    ACCEPTED = N_ACCEPTED
+    CONNECTED = N_CONNECTED
+    READABLE = N_READABLE
+    WRITABLE = N_WRITABLE
+    PEER_CLOSED = N_PEER_CLOSED
+    RESET = N_RESET
+    CLOSED = N_CLOSED
+    CONNECT_FAILED = N_CONNECT_FAILED

@@ -1001,3 +1001,34 @@ def run_single_device(Executor ex, int tun_fd, CommandQueue commands, MirroredBu
                 read(wake_fd, scratch, 8)
         cnt.end_ns = monotonic_ns()
     free(buf)
+
+
+# ---------------------------------------------------------------------------
+# The request and record vocabulary for the control path (the Python API and
+# the replay source), taken from the C enums so there is one definition.
+# ---------------------------------------------------------------------------
+
+import enum as _enum
+
+
+class Request(_enum.IntEnum):
+    """Application -> core requests (Command.kind of REC_COMMAND records)."""
+    LISTEN = RT_LISTEN
+    CONNECT = RT_CONNECT
+    ACCEPTED = RT_ACCEPTED
+    CONSUMED = RT_CONSUMED
+    SEND = RT_SEND
+    SHUTDOWN = RT_SHUTDOWN
+    CLOSE = RT_CLOSE
+    ABORT = RT_ABORT
+    UNLISTEN = RT_UNLISTEN
+
+
+class Record(_enum.IntEnum):
+    """Kinds of event-log records (the ring's and the runtime's)."""
+    FRAME = REC_FRAME
+    COMMAND = REC_COMMAND
+    TICK = REC_TICK
+    DIGEST = REC_DIGEST
+    STOP = REC_STOP
+    CHECKPOINT = REC_CHECKPOINT

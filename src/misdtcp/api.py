@@ -28,17 +28,13 @@ import time
 from collections import deque
 
 from misdtcp._ring import BroadcastRing, CommandQueue, MirroredBuffer
-from misdtcp._tcpcore import TcpCore, CoreConfigError, RESET_NAMES
-from misdtcp._worker import (Executor, SharedView, SlotMap, init_shared, run_mimd, run_misd,
+from misdtcp._tcpcore import TcpCore, CoreConfigError, Event, RESET_NAMES
+from misdtcp._worker import (Executor, Request, SharedView, SlotMap, init_shared, run_mimd, run_misd,
                              run_single_device, shared_size)
 from misdtcp._sequencer import run_sequencer, sequencer_sleeping
 from misdtcp._faults import FaultInjector, FaultConfigError
 from misdtcp._pcap import PcapWriter
 
-RT_LISTEN, RT_CONNECT, RT_ACCEPTED, RT_CONSUMED, RT_SEND = 1, 2, 3, 4, 5
-RT_SHUTDOWN, RT_CLOSE, RT_ABORT, RT_UNLISTEN = 6, 7, 8, 9
-N_ACCEPTED, N_CONNECTED, N_READABLE, N_WRITABLE = 1, 2, 3, 4
-N_PEER_CLOSED, N_RESET, N_CLOSED, N_CONNECT_FAILED = 5, 6, 7, 8
 SLOT_MASK = (1 << 20) - 1
 STRATEGIES = ("misd", "single", "mimd")
 
@@ -94,11 +90,11 @@ class Listener:
                     raise TimeoutError(f"no connection on port {self.port} within {timeout} s")
                 self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
             conn = self._ready.popleft()
-        self.stack._post(RT_ACCEPTED, conn.handle)
+        self.stack._post(Request.ACCEPTED, conn.handle)
         return conn
 
     def close(self):
-        self.stack._post(RT_UNLISTEN, 0, self.port)
+        self.stack._post(Request.UNLISTEN, 0, self.port)
         self.stack._listeners.pop(self.port, None)
 
 
@@ -159,7 +155,7 @@ class Connection:
         if self.consumed - self.posted_consumed >= min(65536, self.stack.rcvbuf // 4) or \
                 self.readable_end() == self.consumed:
             self.posted_consumed = self.consumed
-            self.stack._post(RT_CONSUMED, self.handle, self.consumed)
+            self.stack._post(Request.CONSUMED, self.handle, self.consumed)
 
     def recv(self, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
         view = self.recv_view(max_bytes, timeout)
@@ -198,7 +194,7 @@ class Connection:
             self._snd.view(self.written, n)[:] = src[:n]
             src = src[n:]
             self.written += n
-            self.stack._post(RT_SEND, self.handle, self.written)
+            self.stack._post(Request.SEND, self.handle, self.written)
 
     def unsent(self) -> int:
         """Bytes handed to the stack that the peer has not acknowledged."""
@@ -206,15 +202,15 @@ class Connection:
 
     def shutdown(self):
         """No more sending: FIN after the queued data."""
-        self.stack._post(RT_SHUTDOWN, self.handle)
+        self.stack._post(Request.SHUTDOWN, self.handle)
 
     def close(self):
         if not self.closed and not self.stack._stopping:
-            self.stack._post(RT_CLOSE, self.handle)
+            self.stack._post(Request.CLOSE, self.handle)
 
     def abort(self):
         if not self.closed and not self.stack._stopping:
-            self.stack._post(RT_ABORT, self.handle)
+            self.stack._post(Request.ABORT, self.handle)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         deadline = self._deadline(timeout)
@@ -562,23 +558,23 @@ class Stack:
 
     def _on_event(self, kind, handle, value):
         with self._lock:
-            if kind == N_ACCEPTED:
+            if kind == Event.ACCEPTED:
                 conn = Connection(self, handle)
                 self._conns[handle] = conn
                 listener = self._listeners.get(value)
                 if listener is None:
-                    self._post(RT_ABORT, handle)
+                    self._post(Request.ABORT, handle)
                     return
                 listener._ready.append(conn)
                 listener._cond.notify_all()
-            elif kind == N_CONNECTED:
+            elif kind == Event.CONNECTED:
                 waiting = self._connecting.pop(value, None)
                 conn = Connection(self, handle)
                 self._conns[handle] = conn
                 if waiting is not None:
                     waiting.append(conn)
                     waiting[0].set()
-            elif kind == N_CONNECT_FAILED:
+            elif kind == Event.CONNECT_FAILED:
                 waiting = self._connecting.pop(value, None)
                 if waiting is not None:
                     waiting.append(RESET_NAMES.get(handle, "failed"))
@@ -587,11 +583,11 @@ class Stack:
                 conn = self._conns.get(handle)
                 if conn is None:
                     return
-                if kind == N_PEER_CLOSED:
+                if kind == Event.PEER_CLOSED:
                     conn.peer_closed_at = value
-                elif kind == N_RESET:
+                elif kind == Event.RESET:
                     conn.reset_reason = RESET_NAMES.get(value, str(value))
-                elif kind == N_CLOSED:
+                elif kind == Event.CLOSED:
                     conn.closed = True
                     del self._conns[handle]
                 conn._cond.notify_all()
@@ -625,7 +621,7 @@ class Stack:
                 raise StackError(f"port {port} is already listening")
             listener = Listener(self, port)
             self._listeners[port] = listener
-        self._post(RT_LISTEN, 0, port, backlog)
+        self._post(Request.LISTEN, 0, port, backlog)
         return listener
 
     def connect(self, address: str, port: int, *, local_port: int | None = None,
@@ -637,7 +633,7 @@ class Stack:
             waiting = [threading.Event()]
             self._connecting[tag] = waiting
         lport = local_port or (32768 + (tag * 7919) % 28000)
-        self._post(RT_CONNECT, 0, raddr, (port << 16) | lport, tag)
+        self._post(Request.CONNECT, 0, raddr, (port << 16) | lport, tag)
         if not waiting[0].wait(timeout):
             raise TimeoutError(f"connecting to {address}:{port} timed out")
         result = waiting[1]

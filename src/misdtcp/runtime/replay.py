@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 
 from misdtcp._replay import pattern
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
+from misdtcp._wire import CSUM_VALID
+from misdtcp._worker import Record, Request
 
-# Record kinds and the application request vocabulary (see _ring.pxd and
-# _worker.pxd); mirrored here for the control path.
-REC_FRAME, REC_COMMAND, REC_TICK, REC_DIGEST, REC_STOP = 1, 2, 3, 4, 5
-RT_LISTEN, RT_CONNECT, RT_ACCEPTED, RT_CONSUMED, RT_SEND = 1, 2, 3, 4, 5
-RT_SHUTDOWN, RT_CLOSE, RT_ABORT, RT_UNLISTEN = 6, 7, 8, 9
-FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID = 1, 2
+FRAME_CSUM_VALID = CSUM_VALID
 VNET_HDR_LEN = 12
 
 _RECORD = struct.Struct("<IHHHHHHQQ")       # RecordHeader, 32 bytes
@@ -62,7 +59,7 @@ class LogImage:
         return start
 
     def command(self, kind, conn=0, a=0, b=0, c=0, *, now):
-        self.append(REC_COMMAND, _COMMAND.pack(kind, conn, a, b, c), now=now)
+        self.append(Record.COMMAND, _COMMAND.pack(kind, conn, a, b, c), now=now)
 
 
 @dataclass
@@ -167,24 +164,24 @@ class _Builder:
     def publish(self, frame, gso_size=0):
         self.now += self.cfg.frame_interval_ns
         self.tsval += 1
-        self.image.append(REC_FRAME, frame, flags=self.cfg.checksum_flags, gso_size=gso_size, now=self.now)
+        self.image.append(Record.FRAME, frame, flags=self.cfg.checksum_flags, gso_size=gso_size, now=self.now)
         self.image.frames += 1
         self._observe(self.core.frame(frame[VNET_HDR_LEN:], self.now, self.cfg.checksum_flags, gso_size))
 
     def command(self, kind, conn=0, a=0, b=0, c=0):
         self.now += 1_000
         self.image.command(kind, conn, a, b, c, now=self.now)
-        method = {RT_LISTEN: lambda: self.core.listen(a, self.now, b),
-                  RT_ACCEPTED: lambda: self.core.accepted(conn, self.now),
-                  RT_CONSUMED: lambda: self.core.consumed(conn, a, self.now)}[kind]
+        method = {Request.LISTEN: lambda: self.core.listen(a, self.now, b),
+                  Request.ACCEPTED: lambda: self.core.accepted(conn, self.now),
+                  Request.CONSUMED: lambda: self.core.consumed(conn, a, self.now)}[kind]
         self._observe(method())
 
     def digest(self, round_no):
-        self.image.append(REC_DIGEST, struct.pack("<Q", round_no), now=self.now)
+        self.image.append(Record.DIGEST, struct.pack("<Q", round_no), now=self.now)
 
     def build(self) -> ReplayLog:
         cfg = self.cfg
-        self.command(RT_LISTEN, a=cfg.port, b=16)
+        self.command(Request.LISTEN, a=cfg.port, b=16)
         isn_peer = 0x7000_0000 + self.rng.randrange(1 << 24)
         syn_opts = (struct.pack("!BBH", 2, 4, 1460) + b"\x04\x02" + b"\x08\x0a" +
                     struct.pack("!II", self.tsval, 0) + b"\x01\x03\x03\x07")
@@ -197,7 +194,7 @@ class _Builder:
         self.publish(self.frame(0x10, isn_peer + 1, ack))
         if self.conn is None:
             raise RuntimeError("the reference replica did not accept the synthetic connection")
-        self.command(RT_ACCEPTED, conn=self.conn)
+        self.command(Request.ACCEPTED, conn=self.conn)
         self.wscale = self.core.conn(self.conn)["rcv_wscale"]
 
         seg = cfg.mss if cfg.mode == "mtu" else cfg.mss * cfg.gso_segments
@@ -210,7 +207,7 @@ class _Builder:
             # the application consumes in-order data in steps
             if self.readable - self.consumed >= cfg.consume_every:
                 self.consumed = self.readable
-                self.command(RT_CONSUMED, conn=self.conn, a=self.consumed)
+                self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
             # retransmissions that are due
             if pending and (pending[0][0] <= self.image.frames or off >= cfg.total_bytes):
                 _, roff, rlen = pending.pop(0)
@@ -225,13 +222,13 @@ class _Builder:
                     continue
                 if self.readable > self.consumed:
                     self.consumed = self.readable
-                    self.command(RT_CONSUMED, conn=self.conn, a=self.consumed)
+                    self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
                     continue
                 raise RuntimeError("replay sender stalled: the advertised window stays closed")
             if off + n > self.consumed + self.rcvbuf - 2 * cfg.consume_every - seg:
                 if self.readable > self.consumed:
                     self.consumed = self.readable
-                    self.command(RT_CONSUMED, conn=self.conn, a=self.consumed)
+                    self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
                     continue
                 if pending:
                     _, roff, rlen = pending.pop(0)
@@ -259,9 +256,9 @@ class _Builder:
                 since_digest = 0
         if self.readable > self.consumed:
             self.consumed = self.readable
-            self.command(RT_CONSUMED, conn=self.conn, a=self.consumed)
+            self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
         self.digest(digest_round)
-        self.image.append(REC_STOP, now=self.now)
+        self.image.append(Record.STOP, now=self.now)
         return ReplayLog(self.image, cfg, self.conn, self.readable, self.core.digest(), self.segments_out,
                          self.core_config)
 
