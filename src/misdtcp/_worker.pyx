@@ -62,32 +62,6 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
-cdef extern from * nogil:
-    """
-    #define misdtcp_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
-    """
-    void misdtcp_prefetch(const void *p)
-
-
-cdef inline void _prefetch_record(Ring *rg, uint64_t pos, uint64_t end) noexcept nogil:
-    # The headers (record, vnet, IP, TCP: two cache lines) of the record two
-    # ahead, found through the next record's length, which the previous call
-    # already asked for.  Frames sit at 1.5 KiB strides in a large ring,
-    # where the hardware prefetcher alone misses every frame's first lines;
-    # two records of lead cover a memory latency against ~100 ns of work each.
-    cdef const char *p
-    cdef uint64_t after
-    if pos == end:
-        return
-    p = <const char *>ring_record_at(rg, pos)
-    misdtcp_prefetch(p)
-    misdtcp_prefetch(p + 64)
-    after = ring_next_position(<RecordHeader *>p, pos)
-    if after != end:
-        p = <const char *>ring_record_at(rg, after)
-        misdtcp_prefetch(p)
-        misdtcp_prefetch(p + 64)
-
 cdef extern from "<time.h>" nogil:
     ctypedef int clockid_t
     struct timespec:
@@ -692,7 +666,6 @@ def run_misd(Executor ex, BroadcastRing ring, uint32_t consumer_id):
             while pos != end:
                 r = ring_record_at(rg, pos)
                 pos = ring_next_position(r, pos)
-                _prefetch_record(rg, pos, end)
                 ex.loop_position = pos
                 n += 1
                 if not ex.handle_record(st, rx, r):
@@ -728,7 +701,6 @@ def run_single(Executor ex, BroadcastRing ring):
         while pos != end:
             r = ring_record_at(rg, pos)
             pos = ring_next_position(r, pos)
-            _prefetch_record(rg, pos, end)
             n += 1
             if not ex.handle_record(st, rx, r):
                 break
