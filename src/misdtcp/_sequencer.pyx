@@ -18,7 +18,7 @@ applications write only when it says it is asleep.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 
-from misdtcp._system cimport (atomic_load_acquire_u32, atomic_store_release_u32, atomic_fence_seq_cst,
+from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u32, atomic_store_release_u32, atomic_fence_seq_cst,
                               monotonic_ns)
 from misdtcp._ring cimport (Ring, Command, CmdQueue, BroadcastRing, CommandQueue, MirroredBuffer,
                             ring_try_reserve, ring_wait_space, ring_commit, ring_stop, cmdq_try_take,
@@ -34,13 +34,6 @@ from misdtcp._faults cimport (FaultInjector, FaultState, HeldFrame, fault_decide
 cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t n)
 
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    enum: POLLIN
 
 cdef extern from "<errno.h>" nogil:
     int errno

@@ -130,6 +130,15 @@ cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
 
+cdef extern from "<poll.h>" nogil:   # the sequencer's idle sleep on the TUN and its wake-up eventfd
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum: POLLIN
+
+
 # ---- small inline wrappers -------------------------------------------------------
 
 cdef inline uint64_t monotonic_ns() noexcept nogil:

@@ -31,7 +31,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
-from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64,
+from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u64, atomic_store_release_u64,
                               atomic_load_acquire_u32, atomic_store_release_u32,
                               atomic_fetch_add_u64, atomic_fetch_add_u32, atomic_cas_weak_relaxed_u64,
                               monotonic_ns, futex_wait, futex_wake, cpu_relax)
@@ -87,13 +87,6 @@ cdef void _prefault(Ring *rg) noexcept nogil:
         sink = rg.data[off]
         off += 4096
 
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    enum: POLLIN
 
 cdef uint64_t RT_MAGIC = 0x6d69736472756e31ULL   # "misdrun1"
 cdef uint32_t SLOT_MASK = (1 << 20) - 1

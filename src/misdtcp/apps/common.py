@@ -48,3 +48,18 @@ def emit(line: str, stream=None):
 
 def emit_json(record: dict):
     emit(json.dumps(record, sort_keys=True))
+
+
+def accept_loop(listener, handle, stop: threading.Event | None = None):
+    """Accept connections until `stop` is set or the stack stops, running
+    `handle(conn)` for each on its own thread."""
+    from misdtcp.api import StackError
+
+    while stop is None or not stop.is_set():
+        try:
+            conn = listener.accept(timeout=0.2)
+        except TimeoutError:
+            continue
+        except StackError:
+            return                      # the stack stopped (or failed): nothing more to serve
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()

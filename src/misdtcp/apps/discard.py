@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from misdtcp.api import StackError
-
-from misdtcp.apps.common import ConnectionReport
+from misdtcp.apps.common import ConnectionReport, accept_loop
 
 DEFAULT_PORT = 9
 
@@ -33,13 +31,4 @@ def serve_connection(conn, *, report, hash_data: bool = True):
 
 def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None):
     """Serve until `stop` is set; `report(dict)` is called for every closed connection."""
-    listener = stack.listen(port)
-    while stop is None or not stop.is_set():
-        try:
-            conn = listener.accept(timeout=0.2)
-        except TimeoutError:
-            continue
-        except StackError:
-            return                      # the stack stopped (or failed): nothing more to serve
-        threading.Thread(target=serve_connection, args=(conn,), kwargs={"report": report},
-                         daemon=True).start()
+    accept_loop(stack.listen(port), lambda conn: serve_connection(conn, report=report), stop)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 
-from misdtcp.api import StackError
 import time
 
-from misdtcp.apps.common import ConnectionReport
+from misdtcp.apps.common import ConnectionReport, accept_loop
 
 DEFAULT_PORT = 7
 
@@ -47,14 +46,6 @@ def serve_connection(conn, *, report, max_owed: int):
 
 def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None):
     """Serve until `stop` is set; `report(dict)` is called for every closed connection."""
-    listener = stack.listen(port)
     max_owed = stack.sndbuf // 2
-    while stop is None or not stop.is_set():
-        try:
-            conn = listener.accept(timeout=0.2)
-        except TimeoutError:
-            continue
-        except StackError:
-            return                      # the stack stopped (or failed): nothing more to serve
-        threading.Thread(target=serve_connection, args=(conn,),
-                         kwargs={"report": report, "max_owed": max_owed}, daemon=True).start()
+    accept_loop(stack.listen(port), lambda conn: serve_connection(conn, report=report, max_owed=max_owed),
+                stop)
