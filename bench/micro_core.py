@@ -38,8 +38,8 @@ def segment(flags, seq, ack, payload=b"", options=None):
     return raw(pkt / Raw(payload)) if payload else raw(pkt)
 
 
-def established_core():
-    core = TcpCore(STACK, secret=7, rcvbuf=4 << 20)
+def established_core(**replica):
+    core = TcpCore(STACK, secret=7, rcvbuf=4 << 20, **replica)
     now = 1000 * MS
     core.listen(5201, now=now)
     syn = segment("S", 1000, 0, options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (100, 0)),
@@ -60,8 +60,8 @@ def established_core():
     return core, conn, blob, offsets
 
 
-def frames_case(order):
-    core, conn, blob, offsets = established_core()
+def frames_case(order, **replica):
+    core, conn, blob, offsets = established_core(**replica)
 
     def run(loops):
         t0 = pyperf.perf_counter()
@@ -87,6 +87,10 @@ def main():
     runner.bench_time_func("core_inorder_frame", inorder)
     ooo, _ = frames_case([1, 2, 3, 4, 5, 6, 7, 0])
     runner.bench_time_func("core_ooo_frame", ooo)
+    # one replica of two (what each misd worker runs): owns half the stripes
+    # and every other ACK, processes every frame
+    split, _ = frames_case(None, replica=0, replicas=2, stripe=16384)
+    runner.bench_time_func("core_inorder_frame_replica_0_of_2", split)
     runner.bench_time_func("core_ack_build", ack_case())
 
 
