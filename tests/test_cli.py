@@ -80,6 +80,7 @@ def test_serve_iperf3_reports_and_exits_cleanly_on_sigint(ns, tmp_path):
     assert intervals and len(summary) == 1
     assert summary[0]["bytes"] > 1 << 20
     assert len(summary[0]["copied_share"]) == 2 and all(s > 0.2 for s in summary[0]["copied_share"])
+    assert summary[0]["latency_us"] > 0
     # the TUN it created is gone, and so are its processes
     assert ns.run(["ip", "link", "show", "misd0"], check=False).returncode != 0
     # both directions were captured, readable by scapy

@@ -507,10 +507,10 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     o.nsack = 0
     if syn:
         o.mss = st.cfg.mss
-        if c.state == SYN_SENT or c.snd_wscale != 0xff:
-            # active open offers; passive open answers only what was offered
-            if c.state == SYN_SENT or c.rcv_wscale or c.snd_wscale:
-                o.wscale = <int8_t>c.rcv_wscale
+        # RFC 7323 §2.2: the active open offers; the passive side answers
+        # only an offer (then rcv_wscale/snd_wscale were set from it)
+        if c.state == SYN_SENT or c.rcv_wscale or c.snd_wscale:
+            o.wscale = <int8_t>c.rcv_wscale
         o.sack_perm = c.sack_ok
     if c.ts_ok:
         o.has_ts = 1
@@ -595,8 +595,6 @@ cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     cdef Action *a
     cdef TcpOptionsOut o
     cdef uint32_t seglen, hl
-    cdef uint16_t csum
-    cdef uint64_t sum
     if seg.flags & TH_RST:
         return
     st.stats.rst_out += 1
@@ -830,7 +828,7 @@ cdef inline uint32_t _seg_len(TcpSegment *seg) noexcept nogil:
     return seg.payload_len + (1 if seg.flags & TH_SYN else 0) + (1 if seg.flags & TH_FIN else 0)
 
 
-cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg, bint active) noexcept nogil:
+cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg) noexcept nogil:
     """Negotiate MSS, window scale, SACK and timestamps from a SYN."""
     cdef uint16_t mss = seg.mss if seg.mss else 536
     if mss > st.cfg.mss:
@@ -839,7 +837,7 @@ cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg, bint activ
         mss = 64                          # a zero or tiny MSS must not stall us
     c.snd_mss = mss
     c.rcv_mss = mss
-    if seg.wscale >= 0 and (active or True):
+    if seg.wscale >= 0:
         c.snd_wscale = <uint8_t>seg.wscale
         c.rcv_wscale = st.cfg.rcv_wscale
         if seg.wscale_clamped:
@@ -1321,7 +1319,7 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
     c.rcv_nxt = seg.seq + 1
     c.last_ack_sent = c.rcv_nxt
     c.rcv_adv = c.rcv_nxt
-    _apply_syn_options(st, c, seg, True)
+    _apply_syn_options(st, c, seg)
     if seg.flags & TH_ACK:
         c.snd_una = seg.ack
         c.rto_at = 0
@@ -1375,8 +1373,6 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
     cdef Action *a
     cdef TcpOptionsOut o
     cdef uint32_t hl, isn, tsval
-    cdef uint64_t sum
-    cdef uint16_t csum
     for i in range(8):
         if COOKIE_MSS[i] <= peer_mss and COOKIE_MSS[i] <= st.cfg.mss and COOKIE_MSS[i] >= COOKIE_MSS[mss_idx]:
             mss_idx = i
@@ -1544,7 +1540,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     c.snd_nxt = c.iss
     c.snd_max = c.iss
     c.snd_sml = c.iss
-    _apply_syn_options(st, c, seg, False)
+    _apply_syn_options(st, c, seg)
     if seg.wscale < 0:
         c.snd_wscale = 0
         c.rcv_wscale = 0

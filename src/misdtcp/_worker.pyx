@@ -507,6 +507,16 @@ cdef class Executor:
             rx.overflow = 0
         rx.nactions = 0
 
+    cdef inline void note_latency(self, uint64_t stamped_ns) noexcept nogil:
+        """Stamp-to-outputs-done time of a frame (live traffic only: one
+        clock read per frame, reported by `misdtcp serve`)."""
+        cdef uint64_t lat
+        if self.measure_latency:
+            lat = monotonic_ns() - stamped_ns
+            self.cnt.latency_sum_ns += lat
+            if lat > self.cnt.latency_max_ns:
+                self.cnt.latency_max_ns = lat
+
     cdef void publish_pending(self) noexcept nogil:
         """mimd: publish the progress of a record once every earlier record's
         outputs are complete (the caller orders this by done_seqno)."""
@@ -527,7 +537,7 @@ cdef class Executor:
         """Apply one log record; False on REC_STOP."""
         cdef const uint8_t *p = <const uint8_t *>record_payload(r)
         cdef Command *cmd
-        cdef uint64_t rnd, lat
+        cdef uint64_t rnd
         self.cur_seqno = r.seqno + 1
         self.cnt.last_seqno = r.seqno + 1
         if r.kind == REC_FRAME:
@@ -535,11 +545,7 @@ cdef class Executor:
             if r.length > VNET_HDR_LEN:
                 core_frame(st, rx, p + VNET_HDR_LEN, r.length - VNET_HDR_LEN, r.flags, r.gso_size, r.now_ns)
                 self.run_actions(p + VNET_HDR_LEN)
-                if self.measure_latency:
-                    lat = monotonic_ns() - r.now_ns
-                    self.cnt.latency_sum_ns += lat
-                    if lat > self.cnt.latency_max_ns:
-                        self.cnt.latency_max_ns = lat
+                self.note_latency(r.now_ns)
         elif r.kind == REC_COMMAND:
             self.cnt.commands += 1
             cmd = <Command *>p
@@ -818,6 +824,8 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers):
             if atomic_load_acquire_u32(&h.turn_waiters):
                 futex_wake(&h.turn, 1 << 30)
             ex.run_actions(p + VNET_HDR_LEN if r.kind == REC_FRAME else NULL)
+            if r.kind == REC_FRAME:
+                ex.note_latency(r.now_ns)
             # completion in log order: readable data must have no holes left
             # by a slower worker still copying an earlier record
             _done_wait(h, seq, cnt)
@@ -941,6 +949,7 @@ def run_single_device(Executor ex, int tun_fd, CommandQueue commands, MirroredBu
                 core_frame(st, rx, buf + VNET_HDR_LEN, <uint32_t>(n - VNET_HDR_LEN), flags,
                            v.gso_size if v.gso_type != VNET_GSO_NONE else 0, now)
                 ex.run_actions(buf + VNET_HDR_LEN)
+                ex.note_latency(now)
             cnt.records += got
             ex.flush_held()
             ex.publish_stats(now)

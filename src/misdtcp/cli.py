@@ -179,6 +179,11 @@ class Reporter:
         total = sum(copied)
         gbps = total * 8 / dt / 1e9 if dt > 0 else 0.0
         rexmit = cur["stats"].get("retransmits", 0) - base["stats"].get("retransmits", 0)
+        # time from the sequencer's stamp to a frame's outputs being done,
+        # averaged over the frames the workers handled in this interval
+        frames = sum(c["frames"] - b["frames"] for c, b in zip(cur["workers"], base["workers"]))
+        waited = sum(c["latency_sum_ns"] - b["latency_sum_ns"] for c, b in zip(cur["workers"], base["workers"]))
+        latency_us = waited / frames / 1e3 if frames else 0.0
         drops = {k: v - base["drops"].get(k, 0) for k, v in cur["drops"].items() if v - base["drops"].get(k, 0)}
         record = {
             "event": "summary" if final else "interval",
@@ -188,6 +193,7 @@ class Reporter:
             "copied_share": [round(c / total, 3) if total else 0.0 for c in copied],
             "segments_sent": sent,
             "retransmits": rexmit,
+            "latency_us": round(latency_us, 1),
             "drops": drops,
         }
         if not final:
@@ -200,7 +206,7 @@ class Reporter:
             label = "total" if final else ""
             text = (f"[{record['start']:7.2f}-{record['end']:7.2f} s] {label:5} {total / 1e6:10.1f} MB "
                     f"{gbps:7.2f} Gbit/s  copies {share}  segments {'/'.join(map(str, sent))}  "
-                    f"retransmits {rexmit}  drops: {drop_text}")
+                    f"retransmits {rexmit}  latency {latency_us:.0f} us  drops: {drop_text}")
         print(text, file=self.out, flush=True)
 
 

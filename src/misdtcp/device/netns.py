@@ -44,6 +44,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from misdtcp._wire import internet_checksum
+
 TEST_PREFIX = "misdtcp-test"
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -485,15 +487,6 @@ class NftLoss:
 
 
 # -- ICMP echo client -------------------------------------------------------------
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 @dataclass
 class PingResult:
     sent: int
@@ -545,7 +538,7 @@ def icmp_ping(dst: str, count: int = 1, interval: float = 0.2, wait: float = 2.0
     try:
         for seq in range(count):
             header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-            csum = _icmp_checksum(header + payload)
+            csum = internet_checksum(header + payload)
             sock.sendto(struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload, (dst, 0))
             sent_at[seq] = time.monotonic()
             drain(time.monotonic() + interval)

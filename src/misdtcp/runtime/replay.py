@@ -21,25 +21,15 @@ from dataclasses import dataclass, field
 
 from misdtcp._replay import pattern
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
-from misdtcp._wire import CSUM_VALID
+from misdtcp._wire import CSUM_VALID, internet_checksum
 from misdtcp._worker import Record, Request
 
-FRAME_CSUM_VALID = CSUM_VALID
 VNET_HDR_LEN = 12
 
 _RECORD = struct.Struct("<IHHHHHHQQ")       # RecordHeader, 32 bytes
 _COMMAND = struct.Struct("<IIQQQ")          # Command, 32 bytes
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBBHHH")
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 @dataclass
@@ -80,7 +70,7 @@ class ReplayConfig:
     server: str = "10.77.0.2"
     sport: int = 40000
     port: int = 5201
-    checksum_flags: int = FRAME_CSUM_VALID   # what an offloading NIC reports
+    checksum_flags: int = CSUM_VALID   # what an offloading NIC reports
 
     def __post_init__(self):
         if self.mode not in ("mtu", "gso"):
@@ -155,7 +145,7 @@ class _Builder:
         total = 20 + thl + len(payload)
         self.ident = (self.ident + 1) & 0xFFFF
         ip = bytearray(_IP.pack(0x45, 0, total, self.ident, 0x4000, 64, 6, 0, self.src, self.dst))
-        ip[10:12] = struct.pack("!H", _checksum(bytes(ip)))
+        ip[10:12] = struct.pack("!H", internet_checksum(bytes(ip)))
         tcp = _TCP.pack(self.cfg.sport, self.cfg.port, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                         (thl // 4) << 4, flags, 65535, 0, 0) + opts
         vnet = bytes(VNET_HDR_LEN)
