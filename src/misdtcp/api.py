@@ -19,7 +19,6 @@ read straight from shared memory.
 """
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import signal
@@ -114,8 +113,9 @@ class Connection:
         self.reset_reason = None
         self.closed = False        # the stack says the connection is gone
         self.timeout: float | None = None
-        self._rcv = stack._slot_map(stack._rcv, self.slot, stack.rcvbuf)
-        self._snd = stack._slot_map(stack._snd, self.slot, stack.sndbuf)
+        # this connection's regions of the shared buffers, mapped mirrored
+        self._rcv = SlotMap(stack._rcv.fileno(), self.slot * stack.rcvbuf, stack.rcvbuf)
+        self._snd = SlotMap(stack._snd.fileno(), self.slot * stack.sndbuf, stack.sndbuf)
         self._cond = threading.Condition(stack._lock)
 
     # -- receive --------------------------------------------------------------
@@ -302,7 +302,6 @@ class Stack:
         self._failure: str | None = None
         self._started = False
         self._stopping = False
-        self._maps = []
 
     # -- lifecycle ------------------------------------------------------------
     def start(self):
@@ -457,7 +456,6 @@ class Stack:
             for conn in self._conns.values():
                 conn.closed = True
             self._conns.clear()
-            self._maps.clear()
         # The bookkeeping block stays mapped until this object goes away:
         # application threads may still be reading progress words from it.
         # (A memfd leaves nothing behind; it is freed with its last mapping.)
@@ -605,10 +603,6 @@ class Stack:
                 os.eventfd_write(self._wake, 1)
             except BlockingIOError:
                 pass
-
-    def _slot_map(self, area, slot, size):
-        m = SlotMap(area.fileno(), slot * size, size)
-        return m
 
     def listen(self, port: int, backlog: int = 128) -> Listener:
         """Accept connections on `port`.  The backlog (connections not yet

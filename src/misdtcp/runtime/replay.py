@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 
 from misdtcp._replay import pattern
-from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
+from misdtcp._tcpcore import Notify, TcpCore, Transmit
 from misdtcp._wire import CSUM_VALID, internet_checksum
 from misdtcp._worker import Record, Request
 
