@@ -44,7 +44,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from misdtcp.device.netns import Netns, NetnsError, VethPair, reap_stale  # noqa: E402
+from misdtcp.device.netns import Netns, NetnsError
+from misdtcp.device.veth import VethPair
+from misdtcp.testing.lab import reap_stale  # noqa: E402
 
 PREFIX = "misdtcp-bench"
 KERNEL_CIDR = "10.77.0.1/24"

@@ -48,7 +48,7 @@ def established_core(**replica):
     ts = dict((k, v) for k, v in synack.options if k == "Timestamp")["Timestamp"]
     acts = core.frame(segment("A", 1001, synack.seq + 1, options=[("NOP", None), ("NOP", None),
                                                                    ("Timestamp", (100, ts[0]))]), now)
-    conn = acts[0].conn
+    conn = acts[0].handle
     core.accepted(conn, now=now)
     blob = bytearray()
     offsets = []

@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from misdtcp import _ring
+from misdtcp.testing import ring_harness
 
 FORK = multiprocessing.get_context("fork")
 
@@ -33,14 +33,14 @@ def _run_producer(ring, count, payload_len, spin, barrier, results, cpu):
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     barrier.wait()
-    results.put(("producer", _ring._bench_produce(ring, count, payload_len, spin)))
+    results.put(("producer", ring_harness.bench_produce(ring, count, payload_len, spin)))
 
 
 def _run_consumer(ring, consumer_id, spin, barrier, results, cpu):
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     barrier.wait()
-    results.put(("consumer", _ring._bench_consume(ring, consumer_id, spin)))
+    results.put(("consumer", ring_harness.bench_consume(ring, consumer_id, spin)))
 
 
 def one_run(consumers, payload_len, count, ring_size, spin, pin):

@@ -49,9 +49,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from misdtcp._replay import check_pattern  # noqa: E402
+from misdtcp.runtime.replay_image import check_pattern  # noqa: E402
 from misdtcp.runtime.replay import ReplayConfig, build_log  # noqa: E402
-from misdtcp.runtime.strategies import run_log  # noqa: E402
+from misdtcp.runtime.replay_run import run_log  # noqa: E402
 
 REP_ONLY = dict(replica=255, replicas=256, stripe=1 << 40)
 CORE = dict(secret=3)

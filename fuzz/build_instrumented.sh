@@ -14,6 +14,6 @@ SAN=${SANITIZERS:-address,fuzzer-no-link}
 CC=clang LDSHARED="clang -shared" \
 CFLAGS="-fsanitize=$SAN -fno-omit-frame-pointer -g -O1" \
 LDFLAGS="-fsanitize=$SAN" \
-MISDTCP_ONLY=${MISDTCP_ONLY:-_tcpcore,_wire,_ranges} \
+MISDTCP_ONLY=${MISDTCP_ONLY:-_tcpcore,wire.codec,wire.drops,core.ranges} \
     "$PY" setup.py -q build_ext --build-lib build/fuzz-native --build-temp build/fuzz-native-tmp --force
 ls build/fuzz-native/misdtcp/

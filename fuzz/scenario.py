@@ -44,7 +44,7 @@ import struct
 from dataclasses import dataclass, field, replace
 
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
-from misdtcp._wire import finish_tcp_packet
+from misdtcp.wire.codec import finish_tcp_packet
 
 MS = 1_000_000
 STACK = 0x0A4D0002          # 10.77.0.2
@@ -355,16 +355,16 @@ class World:
         for a in actions:
             if not isinstance(a, Copy):
                 continue
-            snap = before.get(a.conn) or after.get(a.conn)
+            snap = before.get(a.handle) or after.get(a.handle)
             check(snap is not None, "copy for an unknown connection", a)
             check(a.length > 0, "empty copy", a)
             ihl, hl, plen, _ = parse_l4(frame)
             check(ihl + hl <= a.frame_offset and a.frame_offset + a.length <= ihl + hl + plen,
                   "copy outside the frame's TCP payload", a, len(frame))
-            consumed = before[a.conn]["consumed_off"] if a.conn in before else 0
+            consumed = before[a.handle]["consumed_off"] if a.handle in before else 0
             check(consumed <= a.stream_offset and a.stream_offset + a.length <= consumed + self.rcvbuf,
                   "copy outside [consumed, consumed + rcvbuf)", a, consumed)
-            m = self._model(a.conn, snap)
+            m = self._model(a.handle, snap)
             end = a.stream_offset + a.length
             if len(m.stream) < end:
                 m.stream.extend(b"\0" * (end - len(m.stream)))
@@ -375,9 +375,9 @@ class World:
                 self._check_transmit(a, before, after, frame)
             elif isinstance(a, Notify):
                 if a.event in ("reset", "closed"):
-                    self.dead.setdefault(a.conn, a.event if a.event == "closed" else f"reset:{a.value}")
+                    self.dead.setdefault(a.handle, a.event if a.event == "closed" else f"reset:{a.value}")
                 if a.event in ("readable", "peer_closed"):
-                    m = self._model(a.conn, before.get(a.conn) or after.get(a.conn))
+                    m = self._model(a.handle, before.get(a.handle) or after.get(a.handle))
                     check(a.value <= m.covered.prefix(),
                           f"{a.event} notification beyond the bytes delivered", a, m.covered.ranges)
                     if a.event == "peer_closed":
@@ -396,18 +396,18 @@ class World:
             check(a.offset + a.length <= len(frame), "echo reply beyond the frame")
             return
         if a.source == "stream":
-            check(a.offset + a.length <= self.sent.get(a.conn, 0), "transmit beyond the send stream",
-                  a.offset, a.length, self.sent.get(a.conn, 0))
+            check(a.offset + a.length <= self.sent.get(a.handle, 0), "transmit beyond the send stream",
+                  a.offset, a.length, self.sent.get(a.handle, 0))
         if h[9] != 6:
             return
         t = h[20:]
         flags = t[13]
-        snap = after.get(a.conn) or before.get(a.conn)
+        snap = after.get(a.handle) or before.get(a.handle)
         if snap is None:
             return
-        if not (flags & ACK) or a.conn == 0xFFFFFFFF:
+        if not (flags & ACK) or a.handle == 0xFFFFFFFF:
             return
-        m = self._model(a.conn, snap)
+        m = self._model(a.handle, snap)
         check(m.irs is not None, "ACK sent by a connection that never synchronized", a)
         ackno = struct.unpack("!I", t[8:12])[0]
         if flags & SYN:
@@ -493,7 +493,7 @@ class World:
         ts_them = _ts_option(synack)[0]
         out = self.deliver(Seg(sport=EST_SPORT, seq=peer_isn + 1, ack=iss + 1, window=1000,
                                options=b"\x01\x01" + opt_ts(101, ts_them)))
-        self.est = [a for a in out if isinstance(a, Notify) and a.event == "accepted"][0].conn
+        self.est = [a for a in out if isinstance(a, Notify) and a.event == "accepted"][0].handle
         self.run("accepted", self.est)
         # data in, data out
         self.deliver(self.est_seg(payload=bytes(range(256)) * 4, flags=ACK | PSH), dt=MS)
@@ -597,7 +597,7 @@ class World:
         out = self.deliver(Seg(sport=sport, seq=78, ack=iss + 1, flags=ACK | PSH, payload=b"new"), dt=MS)
         new = [a for a in out if isinstance(a, Notify) and a.event == "accepted"]
         check(new, "the handshake of a new connection did not complete", out)
-        check(bytes(self.models[new[0].conn].stream[:3]) == b"new", "data of a new connection not copied")
+        check(bytes(self.models[new[0].handle].stream[:3]) == b"new", "data of a new connection not copied")
 
 
 def _merge_copies(copies):
@@ -605,7 +605,7 @@ def _merge_copies(copies):
     every byte (so a split copy compares equal to the whole one)."""
     per = {}
     for a in copies:
-        per.setdefault(a.conn, []).append((a.stream_offset, a.stream_offset + a.length,
+        per.setdefault(a.handle, []).append((a.stream_offset, a.stream_offset + a.length,
                                            a.frame_offset - a.stream_offset))
     out = {}
     for conn, rs in per.items():

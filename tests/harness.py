@@ -15,7 +15,7 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.packet import Raw, raw
 
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
-from misdtcp._wire import finish_tcp_packet
+from misdtcp.wire.codec import finish_tcp_packet
 
 STACK = "10.77.0.2"
 KERNEL = "10.77.0.1"
@@ -42,7 +42,7 @@ class Harness:
         out = []
         for a in actions:
             if isinstance(a, Copy):
-                buf = self.received.setdefault(a.conn, bytearray())
+                buf = self.received.setdefault(a.handle, bytearray())
                 end = a.stream_offset + a.length
                 if len(buf) < end:
                     buf.extend(b"\0" * (end - len(buf)))
@@ -50,7 +50,7 @@ class Harness:
             elif isinstance(a, Transmit):
                 self.transmits.append(a)
                 if a.source == "stream":
-                    data = bytes(self.sendbuf[a.conn][a.offset:a.offset + a.length])
+                    data = bytes(self.sendbuf[a.handle][a.offset:a.offset + a.length])
                     assert len(data) == a.length, "transmit beyond the send stream"
                     pkt = IP(finish_tcp_packet(a.header, data))
                 elif a.source == "frame":
@@ -102,7 +102,7 @@ class Harness:
 
     def notifications(self, kind=None, conn=None):
         return [e for e in self.events if (kind is None or e.event == kind)
-                and (conn is None or e.conn == conn)]
+                and (conn is None or e.handle == conn)]
 
     def state(self, conn):
         info = self.core.conn(conn)
@@ -179,7 +179,7 @@ def open_connection(h: Harness, peer: Peer | None = None, *, port=5201, listen=T
     h.deliver(peer.segment("A"))
     accepted = h.notifications("accepted")
     assert accepted, "handshake did not complete"
-    conn = accepted[-1].conn
+    conn = accepted[-1].handle
     h.call("accepted", conn)
     return conn, peer, synack
 

@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from misdtcp.device import netns as netns_mod
-from misdtcp.device import vnet
+from misdtcp.testing import lab as netns_mod
+from misdtcp.wire import vnet_header as vnet
 from misdtcp.device.netns import Netns
 from misdtcp.device.tun import Tun
 
@@ -150,7 +150,7 @@ def finish(proc, timeout: float = 20.0) -> tuple[int, str, str]:
 def ping_code(dst: str, count: int = 1, interval: float = 0.2, wait: float = 3.0) -> str:
     """Python source that pings ``dst`` from inside a namespace and prints 'sent received'."""
     return (
-        "from misdtcp.device.netns import icmp_ping\n"
+        "from misdtcp.testing.lab import icmp_ping\n"
         f"r = icmp_ping({dst!r}, count={count}, interval={interval}, wait={wait})\n"
         "print(r.sent, r.received, flush=True)\n"
     )

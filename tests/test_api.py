@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from misdtcp.aio import AsyncListener, open_connection
+from misdtcp.api.aio import AsyncListener, open_connection
 from misdtcp.api import Stack, StackError
 from netns_helpers import finish, kernel_sink, make_tun_netns, require_netns
 

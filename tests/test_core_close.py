@@ -31,7 +31,7 @@ def test_active_close_fin_wait_1_fin_wait_2_time_wait_closed():
     assert h.state(conn) == "TIME_WAIT"
     h.run_timers(2)
     assert h.core.connection_count == 0
-    assert h.notifications("closed")[-1].conn == conn
+    assert h.notifications("closed")[-1].handle == conn
 
 
 def test_fin_and_ack_of_our_fin_together_go_straight_to_time_wait():
@@ -68,7 +68,7 @@ def test_passive_close_close_wait_last_ack_closed():
     peer.learn(out[0])
     assert h.deliver(peer.segment("A")) == []
     assert h.core.connection_count == 0
-    assert h.notifications("closed")[-1].conn == conn
+    assert h.notifications("closed")[-1].handle == conn
 
 
 def test_last_ack_retransmits_fin_until_acked():
@@ -109,7 +109,7 @@ def test_abort_sends_rst_and_forgets_the_connection():
     out = tcp_of(h.call("abort", conn))
     assert len(out) == 1 and out[0].flags == "RA" and out[0].seq == snd
     assert h.core.connection_count == 0
-    assert h.notifications("closed")[-1].conn == conn
+    assert h.notifications("closed")[-1].handle == conn
     # the peer's next segment meets a closed port
     out = tcp_of(h.deliver(peer.segment("A", b"late")))
     assert out[0].flags == "R" and out[0].seq == snd

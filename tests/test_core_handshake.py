@@ -107,7 +107,7 @@ def test_active_open():
     assert out[0].flags == "A" and out[0].ack == 9001
     ev = h.notifications("connected")
     assert ev and ev[0].value == 42
-    info = h.core.conn(ev[0].conn)
+    info = h.core.conn(ev[0].handle)
     assert info["state"] == "ESTABLISHED" and info["snd_mss"] == 1400 and info["snd_wscale"] == 5
 
 

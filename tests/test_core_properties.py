@@ -85,7 +85,7 @@ def run_receive(core_factory, stream, pieces, fin, seed, replicas=1):
     assert synack
     peer.learn(IP(synack[0].header))
     event("frame", frame=raw(peer.segment("A")))
-    conn = [a for acts in log[-1] for a in acts if isinstance(a, Notify) and a.event == "accepted"][0].conn
+    conn = [a for acts in log[-1] for a in acts if isinstance(a, Notify) and a.event == "accepted"][0].handle
     event("accepted", conn)
     base = peer.seq
     total = len(stream)
@@ -232,7 +232,7 @@ def test_send_side_replicas_split_data_segments():
     res, ref = all_do("frame", raw(peer.syn()), now)
     peer.learn(IP(ref[0].header))
     res, ref = all_do("frame", raw(peer.segment("A")), now)
-    conn = ref[0].conn
+    conn = ref[0].handle
     all_do("accepted", conn, now=now)
     res, ref = all_do("send", conn, 10 * 1448, now=now)
     mine = [[a for a in acts if isinstance(a, Transmit)] for acts in res]

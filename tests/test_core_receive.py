@@ -6,7 +6,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw, raw
 
 from harness import Harness, Peer, acks, open_connection, opts, sack_blocks, tcp_of
-from misdtcp._wire import CSUM_VALID
+from misdtcp.wire.codec import CSUM_VALID
 
 FULL = 1448              # a full-sized segment: MSS 1460 minus 12 bytes of timestamps
 

@@ -14,7 +14,7 @@ def test_rst_exactly_at_rcv_nxt_resets():
     h, conn, peer, snd = established()
     assert h.deliver(peer.segment("R", ts=False)) == []
     assert h.notifications("reset")[-1].value == "reset_by_peer"
-    assert h.notifications("closed")[-1].conn == conn
+    assert h.notifications("closed")[-1].handle == conn
     assert h.core.connection_count == 0
 
 

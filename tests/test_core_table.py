@@ -84,11 +84,11 @@ def test_syn_cookie_when_the_backlog_is_full_restores_options():
     assert o["Timestamp"][0] & 0x1f == (9 << 1) | 1           # wscale and SACK in TSval
     # make room, then the cookie ACK completes the handshake
     h.deliver(first.segment("A"))
-    h.call("accepted", h.notifications("accepted")[-1].conn)
+    h.call("accepted", h.notifications("accepted")[-1].handle)
     h.deliver(peer.segment("A", b"hello"))
     acc = h.notifications("accepted")
     assert len(acc) == 2
-    conn = acc[-1].conn
+    conn = acc[-1].handle
     info = h.core.conn(conn)
     assert info["state"] == "ESTABLISHED"
     assert info["snd_mss"] == 1460 and info["snd_wscale"] == 9 and info["rcv_wscale"] == 7
@@ -106,9 +106,9 @@ def test_syn_cookie_without_timestamps_falls_back_to_no_options():
     o = opts(synack)
     assert o["MSS"] == 1460 and "Timestamp" not in o and "WScale" not in o
     h.deliver(first.segment("A"))
-    h.call("accepted", h.notifications("accepted")[-1].conn)
+    h.call("accepted", h.notifications("accepted")[-1].handle)
     h.deliver(peer.segment("A"))
-    info = h.core.conn(h.notifications("accepted")[-1].conn)
+    info = h.core.conn(h.notifications("accepted")[-1].handle)
     assert info["snd_mss"] == 536                            # the largest table value <= 1200
     assert info["snd_wscale"] == 0 and not info["ts_ok"] and not info["sack_ok"]
 
@@ -131,7 +131,7 @@ def test_stale_cookie_is_rejected():
     peer = Peer(sport=42003)
     synack = cookie_handshake(h, peer)
     h.deliver(first.segment("A"))
-    h.call("accepted", h.notifications("accepted")[-1].conn)
+    h.call("accepted", h.notifications("accepted")[-1].handle)
     h.advance(200_000)                       # > 2 cookie periods of 64 s
     h.deliver(peer.segment("A"))
     assert h.core.drops()["bad_cookie"] == 1

@@ -10,9 +10,9 @@ import struct
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 
-from misdtcp import _faults
-from misdtcp._faults import FaultConfigError, FaultInjector
-from misdtcp.device import vnet
+from misdtcp.frameio import faults as _faults
+from misdtcp.frameio.faults import FaultConfigError, FaultInjector
+from misdtcp.wire import vnet_header as vnet
 from netns_helpers import ScriptedClient, as_gso_super_frame, finish, kernel_sink, read_frame, \
     tun_netns, write_frame
 

@@ -7,8 +7,8 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.utils import rdpcap
 
-from misdtcp.device import vnet
-from misdtcp.device.pcap import LINKTYPE_IPV4, PcapError, PcapWriter, read_pcap
+from misdtcp.wire import vnet_header as vnet
+from misdtcp.frameio.pcap import LINKTYPE_IPV4, PcapError, PcapWriter, read_pcap
 
 T0 = 1_700_000_000_123_456_789
 

@@ -15,7 +15,7 @@ import time
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP
 
-from misdtcp.device import vnet
+from misdtcp.wire import vnet_header as vnet
 from misdtcp.device.tun import DeviceError, Tun
 from netns_helpers import (KERNEL_ADDR, STACK_ADDR, finish, is_ipv4_proto, kernel_python, make_tun_netns,
                            netns, ping_code, read_frame, require_netns, tun_netns, write_frame)
@@ -375,7 +375,8 @@ def test_reap_stale_deletes_only_namespaces_of_dead_runs():
     require_netns()
     import subprocess
 
-    from misdtcp.device.netns import Netns, reap_stale
+    from misdtcp.device.netns import Netns
+    from misdtcp.testing.lab import reap_stale
 
     gone = subprocess.Popen(["true"])
     gone.wait()
@@ -393,7 +394,9 @@ def test_reap_stale_deletes_only_namespaces_of_dead_runs():
 @pytest.mark.timeout(60)
 def test_veth_pair_and_nftables_loss_install_and_remove_cleanly():
     require_netns()
-    from misdtcp.device.netns import Netns, NftLoss, VethPair, icmp_ping
+    from misdtcp.device.netns import Netns
+    from misdtcp.device.veth import VethPair
+    from misdtcp.testing.lab import NftLoss, icmp_ping
 
     with Netns() as a, Netns() as b, VethPair(a, b) as veth:
         baseline = a.call(icmp_ping, veth.addr_b, count=20, interval=0.005, wait=2.0)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from misdtcp.device.netns import NftLoss
+from misdtcp.testing.lab import NftLoss
 from netns_helpers import finish
 from stack_helpers import STACK_ADDR, serving, wait_for
 from test_e2e_transfer import ECHO_CLIENTS, SENDER

@@ -232,7 +232,7 @@ def test_regression_no_rst_with_ack_zero_when_syn_sent_times_out():
     w = S.World(split=False).setup()
     for _ in range(40):
         out = w.run("tick", dt=65_000 * MS)
-        assert not [a for a in out if isinstance(a, S.Transmit) and a.conn == w.active and a.header[33] & S.RST]
+        assert not [a for a in out if isinstance(a, S.Transmit) and a.handle == w.active and a.header[33] & S.RST]
         if w.core.conn(w.active) is None:
             break
     assert w.core.conn(w.active) is None
@@ -306,5 +306,5 @@ def test_regression_app_call_on_a_connection_its_own_timer_releases():
     out = w.run("abort", w.active, dt=65_000 * MS)      # the final RTO is due first
     assert w.core.conn(w.active) is None
     assert w.core.connection_count == len(w.core.connections())     # was 2**32 - 1
-    assert not [a for a in out if isinstance(a, S.Transmit) and a.conn == w.active]
+    assert not [a for a in out if isinstance(a, S.Transmit) and a.handle == w.active]
     w.still_works()

@@ -49,7 +49,7 @@ def memory(stack):
     `anon` is private memory (what a leak would grow); `rss` also counts the
     shared ring and buffers once touched."""
     total = {"rss": 0, "anon": 0}
-    for pid in stack._pids:
+    for pid in stack.processes().values():
         with open(f"/proc/{pid}/status") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         total["rss"] += int(fields["VmRSS"].split()[0])
@@ -59,12 +59,12 @@ def memory(stack):
 
 def alive(stack):
     """All of the stack's processes are running and it reported no failure."""
-    for pid in stack._pids:
+    for pid in stack.processes().values():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return False
-    return stack._failure is None
+    return stack.failure is None
 
 
 class TableWatch(threading.Thread):
@@ -279,7 +279,7 @@ def test_bogus_gso_metadata_from_the_device_is_dropped():
     stack with the kernel's own header.  So a bogus gso_size is tested here,
     at the core, the way the sequencer hands it over (TcpCore.frame's
     gso_size), on a live connection with the checksum marked as valid."""
-    from misdtcp._wire import CSUM_VALID
+    from misdtcp.wire.codec import CSUM_VALID
 
     h = Harness.create()
     conn, peer, synack = open_connection(h)
@@ -317,7 +317,7 @@ def test_valid_cookie_ack_evicts_a_stale_half_open_connection_when_the_table_is_
     h.deliver(peer.segment("A", b"hello"))
     accepted = h.notifications("accepted")
     assert len(accepted) == 1
-    assert bytes(h.received[accepted[0].conn]) == b"hello"
+    assert bytes(h.received[accepted[0].handle]) == b"hello"
     assert h.core.stats()["half_open_evicted"] == 1
     assert h.core.stats()["syn_cookies_accepted"] == 1
     assert h.core.connection_count == 4

@@ -1,7 +1,7 @@
 """The payload-free range set (_ranges.pxd) against a set-of-ints model."""
 from hypothesis import given, settings, strategies as st
 
-from misdtcp._ranges import CAPACITY, Ranges
+from misdtcp.core.ranges import CAPACITY, Ranges
 
 span = st.tuples(st.integers(0, 400), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1]))
 ops = st.lists(st.one_of(

@@ -16,15 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from misdtcp import _ring
-from misdtcp._ring import (
-    BroadcastRing,
-    CommandKind,
-    CommandQueue,
-    MirroredBuffer,
-    RecordKind,
-    WaitStatus,
-    record_bytes,
-)
+from misdtcp._ring import BroadcastRing, record_bytes
+from misdtcp.runtime.queue import MessageQueue
+from misdtcp.runtime.shm import MirroredBuffer
+from misdtcp.runtime.vocabulary import Record, Request
+from misdtcp.runtime.wait import WaitStatus
+from misdtcp.testing import ring_harness
 
 PAGE = os.sysconf("SC_PAGESIZE")
 FORK = multiprocessing.get_context("fork")
@@ -86,18 +83,18 @@ def run_children(targets, timeout):
 def test_records_come_out_in_order_with_their_header_fields():
     with BroadcastRing(PAGE * 4, n_consumers=1) as ring:
         for i in range(10):
-            seqno = ring.publish(bytes([i]) * i, RecordKind.REC_FRAME, flags=i, gso_size=1448,
+            seqno = ring.publish(bytes([i]) * i, Record.FRAME, flags=i, gso_size=1448,
                                  csum_start=34, csum_offset=16, now_ns=1000 + i)
             assert seqno == i
-        ring.publish(b"", RecordKind.REC_TICK, now_ns=2000)
+        ring.publish(b"", Record.TICK, now_ns=2000)
         records = ring.read(0)
     assert [r.seqno for r in records] == list(range(11))
     for i, record in enumerate(records[:10]):
-        assert record.kind == RecordKind.REC_FRAME
+        assert record.kind == Record.FRAME
         assert record.payload == bytes([i]) * i
         assert (record.flags, record.gso_size, record.csum_start, record.csum_offset) == (i, 1448, 34, 16)
         assert record.now_ns == 1000 + i
-    assert records[10].kind == RecordKind.REC_TICK and records[10].now_ns == 2000
+    assert records[10].kind == Record.TICK and records[10].now_ns == 2000
 
 
 def test_every_record_starts_8_aligned_after_a_32_byte_header():
@@ -184,7 +181,7 @@ def test_reserve_then_commit_publishes_only_the_committed_length():
         area[:5] = b"hello"
         assert ring.read(0) == []                              # nothing visible before commit
         area.release()
-        assert ring.commit(5, RecordKind.REC_FRAME, now_ns=7) == 0
+        assert ring.commit(5, Record.FRAME, now_ns=7) == 0
         (record,) = ring.read(0)
         assert record.payload == b"hello" and record.now_ns == 7
         assert ring.producer_cursor == record_bytes(5)
@@ -225,9 +222,9 @@ def test_wait_space_times_out_then_succeeds_after_release():
     with BroadcastRing(PAGE, n_consumers=1) as ring:
         while ring.publish(b"y" * 500, block=False) is not None:
             pass
-        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.WAIT_TIMEOUT
+        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.TIMEOUT
         ring.read(0)
-        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.WAIT_READY
+        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.READY
         counters = ring.counters()["producer"]
         assert counters["full_waits"] >= 1 and counters["timeouts"] == 1
 
@@ -237,7 +234,7 @@ def test_wait_space_times_out_then_succeeds_after_release():
 def test_consumer_wait_times_out_without_records():
     with BroadcastRing(PAGE, n_consumers=1) as ring:
         started = time.monotonic()
-        assert ring.wait(0, spin=10, timeout=0.05) == WaitStatus.WAIT_TIMEOUT
+        assert ring.wait(0, spin=10, timeout=0.05) == WaitStatus.TIMEOUT
         assert 0.04 < time.monotonic() - started < 1.0
         assert ring.counters()["consumers"][0]["timeouts"] == 1
 
@@ -262,7 +259,7 @@ def test_a_sleeping_consumer_is_woken_by_a_publish():
         finally:
             ring.stop()                                       # never unmap under a waiter
             waiter.join()
-        assert outcome == [WaitStatus.WAIT_READY]
+        assert outcome == [WaitStatus.READY]
         assert time.monotonic() - started < 1.0
         counters = ring.counters()
         assert counters["consumers"][0]["sleeps"] >= 1
@@ -280,20 +277,20 @@ def test_stop_wakes_sleepers_but_consumers_drain_first():
         ring.stop()
         waiter.join()
         assert time.monotonic() - started < 1.0
-        assert outcome == [WaitStatus.WAIT_STOPPED] and ring.stopped
-        assert ring.wait_space(16, spin=0, timeout=1.0) == WaitStatus.WAIT_READY
+        assert outcome == [WaitStatus.STOPPED] and ring.stopped
+        assert ring.wait_space(16, spin=0, timeout=1.0) == WaitStatus.READY
         while ring.publish(b"z" * 64, block=False) is not None:
             pass
         started = time.monotonic()
         assert ring.publish(b"z" * 64, block=True) is None    # full and stopped: no blocking
-        assert ring.wait_space(64, spin=0, timeout=1.0) == WaitStatus.WAIT_STOPPED
+        assert ring.wait_space(64, spin=0, timeout=1.0) == WaitStatus.STOPPED
         assert time.monotonic() - started < 0.5
 
 
 @pytest.mark.timeout(30)
 def test_close_refuses_while_a_thread_is_blocked_in_a_wait():
     ring = BroadcastRing(PAGE, n_consumers=1)
-    queue = CommandQueue(2)
+    queue = MessageQueue(2)
     ring_waiter, _ = in_thread(ring.wait, 0, 0, 5.0)
     queue_waiter, _ = in_thread(queue.wait, 0, 5.0)
     time.sleep(0.1)
@@ -313,9 +310,9 @@ def test_records_published_before_stop_are_still_delivered():
     with BroadcastRing(PAGE, n_consumers=1) as ring:
         ring.publish(b"last words")
         ring.stop()
-        assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.WAIT_READY
+        assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.READY
         assert ring.read(0)[0].payload == b"last words"
-        assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.WAIT_STOPPED
+        assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.STOPPED
 
 
 # ---- sharing: from_fd ----------------------------------------------------------------------
@@ -333,17 +330,19 @@ def test_from_fd_rejects_memory_that_is_not_a_ring():
         with pytest.raises(ValueError):
             BroadcastRing.from_fd(buffer.fileno())
         with pytest.raises(ValueError):
-            CommandQueue.from_fd(buffer.fileno())
+            MessageQueue.from_fd(buffer.fileno())
 
 
 def _attach_through_proc(kind, path, expected):
     """Runs in a spawned (not forked) interpreter: nothing is inherited but a path."""
     from misdtcp import _ring as ring_module
+    from misdtcp.runtime import queue as queue_module
+    from misdtcp.runtime import shm as shm_module
 
     fd = os.open(path, os.O_RDWR)
     try:
         if kind == "buffer":
-            with ring_module.MirroredBuffer.from_fd(fd) as buffer:
+            with shm_module.MirroredBuffer.from_fd(fd) as buffer:
                 got = bytes(buffer.view(0, len(expected)))
                 buffer.view(PAGE - 1, 2)[:] = b"!?"
             return got
@@ -352,8 +351,8 @@ def _attach_through_proc(kind, path, expected):
                 got = ring.read(0)[0].payload
                 ring.publish(b"reply")
             return got
-        with ring_module.CommandQueue.from_fd(fd) as queue:
-            queue.post(CommandKind.CMD_CLOSE, 9, 1, 2, 3)
+        with queue_module.MessageQueue.from_fd(fd) as queue:
+            queue.post(Request.CLOSE, 9, 1, 2, 3)
         return b""
     finally:
         os.close(fd)
@@ -364,7 +363,7 @@ def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
     spawn = multiprocessing.get_context("spawn")
     buffer = MirroredBuffer(PAGE)
     ring = BroadcastRing(PAGE, n_consumers=2)
-    queue = CommandQueue(8)
+    queue = MessageQueue(8)
     try:
         buffer.view(0, 5)[:] = b"hello"
         ring.publish(b"record")
@@ -378,7 +377,7 @@ def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
             pool.apply(_attach_through_proc, ("queue", proc_path(queue), b""))
         assert bytes(buffer.view(PAGE - 1, 2)) == b"!?" and bytes(buffer.view(0, 1)) == b"?"
         assert [r.payload for r in ring.read(1)] == [b"record", b"reply"]
-        assert queue.take() == (CommandKind.CMD_CLOSE, 9, 1, 2, 3)
+        assert queue.take() == (Request.CLOSE, 9, 1, 2, 3)
     finally:
         buffer.close()
         ring.close()
@@ -395,7 +394,7 @@ def test_close_releases_fds_and_mappings_and_leaves_nothing_in_dev_shm():
         buffer = MirroredBuffer(PAGE * 4)
         ring = BroadcastRing(PAGE * 8, n_consumers=4)
         attached = BroadcastRing.from_fd(ring.fileno())
-        queue = CommandQueue(64)
+        queue = MessageQueue(64)
         view = buffer.view(0, 8)
         assert len(open_fds()) == len(fds_before) + 4
         assert len(memfd_mappings()) > len(maps_before)
@@ -413,7 +412,7 @@ def test_dropping_the_last_reference_also_releases_everything():
     maps_before = memfd_mappings()
     MirroredBuffer(PAGE)
     BroadcastRing(PAGE, 2)
-    CommandQueue(16)
+    MessageQueue(16)
     assert open_fds() == fds_before
     assert memfd_mappings() == maps_before
 
@@ -484,8 +483,8 @@ def test_three_consumer_processes_see_two_million_records_intact_and_in_order():
     try:
         started = time.monotonic()
         results = run_children(
-            [(_ring._stress_produce, (ring, STRESS_RECORDS, STRESS_SEED))]
-            + [(_ring._stress_consume, (ring, cid, STRESS_SEED)) for cid in range(3)],
+            [(ring_harness.stress_produce, (ring, STRESS_RECORDS, STRESS_SEED))]
+            + [(ring_harness.stress_consume, (ring, cid, STRESS_SEED)) for cid in range(3)],
             timeout=45,
         )
         elapsed = time.monotonic() - started
@@ -513,7 +512,7 @@ def test_three_consumer_processes_see_two_million_records_intact_and_in_order():
 
 @pytest.mark.timeout(60)
 def test_stress_record_lengths_cover_small_and_gso_sized_frames():
-    lengths = [_ring._stress_length_of(STRESS_SEED, s) for s in range(20000)]
+    lengths = [ring_harness.stress_length_of(STRESS_SEED, s) for s in range(20000)]
     assert min(lengths) == 1 and max(lengths) <= _ring.MAX_FRAME
     assert any(n > 4096 for n in lengths) and sum(n > 60000 for n in lengths) > 0
 
@@ -521,22 +520,22 @@ def test_stress_record_lengths_cover_small_and_gso_sized_frames():
 # ---- command queue ----------------------------------------------------------------------------------
 
 def test_command_queue_is_fifo_and_refuses_when_full():
-    with CommandQueue(4) as queue:
-        assert [queue.try_post(CommandKind.CMD_CONSUMED, 1, i, i * 2, i * 3) for i in range(5)] == \
+    with MessageQueue(4) as queue:
+        assert [queue.try_post(Request.CONSUMED, 1, i, i * 2, i * 3) for i in range(5)] == \
             [True, True, True, True, False]
-        assert queue.take() == (CommandKind.CMD_CONSUMED, 1, 0, 0, 0)
-        assert queue.try_post(CommandKind.CMD_SEND, 2, 99)
+        assert queue.take() == (Request.CONSUMED, 1, 0, 0, 0)
+        assert queue.try_post(Request.SEND, 2, 99)
         assert [c.a for c in queue.drain()] == [1, 2, 3, 99]
         assert queue.take() is None
-        assert queue.post(CommandKind.CMD_CLOSE, timeout=0.01) == WaitStatus.WAIT_READY
-        assert queue.drain(max_commands=5) == [(CommandKind.CMD_CLOSE, 0, 0, 0, 0)]
+        assert queue.post(Request.CLOSE, timeout=0.01) == WaitStatus.READY
+        assert queue.drain(max_messages=5) == [(Request.CLOSE, 0, 0, 0, 0)]
 
 
 def test_command_queue_post_times_out_when_full_and_nobody_drains():
-    with CommandQueue(2) as queue:
+    with MessageQueue(2) as queue:
         queue.post(1)
         queue.post(2)
-        assert queue.post(3, spin=10, timeout=0.02) == WaitStatus.WAIT_TIMEOUT
+        assert queue.post(3, spin=10, timeout=0.02) == WaitStatus.TIMEOUT
         assert [c.kind for c in queue.drain()] == [1, 2]       # the timed-out post left no trace
         counters = queue.counters()
         assert counters["poster_full_waits"] == 1 and counters["poster_sleeps"] >= 1
@@ -544,30 +543,30 @@ def test_command_queue_post_times_out_when_full_and_nobody_drains():
 
 @pytest.mark.timeout(30)
 def test_a_waiting_command_consumer_is_woken_by_a_post():
-    with CommandQueue(16) as queue:
+    with MessageQueue(16) as queue:
         waiter, outcome = in_thread(queue.wait, 0, 5.0)
         try:
             time.sleep(0.2)
             started = time.monotonic()
-            queue.post(CommandKind.CMD_LISTEN, 0, 5201)
+            queue.post(Request.LISTEN, 0, 5201)
             waiter.join(timeout=2)
         finally:
             queue.stop()
             waiter.join()
-        assert outcome == [WaitStatus.WAIT_READY]
+        assert outcome == [WaitStatus.READY]
         assert time.monotonic() - started < 1.0               # woken, not timed out
-        assert queue.take() == (CommandKind.CMD_LISTEN, 0, 5201, 0, 0)
+        assert queue.take() == (Request.LISTEN, 0, 5201, 0, 0)
         assert queue.counters()["consumer_sleeps"] >= 1
 
 
 @pytest.mark.timeout(60)
 def test_posters_in_four_processes_are_delivered_exactly_once_in_their_order():
     posters, per_poster = 4, 200_000
-    queue = CommandQueue(64)                   # small: posters keep running into a full queue
+    queue = MessageQueue(64)                   # small: posters keep running into a full queue
     try:
         results = run_children(
-            [(_ring._cmdq_stress_drain, (queue, posters, per_poster))]
-            + [(_ring._cmdq_stress_post, (queue, p, per_poster)) for p in range(posters)],
+            [(ring_harness.queue_stress_drain, (queue, posters, per_poster))]
+            + [(ring_harness.queue_stress_post, (queue, p, per_poster)) for p in range(posters)],
             timeout=45,
         )
         counters = queue.counters()

@@ -10,9 +10,9 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from misdtcp._replay import check_pattern
+from misdtcp.runtime.replay_image import check_pattern
 from misdtcp.runtime.replay import ReplayConfig, build_log
-from misdtcp.runtime.strategies import RuntimeFailure, run_log
+from misdtcp.runtime.replay_run import RuntimeFailure, run_log
 
 CORE = dict(rcvbuf=4 << 20, secret=11)
 

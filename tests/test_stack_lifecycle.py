@@ -34,8 +34,8 @@ def test_start_stop_leaves_nothing_behind(strategy, workers):
         shm_before = set(os.listdir("/dev/shm"))
         fds_before = open_fds()
         stack = Stack(tun, address=STACK, workers=workers, strategy=strategy).start()
-        assert len(stack._pids) == (1 if strategy == "single" else 1 + workers)
-        pids = list(stack._pids)
+        assert len(stack.processes()) == (1 if strategy == "single" else 1 + workers)
+        pids = list(stack.processes().values())
         stack.stop()
         del stack
         import gc
@@ -66,7 +66,7 @@ def test_killed_process_is_detected_within_a_second(victim):
             view = conn.recv_view(timeout=10)
             got += len(view)
             conn.release(view)
-        pid = stack._pids[0] if victim == "sequencer" else stack._pids[2]
+        pid = stack.processes()["sequencer" if victim == "sequencer" else "worker 1"]
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         with pytest.raises(StackError, match=f"{victim} process .* died"):
@@ -76,7 +76,7 @@ def test_killed_process_is_detected_within_a_second(victim):
         assert time.monotonic() - killed_at < 1.5
         finish(client, timeout=5)
     finally:
-        pids = list(stack._pids)
+        pids = list(stack.processes().values())
         stack.stop()
         tun.close()
         ns.delete()
@@ -111,7 +111,7 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker):
             got += len(view)
             conn.release(view)
             if not killed and got >= 24 << 20:
-                os.kill(stack._pids[1 + victim_worker], signal.SIGKILL)
+                os.kill(stack.processes()[f"worker {victim_worker}"], signal.SIGKILL)
                 killed = True
         conn.close()
         rc, out, err = finish(client, timeout=30)
@@ -124,7 +124,7 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker):
         assert counters[victim_worker]["restarts"] == 1
         assert counters[victim_worker]["snapshots"] > 0
     finally:
-        pids = list(stack._pids)
+        pids = list(stack.processes().values())
         stack.stop()
         tun.close()
         ns.delete()

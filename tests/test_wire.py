@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw, raw
 
 from harness import Harness, Peer, tcp_of, KERNEL, STACK
-from misdtcp._wire import (CSUM_PARTIAL, CSUM_VALID, VERIFY_CSUM, build_options, internet_checksum,
+from misdtcp.wire.codec import (CSUM_PARTIAL, CSUM_VALID, VERIFY_CSUM, build_options, internet_checksum,
                            parse_options)
 
 

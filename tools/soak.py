@@ -91,7 +91,7 @@ class Soak:
 
     @staticmethod
     def roles(stack):
-        pids = list(stack._pids)
+        pids = list(stack.processes().values())
         if stack.strategy == "single":
             yield "single", pids[0]
         else:
@@ -163,7 +163,7 @@ class Soak:
                 client.join(min(a.interval, max(0.0, previous["t"] + a.interval - time.monotonic())))
                 if time.monotonic() - previous["t"] >= a.interval - 0.01 or not client.is_alive():
                     self.sample(stack, previous)
-                stack._check()
+                stack.check()
         except StackError as exc:
             self.failures.append(f"the stack stopped: {exc}")
         except KeyboardInterrupt:

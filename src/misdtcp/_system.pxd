@@ -60,6 +60,7 @@ cdef extern from "<time.h>" nogil:
         long tv_nsec
     enum:
         CLOCK_MONOTONIC
+        CLOCK_THREAD_CPUTIME_ID
     int clock_gettime(clockid_t clk, timespec *ts)
 
 
@@ -68,12 +69,21 @@ cdef extern from "<time.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     ctypedef long off_t
     long syscall(long number, ...)
+    ssize_t read(int fd, void *buf, size_t n)
+    ssize_t write(int fd, const void *buf, size_t n)
     int close(int fd)
     int dup(int fd)
     int ftruncate(int fd, off_t length)
     long sysconf(int name)
     enum:
         _SC_PAGESIZE
+
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    ssize_t readv(int fd, const iovec *iov, int iovcnt)
+    ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:
@@ -145,6 +155,13 @@ cdef inline uint64_t monotonic_ns() noexcept nogil:
     """CLOCK_MONOTONIC in nanoseconds (the sequencer's time stamp, wait deadlines)."""
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
+
+
+cdef inline uint64_t thread_cpu_ns() noexcept nogil:
+    """CPU time of the calling thread in nanoseconds (a worker's busy time)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
     return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
 
 

@@ -6,14 +6,19 @@
 # digested.  Everything that differs between replicas — which outputs this
 # replica owns, and the list of actions it produced — lives in `Replica`.
 #
-# Inputs: c_frame, c_tick and the c_app_* requests, each stamped with `now`
-# (nanoseconds of the sequencer's monotonic clock).  Outputs: `Action`
-# records appended to the replica's action list, drained by the caller
-# after every event.
+# Inputs: core_frame, core_tick and the core_app_* requests, each stamped
+# with `now` (nanoseconds of the sequencer's monotonic clock).  Outputs:
+# `Action` records appended to the replica's action list, drained by the
+# caller after every event.
+#
+# A connection is named by a 32-bit handle: its slot in the connection array
+# in the low HANDLE_SLOT_BITS bits, the slot's generation above them, so a
+# stale handle of a reused slot is refused.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from misdtcp._wire cimport MAX_HDR, TcpSegment, DROP_REASON_COUNT
-from misdtcp._ranges cimport RangeSet
-from misdtcp._congestion cimport CcState
+from misdtcp.wire.tcp cimport MAX_HDR, TcpSegment
+from misdtcp.wire.drops cimport DROP_REASON_COUNT
+from misdtcp.core.ranges cimport RangeSet
+from misdtcp.core.cc_state cimport CcState
 
 # RFC 9293 §3.3.2 states
 cdef enum TcpState:
@@ -50,7 +55,7 @@ cdef enum NotifyCode:
     N_PEER_CLOSED = 5     # value: final length of the receive stream
     N_RESET = 6           # value: reason (R_*)
     N_CLOSED = 7          # the connection is gone; its handle is dead
-    N_CONNECT_FAILED = 8  # value: the tag; conn field: reason (R_*)
+    N_CONNECT_FAILED = 8  # value: the tag; handle field: reason (R_*)
 
 cdef enum ResetReason:
     R_RESET_BY_PEER = 1
@@ -62,12 +67,19 @@ cdef enum ResetReason:
 cdef enum:
     MAX_LISTENERS = 16
     NO_CONN = 0xffffffff
+    HANDLE_SLOT_BITS = 20
+    HANDLE_SLOT_MASK = (1 << 20) - 1
+
+
+cdef inline uint32_t handle_slot(uint32_t handle) noexcept nogil:
+    """The connection-array slot a handle names."""
+    return handle & HANDLE_SLOT_MASK
 
 ctypedef struct Action:
     uint8_t kind
     uint8_t code
     uint16_t hdr_len
-    uint32_t conn
+    uint32_t handle          # the connection (NO_CONN for connectionless replies)
     uint32_t length
     uint32_t frame_off
     uint16_t gso_size        # transmit: segment size when length > it (GSO)

@@ -34,21 +34,25 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 
-from misdtcp._seq cimport seq_lt, seq_le, seq_gt, seq_ge, seq_max, seq_min, seq_in, seq_diff
-from misdtcp._wire cimport *
-from misdtcp._ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
-                              ranges_trim_above,
-                              ranges_advance, ranges_bytes, ranges_bytes_between, ranges_next_gap)
-from misdtcp._congestion cimport (CcState, CC_RENO, CC_CUBIC, cc_init, cc_on_ack, cc_on_congestion,
-                                  cc_on_rto)
-
-cdef extern from "siphash.h" nogil:
-    uint64_t siphash24(const uint8_t *data, size_t n, uint64_t k0, uint64_t k1)
+from misdtcp.core.siphash cimport siphash24
+from misdtcp.wire.seq cimport seq_lt, seq_le, seq_gt, seq_ge, seq_max, seq_min, seq_in, seq_diff
+from misdtcp.wire.bytes cimport rd16, rd32, wr16, wr32
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4
+from misdtcp.wire.drops cimport *
+from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
+from misdtcp.wire.icmp cimport ICMP_TYPE, ICMP_CODE, ICMP_CHECKSUM, ICMP_REST, ICMP_HDR_LEN, ICMP_ECHO_REPLY, \
+    ICMP_ECHO_REQUEST
+from misdtcp.wire.ipv4 cimport (Ipv4Header, IP_HDR_LEN, IP_SOURCE, IP_DESTINATION, IPPROTO_ICMP, IPPROTO_TCP,
+                                bad_source, parse_ipv4, write_ipv4_header)
+from misdtcp.wire.tcp cimport *
+from misdtcp.core.ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
+                                  ranges_trim_above, ranges_advance, ranges_bytes, ranges_bytes_between,
+                                  ranges_next_gap)
+from misdtcp.core.cc_state cimport CcState, CC_RENO, CC_CUBIC
+from misdtcp.core.congestion cimport cc_init, cc_on_ack, cc_on_congestion, cc_on_rto
 
 cdef uint64_t MAGIC = 0x6d69736474637031ULL
 cdef uint64_t NO_OFF = 0xffffffffffffffffULL
-cdef uint32_t SLOT_BITS = 20
-cdef uint32_t SLOT_MASK = (1 << 20) - 1
 # RFC 7323 §5.5: a ts_recent older than 24 days is no longer used for PAWS.
 cdef uint64_t PAWS_IDLE_NS = 24ULL * 86400ULL * 1000000000ULL
 cdef uint64_t MS = 1000000ULL
@@ -59,14 +63,6 @@ COOKIE_MSS[:] = [536, 1300, 1440, 1460, 4312, 8960, 1220, 1360]
 
 STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
-
-DROP_NAMES = ("none", "ip_truncated", "ip_version", "ip_header_length", "ip_checksum",
-              "ip_fragment", "not_for_us", "bad_source", "protocol", "icmp", "tcp_header",
-              "tcp_checksum", "tcp_options", "tcp_flags", "bad_gso", "no_connection",
-              "listen_bad", "backlog_full", "table_full", "bad_cookie", "paws",
-              "out_of_window", "rst_challenged", "rst_out_of_window", "syn_challenged",
-              "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close",
-              "data_after_fin")
 
 NOTIFY_NAMES = {1: "accepted", 2: "connected", 3: "readable", 4: "writable",
                 5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed"}
@@ -177,16 +173,16 @@ cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
 
 
 cdef inline uint32_t _handle(Conn *c, uint32_t slot) noexcept nogil:
-    return slot | (<uint32_t>c.gen << SLOT_BITS)
+    return slot | (<uint32_t>c.gen << HANDLE_SLOT_BITS)
 
 
 cdef Conn *core_conn(CoreState *st, uint32_t handle) noexcept nogil:
-    cdef uint32_t slot = handle & SLOT_MASK
+    cdef uint32_t slot = handle_slot(handle)
     cdef Conn *c
     if slot >= st.cfg.max_conns:
         return NULL
     c = &_conns(st)[slot]
-    if not c.in_use or c.gen != (handle >> SLOT_BITS):
+    if not c.in_use or c.gen != (handle >> HANDLE_SLOT_BITS):
         return NULL
     return c
 
@@ -215,7 +211,7 @@ cdef void _notify(CoreState *st, Replica *rx, uint32_t handle, uint8_t code, uin
         return
     a.kind = ACT_NOTIFY
     a.code = code
-    a.conn = handle
+    a.handle = handle
     a.stream_off = value
     a.length = 0
     a.hdr_len = 0
@@ -233,7 +229,7 @@ cdef void _copy(CoreState *st, Replica *rx, uint32_t handle, uint32_t frame_off,
         if a != NULL:
             a.kind = ACT_COPY
             a.code = 0
-            a.conn = handle
+            a.handle = handle
             a.frame_off = frame_off
             a.stream_off = stream_off
             a.length = length
@@ -249,7 +245,7 @@ cdef void _copy(CoreState *st, Replica *rx, uint32_t handle, uint32_t frame_off,
             if a != NULL:
                 a.kind = ACT_COPY
                 a.code = 0
-                a.conn = handle
+                a.handle = handle
                 a.frame_off = frame_off + <uint32_t>(s - stream_off)
                 a.stream_off = s
                 a.length = <uint32_t>(piece_end - s)
@@ -538,10 +534,10 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
         csum = csum_fold(sum)
     else:
         csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
-    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    memcpy(a.hdr + IP_HDR_LEN + TCP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
     a.code = (TX_PAYLOAD_STREAM if length else TX_PAYLOAD_NONE) | (TX_RETRANSMIT if rexmit else 0)
-    a.conn = _handle(c, slot)
+    a.handle = _handle(c, slot)
     a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
     a.csum_start = IP_HDR_LEN
     a.length = length
@@ -577,10 +573,10 @@ cdef void _finish_stateless(CoreState *st, Action *a, uint32_t daddr, uint32_t t
     write_ipv4_header(a.hdr, st.cfg.local_addr, daddr, IPPROTO_TCP, IP_HDR_LEN + tcp_hlen, st.ip_ident)
     sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, tcp_hlen)
     csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, tcp_hlen, sum))
-    memcpy(a.hdr + IP_HDR_LEN + 16, &csum, 2)
+    memcpy(a.hdr + IP_HDR_LEN + TCP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
     a.code = TX_PAYLOAD_NONE
-    a.conn = NO_CONN
+    a.handle = NO_CONN
     a.hdr_len = <uint16_t>(IP_HDR_LEN + tcp_hlen)
     a.csum_start = IP_HDR_LEN
     a.length = 0
@@ -1560,7 +1556,7 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
     cdef Action *a
     cdef uint64_t sum
     cdef uint16_t csum
-    if n < 8 or f[off] != 8 or f[off + 1] != 0 or \
+    if n < ICMP_HDR_LEN or f[off + ICMP_TYPE] != ICMP_ECHO_REQUEST or f[off + ICMP_CODE] != 0 or \
             csum_fold(csum_partial(f + off, n, 0)) != 0xffff:
         st.drops[DROP_ICMP] += 1
         return
@@ -1572,22 +1568,22 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
     if a == NULL:
         return
     write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_ICMP, IP_HDR_LEN + n, st.ip_ident)
-    a.hdr[IP_HDR_LEN] = 0                        # echo reply
-    a.hdr[IP_HDR_LEN + 1] = 0
-    a.hdr[IP_HDR_LEN + 2] = 0
-    a.hdr[IP_HDR_LEN + 3] = 0
-    memcpy(a.hdr + IP_HDR_LEN + 4, f + off + 4, 4)
-    sum = csum_partial(a.hdr + IP_HDR_LEN, 8, 0)
-    sum = csum_partial(f + off + 8, n - 8, sum)
+    a.hdr[IP_HDR_LEN + ICMP_TYPE] = ICMP_ECHO_REPLY
+    a.hdr[IP_HDR_LEN + ICMP_CODE] = 0
+    a.hdr[IP_HDR_LEN + ICMP_CHECKSUM] = 0
+    a.hdr[IP_HDR_LEN + ICMP_CHECKSUM + 1] = 0
+    memcpy(a.hdr + IP_HDR_LEN + ICMP_REST, f + off + ICMP_REST, 4)     # identifier, sequence
+    sum = csum_partial(a.hdr + IP_HDR_LEN, ICMP_HDR_LEN, 0)
+    sum = csum_partial(f + off + ICMP_HDR_LEN, n - ICMP_HDR_LEN, sum)
     csum = csum_finish(sum)
-    memcpy(a.hdr + IP_HDR_LEN + 2, &csum, 2)
+    memcpy(a.hdr + IP_HDR_LEN + ICMP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
     a.code = TX_PAYLOAD_FRAME
-    a.conn = NO_CONN
-    a.hdr_len = IP_HDR_LEN + 8
+    a.handle = NO_CONN
+    a.hdr_len = IP_HDR_LEN + ICMP_HDR_LEN
     a.csum_start = IP_HDR_LEN
-    a.length = n - 8
-    a.frame_off = off + 8
+    a.length = n - ICMP_HDR_LEN
+    a.frame_off = off + ICMP_HDR_LEN
     a.stream_off = 0
     a.gso_size = 0
 
@@ -1595,6 +1591,7 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
 cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
                      uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil:
     """One frame from the device (or replay source)."""
+    cdef Ipv4Header ip
     cdef TcpSegment seg
     cdef int r, li
     cdef uint32_t slot
@@ -1606,10 +1603,14 @@ cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
     st.stats.frames += 1
     if st.next_timer_ns and st.now_ns >= st.next_timer_ns:
         core_tick(st, rx, st.now_ns)
-    r = parse_ipv4(f, n, &seg)
+    r = parse_ipv4(f, n, &ip)
     if r != DROP_NONE:
         st.drops[r] += 1
         return
+    seg.saddr = ip.saddr
+    seg.daddr = ip.daddr
+    seg.ip_len = ip.ip_len
+    seg.tcp_off = ip.l4_off
     if seg.daddr != st.cfg.local_addr:
         st.drops[DROP_NOT_FOR_US] += 1
         return
@@ -1618,10 +1619,10 @@ cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
         # open a connection to ourselves and answer it (found by fuzzing)
         st.drops[DROP_BAD_SOURCE] += 1
         return
-    if f[9] == IPPROTO_ICMP:
+    if ip.protocol == IPPROTO_ICMP:
         _icmp_input(st, rx, f, &seg)
         return
-    if f[9] != IPPROTO_TCP:
+    if ip.protocol != IPPROTO_TCP:
         st.drops[DROP_PROTOCOL] += 1
         return
     r = parse_tcp(f, flags, &seg)
@@ -1974,14 +1975,18 @@ cdef uint64_t core_digest(const CoreState *st) noexcept nogil:
 from collections import namedtuple
 import ipaddress
 
-Transmit = namedtuple("Transmit", "conn header source offset length gso_size retransmit")
+from misdtcp.wire.drops import DROP_NAMES
+
+SLOT_MASK = HANDLE_SLOT_MASK        # handle & SLOT_MASK: the connection's slot
+
+Transmit = namedtuple("Transmit", "handle header source offset length gso_size retransmit")
 Transmit.__doc__ = ("Send `header` followed by `length` payload bytes taken from `source` "
                     "('stream': the connection's send stream at `offset`; 'frame': the input "
                     "frame at `offset`; 'none').")
-Copy = namedtuple("Copy", "conn frame_offset stream_offset length")
+Copy = namedtuple("Copy", "handle frame_offset stream_offset length")
 Copy.__doc__ = "Copy frame[frame_offset:+length] to the receive stream at stream_offset."
-Notify = namedtuple("Notify", "conn event value")
-Notify.__doc__ = "Tell the application `event` about connection `conn`."
+Notify = namedtuple("Notify", "handle event value")
+Notify.__doc__ = "Tell the application `event` about connection `handle`."
 
 _SOURCES = {TX_PAYLOAD_NONE: "none", TX_PAYLOAD_STREAM: "stream", TX_PAYLOAD_FRAME: "frame"}
 _CC = {"reno": CC_RENO, "cubic": CC_CUBIC}
@@ -2118,18 +2123,18 @@ cdef class TcpCore:
         for i in range(self.rx.nactions):
             a = &self.rx.actions[i]
             if a.kind == ACT_TRANSMIT:
-                out.append(Transmit(a.conn, PyBytes_FromStringAndSize(<char *>a.hdr, a.hdr_len),
+                out.append(Transmit(a.handle, PyBytes_FromStringAndSize(<char *>a.hdr, a.hdr_len),
                                     _SOURCES[a.code & 0x0f],
                                     a.frame_off if (a.code & 0x0f) == TX_PAYLOAD_FRAME else a.stream_off,
                                     a.length, a.gso_size, bool(a.code & TX_RETRANSMIT)))
             elif a.kind == ACT_COPY:
-                out.append(Copy(a.conn, a.frame_off, a.stream_off, a.length))
+                out.append(Copy(a.handle, a.frame_off, a.stream_off, a.length))
             else:
                 if a.code == N_RESET:
                     value = RESET_NAMES.get(a.stream_off, a.stream_off)
                 else:
                     value = a.stream_off
-                out.append(Notify(a.conn, NOTIFY_NAMES[a.code], value))
+                out.append(Notify(a.handle, NOTIFY_NAMES[a.code], value))
         self.rx.nactions = 0
         return out
 
@@ -2324,18 +2329,3 @@ def bench_acks(TcpCore core, uint32_t handle, uint64_t n):
             _send_ack(core.st, &core.rx, c)
             core.rx.nactions = 0
     return n
-
-
-import enum as _enum
-
-
-class Event(_enum.IntEnum):
-    """Notify codes (ACT_NOTIFY) as the control path sees them."""
-    ACCEPTED = N_ACCEPTED
-    CONNECTED = N_CONNECTED
-    READABLE = N_READABLE
-    WRITABLE = N_WRITABLE
-    PEER_CLOSED = N_PEER_CLOSED
-    RESET = N_RESET
-    CLOSED = N_CLOSED
-    CONNECT_FAILED = N_CONNECT_FAILED

@@ -21,7 +21,7 @@ def serve_connection(conn, *, report, max_owed: int):
         while True:
             while conn.unsent() > max_owed:
                 # the peer is not reading our echo: stop reading its data
-                conn.stack._check()
+                conn.stack.check()
                 if conn.reset_reason is not None or conn.closed:
                     raise ConnectionError("connection gone")
                 time.sleep(0.001)

@@ -5,7 +5,7 @@ IFF_VNET_HDR`` through python-pytun, then configures it with plain ioctls
 on the descriptor and with iproute2:
 
 * ``TUNSETVNETHDRSZ`` = 12: every frame starts with a 12-byte
-  ``virtio_net_hdr_v1`` (see ``misdtcp/_vnet.pxd`` and ``device.vnet``).
+  ``virtio_net_hdr_v1`` (see ``misdtcp/wire/vnet.pxd`` and ``wire.vnet_header``).
 * ``TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`` when ``offload`` is
   on; with ``offload=False`` no offload flag is set, so the kernel sends
   MTU-sized frames with complete checksums, but the vnet header stays, so the
@@ -35,7 +35,7 @@ TUN facts verified by ``tests/test_device_tun.py`` (kernel 6.18, x86-64):
   frame with flags = 0 must carry complete, valid checksums; a GSO
   super-frame written with flags = 0 and a full checksum over the whole
   super-frame is verified as one unit, and dropped whole if it is wrong
-  (this is how ``_faults`` corruption of super-frames behaves).
+  (this is how ``frameio.faults`` corruption of super-frames behaves).
 * An ICMP echo reply written with flags = 0 reaches the kernel's ping socket.
 
 Errors while opening are raised as ``DeviceError`` with one clear sentence.
@@ -51,7 +51,7 @@ import struct
 import subprocess
 from typing import Any
 
-from . import vnet
+from misdtcp.wire import vnet_header as vnet
 
 # linux/if_tun.h: _IOW('T', n, int) = 0x400454nn, _IOR('T', n, int) = 0x800454nn
 TUNSETPERSIST = 0x400454CB
@@ -73,6 +73,32 @@ OFFLOAD_FLAGS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 MTU_MIN = 68  # RFC 791: every IPv4 module must forward a 68-byte datagram
 MTU_MAX = 65535  # the TUN driver's max_mtu
 TUN_PATH = "/dev/net/tun"
+
+
+def _open_tun(name: str):
+    """Create (or attach to) the layer-3 TUN `name` with a vnet header on every
+    frame, through python-pytun: the one way misdtcp opens a TUN."""
+    import pytun
+
+    try:
+        return pytun.TunTapDevice(name=name, flags=IFF_TUN | IFF_NO_PI | IFF_VNET_HDR)
+    except pytun.Error as exc:
+        # pytun.Error carries (errno, message): re-raise it as the OSError it is
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else errno.EIO
+        raise OSError(code, str(exc)) from None
+
+
+class _TunOpener:
+    """Opens the TUN and keeps the pytun object (which owns the descriptor)
+    alive until the descriptor has been handed over."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.device = None
+
+    def __call__(self) -> int:
+        self.device = _open_tun(self.name)
+        return self.device.fileno()
 
 
 class DeviceError(RuntimeError):
@@ -149,35 +175,25 @@ class Tun:
     def _open(self) -> None:
         if not os.path.exists(TUN_PATH) and self._netns_name is None:
             raise DeviceError(f"{TUN_PATH} does not exist; load the tun module (modprobe tun) or create the device node.")
-        flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR
         try:
             if self._netns_name is None:
-                import pytun
-
-                self._pytun = pytun.TunTapDevice(name=self.name, flags=flags)
+                self._pytun = _open_tun(self.name)
                 self._fd = self._pytun.fileno()
             else:
-                self._fd = self._open_in_netns(flags)
+                # A TUN belongs to the namespace of whoever creates it: a child
+                # inside the namespace creates it the same way, and hands the
+                # descriptor back.
+                self._fd = self._namespace().descriptor_from(_TunOpener(self.name), f"TUN {self.name}")
         except OSError as exc:
             raise self._open_error(exc.errno) from None
         except Exception as exc:  # pytun.Error carries (errno, message) in args
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
             raise self._open_error(code, str(exc)) from None
 
-    def _open_in_netns(self, flags: int) -> int:
+    def _namespace(self):
         from .netns import Netns
 
-        ns = self._netns if isinstance(self._netns, Netns) else Netns(name=self._netns_name)
-        # The TUN is bound to the namespace of whoever opened /dev/net/tun, so
-        # TUNSETIFF here (in our own namespace) still creates it over there.
-        fd = ns.open_in(TUN_PATH, os.O_RDWR)
-        try:
-            ifr = struct.pack("16sH", self.name.encode(), flags)
-            fcntl.ioctl(fd, 0x400454CA, ifr)  # TUNSETIFF
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
+        return self._netns if isinstance(self._netns, Netns) else Netns(name=self._netns_name)
 
     def _open_error(self, code: int | None, detail: str = "") -> DeviceError:
         if code == errno.ENOENT:

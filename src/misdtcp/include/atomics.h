@@ -51,7 +51,7 @@ static inline void atomic_store_relaxed_u64(uint64_t *p, uint64_t v)
 
 /* Weak CAS for retry loops: on failure *expected receives the current value.
  * Relaxed is enough where the winner publishes its data with a separate
- * release store (the command queue's per-slot sequence). */
+ * release store (the message queue's per-slot sequence). */
 static inline int atomic_cas_weak_relaxed_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
 {
     return __atomic_compare_exchange_n(p, expected, desired, 1,

@@ -19,15 +19,15 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from misdtcp._replay import pattern
+from misdtcp.runtime.replay_image import pattern
 from misdtcp._tcpcore import Notify, TcpCore, Transmit
-from misdtcp._wire import CSUM_VALID, internet_checksum
-from misdtcp._worker import Record, Request
+from misdtcp.wire.codec import CSUM_VALID, internet_checksum
+from misdtcp.runtime.vocabulary import Record, Request
 
 VNET_HDR_LEN = 12
 
 _RECORD = struct.Struct("<IHHHHHHQQ")       # RecordHeader, 32 bytes
-_COMMAND = struct.Struct("<IIQQQ")          # Command, 32 bytes
+_MESSAGE = struct.Struct("<IIQQQ")          # Message, 32 bytes
 _IP = struct.Struct("!BBHHHBBH4s4s")
 _TCP = struct.Struct("!HHIIBBHHH")
 
@@ -48,8 +48,8 @@ class LogImage:
         self.records += 1
         return start
 
-    def command(self, kind, conn=0, a=0, b=0, c=0, *, now):
-        self.append(Record.COMMAND, _COMMAND.pack(kind, conn, a, b, c), now=now)
+    def request(self, kind, handle=0, a=0, b=0, c=0, *, now):
+        self.append(Record.REQUEST, _MESSAGE.pack(kind, handle, a, b, c), now=now)
 
 
 @dataclass
@@ -83,7 +83,7 @@ class ReplayConfig:
 class ReplayLog:
     image: LogImage
     config: ReplayConfig
-    conn: int                         # the connection's handle in every replica
+    handle: int                       # the connection's handle in every replica
     delivered: int                    # bytes in order at the end of the log
     reference_digest: int             # the reference replica's digest at the end
     segments_out: int                 # segments the reference replica sent
@@ -116,7 +116,7 @@ class _Builder:
         self.ts_echo = 0
         self.readable = 0
         self.consumed = 0
-        self.conn = None
+        self.handle = None
         self.segments_out = 0
         self.rng = random.Random(cfg.seed)
 
@@ -126,11 +126,11 @@ class _Builder:
                 if a.event == "readable":
                     self.readable = a.value
                 elif a.event == "accepted":
-                    self.conn = a.conn
+                    self.handle = a.handle
             elif isinstance(a, Transmit):
                 self.segments_out += 1
                 tcp = a.header[20:]
-                if tcp[13] & 0x10 and not tcp[13] & 0x02 and self.conn is not None:
+                if tcp[13] & 0x10 and not tcp[13] & 0x02 and self.handle is not None:
                     ack, win = struct.unpack("!I", tcp[8:12])[0], struct.unpack("!H", tcp[14:16])[0]
                     self.edge = (ack + (win << self.wscale)) & 0xFFFFFFFF
                 if len(tcp) >= 32 and tcp[20:22] == b"\x01\x01" and tcp[22] == 8:
@@ -158,12 +158,12 @@ class _Builder:
         self.image.frames += 1
         self._observe(self.core.frame(frame[VNET_HDR_LEN:], self.now, self.cfg.checksum_flags, gso_size))
 
-    def command(self, kind, conn=0, a=0, b=0, c=0):
+    def request(self, kind, handle=0, a=0, b=0, c=0):
         self.now += 1_000
-        self.image.command(kind, conn, a, b, c, now=self.now)
+        self.image.request(kind, handle, a, b, c, now=self.now)
         method = {Request.LISTEN: lambda: self.core.listen(a, self.now, b),
-                  Request.ACCEPTED: lambda: self.core.accepted(conn, self.now),
-                  Request.CONSUMED: lambda: self.core.consumed(conn, a, self.now)}[kind]
+                  Request.ACCEPTED: lambda: self.core.accepted(handle, self.now),
+                  Request.CONSUMED: lambda: self.core.consumed(handle, a, self.now)}[kind]
         self._observe(method())
 
     def digest(self, round_no):
@@ -171,7 +171,7 @@ class _Builder:
 
     def build(self) -> ReplayLog:
         cfg = self.cfg
-        self.command(Request.LISTEN, a=cfg.port, b=16)
+        self.request(Request.LISTEN, a=cfg.port, b=16)
         isn_peer = 0x7000_0000 + self.rng.randrange(1 << 24)
         syn_opts = (struct.pack("!BBH", 2, 4, 1460) + b"\x04\x02" + b"\x08\x0a" +
                     struct.pack("!II", self.tsval, 0) + b"\x01\x03\x03\x07")
@@ -182,10 +182,10 @@ class _Builder:
         self.edge = (isn_peer + 1 + struct.unpack("!H", synack[14:16])[0]) & 0xFFFFFFFF
         ack = isn_stack + 1
         self.publish(self.frame(0x10, isn_peer + 1, ack))
-        if self.conn is None:
+        if self.handle is None:
             raise RuntimeError("the reference replica did not accept the synthetic connection")
-        self.command(Request.ACCEPTED, conn=self.conn)
-        self.wscale = self.core.conn(self.conn)["rcv_wscale"]
+        self.request(Request.ACCEPTED, handle=self.handle)
+        self.wscale = self.core.conn(self.handle)["rcv_wscale"]
 
         seg = cfg.mss if cfg.mode == "mtu" else cfg.mss * cfg.gso_segments
         base = isn_peer + 1
@@ -197,7 +197,7 @@ class _Builder:
             # the application consumes in-order data in steps
             if self.readable - self.consumed >= cfg.consume_every:
                 self.consumed = self.readable
-                self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
+                self.request(Request.CONSUMED, handle=self.handle, a=self.consumed)
             # retransmissions that are due
             if pending and (pending[0][0] <= self.image.frames or off >= cfg.total_bytes):
                 _, roff, rlen = pending.pop(0)
@@ -212,13 +212,13 @@ class _Builder:
                     continue
                 if self.readable > self.consumed:
                     self.consumed = self.readable
-                    self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
+                    self.request(Request.CONSUMED, handle=self.handle, a=self.consumed)
                     continue
                 raise RuntimeError("replay sender stalled: the advertised window stays closed")
             if off + n > self.consumed + self.rcvbuf - 2 * cfg.consume_every - seg:
                 if self.readable > self.consumed:
                     self.consumed = self.readable
-                    self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
+                    self.request(Request.CONSUMED, handle=self.handle, a=self.consumed)
                     continue
                 if pending:
                     _, roff, rlen = pending.pop(0)
@@ -246,10 +246,10 @@ class _Builder:
                 since_digest = 0
         if self.readable > self.consumed:
             self.consumed = self.readable
-            self.command(Request.CONSUMED, conn=self.conn, a=self.consumed)
+            self.request(Request.CONSUMED, handle=self.handle, a=self.consumed)
         self.digest(digest_round)
         self.image.append(Record.STOP, now=self.now)
-        return ReplayLog(self.image, cfg, self.conn, self.readable, self.core.digest(), self.segments_out,
+        return ReplayLog(self.image, cfg, self.handle, self.readable, self.core.digest(), self.segments_out,
                          self.core_config)
 
     def _inside_window(self, end_seq):

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Python view of the inline range set of _ranges.pxd, for tests and tools.
+"""Python view of the inline range set of ranges.pxd, for tests and tools.
 The core uses the inline functions directly on the RangeSet inside each
 connection; this wrapper exists so the arithmetic can be property-tested."""
 from libc.stdint cimport uint64_t

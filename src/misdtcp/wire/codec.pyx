@@ -1,9 +1,15 @@
 # cython: language_level=3
 """Python helpers over the wire formats, for tests, tools and the control
-path.  The hot path uses the inline functions of _wire.pxd directly."""
+path.  The hot path uses the inline functions of the wire .pxd files directly."""
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
+from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
+from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
+from misdtcp.wire.tcp cimport (TcpSegment, TcpOptionsOut, OPT_OK, MAX_SACK_BLOCKS, TCP_CHECKSUM,
+                               TCP_HDR_LEN, TCP_MAX_HDR, parse_tcp_options, write_tcp_options)
 
 
 def internet_checksum(data, uint64_t initial=0):
@@ -22,10 +28,10 @@ def finish_tcp_packet(header, payload=b""):
     cdef uint32_t ihl = (v[0] & 0x0f) * 4
     cdef uint32_t l4 = v.shape[0] - ihl
     cdef uint16_t c
-    v[ihl + 16] = 0
-    v[ihl + 17] = 0
-    c = csum_finish(csum_partial(&v[ihl], l4, csum_pseudo_v4(&v[12], &v[16], IPPROTO_TCP, l4)))
-    memcpy(&v[ihl + 16], &c, 2)
+    v[ihl + TCP_CHECKSUM] = 0
+    v[ihl + TCP_CHECKSUM + 1] = 0
+    c = csum_finish(csum_partial(&v[ihl], l4, csum_pseudo_v4(&v[IP_SOURCE], &v[IP_DESTINATION], IPPROTO_TCP, l4)))
+    memcpy(&v[ihl + TCP_CHECKSUM], &c, 2)
     return bytes(pkt)
 
 

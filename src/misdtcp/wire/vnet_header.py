@@ -1,6 +1,6 @@
 """The virtio-net header in front of every TUN frame, for Python code and tests.
 
-The Cython declaration is ``misdtcp/_vnet.pxd`` (struct ``virtio_net_hdr``);
+The Cython declaration is ``misdtcp/wire/vnet.pxd`` (struct ``virtio_net_hdr``);
 this module packs and unpacks the same 12 bytes.  Layout (little endian, the
 TUN's native vnet endianness on the hosts misdtcp runs on)::
 

@@ -1,29 +1,30 @@
-# Wire formats: IPv4, TCP, ICMP echo — zero-copy views over frame bytes.
-#
-# Parsing fills a `TcpSegment` C struct from a pointer into the frame (no
-# copy, no Python object); building writes headers into a caller's buffer.
-# The inline functions here are compiled into every module that cimports them
-# (the TCP core's hot path), so a frame costs no cross-module call to parse.
-#
-# Byte order: multi-byte fields are read big-endian explicitly; addresses are
-# kept as host-order uint32 (10.77.0.2 == 0x0a4d0002).
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int8_t
-from libc.string cimport memcpy
+# TCP (RFC 9293 §3.1): named field offsets, flags, options, and zero-copy
+# parsing and building.  Parsing fills a `TcpSegment` C struct from a pointer
+# into the frame (no copy, no Python object); building writes headers into a
+# caller's buffer.  The inline functions are compiled into every module that
+# cimports them (the TCP core's hot path), so a frame costs no cross-module
+# call to parse.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t
+from misdtcp.wire.bytes cimport rd16, rd32, wr16, wr32
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_pseudo_v4
+from misdtcp.wire.drops cimport DROP_NONE, DROP_TCP_HEADER, DROP_TCP_CHECKSUM, DROP_TCP_OPTIONS
+from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
+from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
 
-cdef extern from "inet_csum.h" nogil:
-    uint64_t csum_partial(const uint8_t *p, size_t n, uint64_t sum)
-    uint16_t csum_fold(uint64_t sum)
-    uint16_t csum_finish(uint64_t sum)
-    uint64_t csum_add_at(uint64_t sum, const uint8_t *p, size_t n, size_t at)
-    uint64_t csum_pseudo_v4(const uint8_t *src4, const uint8_t *dst4, uint8_t proto, uint32_t l4len)
-
+# Field offsets in the header (RFC 9293 §3.1).
 cdef enum:
-    IPPROTO_ICMP = 1
-    IPPROTO_TCP = 6
-    IP_HDR_LEN = 20
-    TCP_HDR_LEN = 20
+    TCP_SOURCE_PORT = 0
+    TCP_DESTINATION_PORT = 2
+    TCP_SEQUENCE = 4
+    TCP_ACKNOWLEDGMENT = 8
+    TCP_DATA_OFFSET = 12     # high nibble: header length in 32-bit words
+    TCP_FLAGS = 13
+    TCP_WINDOW = 14
+    TCP_CHECKSUM = 16
+    TCP_URGENT = 18
+    TCP_HDR_LEN = 20         # without options
     TCP_MAX_HDR = 60
-    MAX_HDR = 80            # IPv4 (no options) + TCP with full options
+    MAX_HDR = 80             # IPv4 (no options) + TCP with full options
     MAX_SACK_BLOCKS = 4
 
 # TCP flag bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
@@ -54,10 +55,9 @@ cdef enum:
     OPT_MALFORMED = 1
 
 ctypedef struct TcpSegment:
-    # IPv4
+    # from the network header (see ipv4.pxd)
     uint32_t saddr
     uint32_t daddr
-    uint32_t ip_off          # offset of the IP header in the frame
     uint32_t ip_len          # IPv4 total length (trailing padding excluded)
     # TCP
     uint32_t tcp_off         # offset of the TCP header in the frame
@@ -94,27 +94,6 @@ ctypedef struct TcpOptionsOut:
     uint32_t tsecr
     uint32_t sack_left[MAX_SACK_BLOCKS]
     uint32_t sack_right[MAX_SACK_BLOCKS]
-
-
-cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
-    return <uint16_t>((<uint16_t>p[0] << 8) | p[1])
-
-
-cdef inline uint32_t rd32(const uint8_t *p) noexcept nogil:
-    return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) |
-            (<uint32_t>p[2] << 8) | <uint32_t>p[3])
-
-
-cdef inline void wr16(uint8_t *p, uint16_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 8)
-    p[1] = <uint8_t>v
-
-
-cdef inline void wr32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
 
 
 cdef inline int parse_tcp_options(const uint8_t *p, uint32_t n, TcpSegment *seg) noexcept nogil:
@@ -239,143 +218,49 @@ cdef inline uint32_t write_tcp_options(uint8_t *p, const TcpOptionsOut *o) noexc
     return n
 
 
-cdef inline void write_ipv4_header(uint8_t *p, uint32_t saddr, uint32_t daddr, uint8_t proto,
-                                   uint32_t total_len, uint16_t ident) noexcept nogil:
-    """IPv4 header without options, DF set (we do not fragment), TTL 64,
-    header checksum filled in."""
-    p[0] = 0x45
-    p[1] = 0
-    wr16(p + 2, <uint16_t>total_len)
-    wr16(p + 4, ident)
-    p[6] = 0x40        # DF
-    p[7] = 0
-    p[8] = 64
-    p[9] = proto
-    p[10] = 0
-    p[11] = 0
-    wr32(p + 12, saddr)
-    wr32(p + 16, daddr)
-    cdef uint16_t c = csum_finish(csum_partial(p, 20, 0))
-    memcpy(p + 10, &c, 2)
-
-
 cdef inline uint32_t write_tcp_header(uint8_t *p, uint16_t sport, uint16_t dport, uint32_t seq,
                                       uint32_t ack, uint16_t flags, uint16_t wnd,
                                       const TcpOptionsOut *opts) noexcept nogil:
     """TCP header with options at p; checksum field left zero.  Returns the
     header length."""
-    cdef uint32_t olen = write_tcp_options(p + 20, opts)
-    cdef uint32_t hlen = 20 + olen
-    wr16(p, sport)
-    wr16(p + 2, dport)
-    wr32(p + 4, seq)
-    wr32(p + 8, ack)
-    p[12] = <uint8_t>((hlen // 4) << 4)
-    p[13] = <uint8_t>flags
-    wr16(p + 14, wnd)
-    p[16] = 0
-    p[17] = 0
-    p[18] = 0
-    p[19] = 0
+    cdef uint32_t olen = write_tcp_options(p + TCP_HDR_LEN, opts)
+    cdef uint32_t hlen = TCP_HDR_LEN + olen
+    wr16(p + TCP_SOURCE_PORT, sport)
+    wr16(p + TCP_DESTINATION_PORT, dport)
+    wr32(p + TCP_SEQUENCE, seq)
+    wr32(p + TCP_ACKNOWLEDGMENT, ack)
+    p[TCP_DATA_OFFSET] = <uint8_t>((hlen // 4) << 4)
+    p[TCP_FLAGS] = <uint8_t>flags
+    wr16(p + TCP_WINDOW, wnd)
+    p[TCP_CHECKSUM] = 0
+    p[TCP_CHECKSUM + 1] = 0
+    p[TCP_URGENT] = 0
+    p[TCP_URGENT + 1] = 0
     return hlen
 
 
-# Device metadata that comes with a frame (from the virtio_net_hdr of a TUN
-# read, or set by a replay source).
-cdef enum:
-    FRAME_CSUM_PARTIAL = 1   # L4 checksum holds only the pseudo-header sum (NEEDS_CSUM): do not verify
-    FRAME_CSUM_VALID = 2     # L4 checksum already verified by the device
-    FRAME_VERIFY_CSUM = 4    # force verification (fault injector completed a partial checksum)
-
-# Why a frame or segment was dropped.  Index into the core's drop counters;
-# DROP_NAMES in _tcpcore.pyx gives the printable names, in this order.
-cdef enum:
-    DROP_NONE = 0
-    DROP_IP_TRUNCATED        # shorter than an IPv4 header, or than its total length
-    DROP_IP_VERSION
-    DROP_IP_HEADER_LENGTH
-    DROP_IP_CHECKSUM
-    DROP_IP_FRAGMENT
-    DROP_NOT_FOR_US
-    DROP_BAD_SOURCE          # broadcast, multicast, loopback or zero source
-    DROP_PROTOCOL            # neither TCP nor ICMP
-    DROP_ICMP                # ICMP other than a well-formed echo request
-    DROP_TCP_HEADER          # data offset < 5 or beyond the segment
-    DROP_TCP_CHECKSUM
-    DROP_TCP_OPTIONS         # malformed option lengths
-    DROP_TCP_FLAGS           # nonsensical flag combinations (SYN+FIN, SYN+RST, no ACK on data)
-    DROP_BAD_GSO             # GSO metadata inconsistent with the frame
-    DROP_NO_CONNECTION       # no connection or listener (a RST was sent when appropriate)
-    DROP_LISTEN_BAD          # segment to a listener that is not a SYN
-    DROP_BACKLOG_FULL        # no slot and no cookie possible
-    DROP_TABLE_FULL          # connection table full
-    DROP_BAD_COOKIE
-    DROP_PAWS                # RFC 7323 §5 timestamp too old
-    DROP_OUT_OF_WINDOW       # RFC 9293 acceptability test failed (an ACK was sent)
-    DROP_RST_CHALLENGED      # RFC 5961 §3: in-window RST not at rcv_nxt
-    DROP_RST_OUT_OF_WINDOW
-    DROP_SYN_CHALLENGED      # RFC 5961 §4: SYN in a synchronized state
-    DROP_ACK_UNSENT          # RFC 5961 §5: acknowledges data never sent
-    DROP_ACK_TOO_OLD         # RFC 5961 §5: older than the max window behind snd_una
-    DROP_SYN_SENT_BAD        # unacceptable segment in SYN-SENT
-    DROP_REASSEMBLY_FULL     # too many out-of-order ranges
-    DROP_AFTER_CLOSE         # data for a connection the application closed (RST sent)
-    DROP_DATA_AFTER_FIN      # data (or another FIN) after the peer's FIN was taken
-    DROP_REASON_COUNT
-
-
-cdef inline bint bad_source(uint32_t a) noexcept nogil:
-    cdef uint32_t top = a >> 24
-    return a == 0 or a == 0xffffffffu or top == 127 or top >= 224
-
-
-cdef inline int parse_ipv4(const uint8_t *f, uint32_t n, TcpSegment *seg) noexcept nogil:
-    """Validate the IPv4 header of f[0:n] (RFC 791, RFC 1122 §3.2.1)."""
-    cdef uint32_t ihl, tot
-    if n < IP_HDR_LEN:
-        return DROP_IP_TRUNCATED
-    if (f[0] >> 4) != 4:
-        return DROP_IP_VERSION
-    ihl = (f[0] & 0x0f) * 4
-    if ihl < IP_HDR_LEN or ihl > n:
-        return DROP_IP_HEADER_LENGTH
-    tot = rd16(f + 2)
-    if tot < ihl or tot > n:
-        return DROP_IP_TRUNCATED
-    if csum_fold(csum_partial(f, ihl, 0)) != 0xffff:
-        return DROP_IP_CHECKSUM
-    # MF set or a non-zero fragment offset: misdtcp does not reassemble.
-    if (rd16(f + 6) & 0x3fff) != 0:
-        return DROP_IP_FRAGMENT
-    seg.ip_off = 0
-    seg.ip_len = tot
-    seg.saddr = rd32(f + 12)
-    seg.daddr = rd32(f + 16)
-    seg.tcp_off = ihl
-    return DROP_NONE
-
-
 cdef inline int parse_tcp(const uint8_t *f, uint32_t frame_flags, TcpSegment *seg) noexcept nogil:
-    """Validate and parse the TCP header that follows a parsed IPv4 header."""
+    """Validate and parse the TCP header that follows a parsed IPv4 header
+    (seg.tcp_off and seg.ip_len are set from it)."""
     cdef uint32_t off = seg.tcp_off
     cdef uint32_t l4len = seg.ip_len - off
     cdef uint32_t hlen
     cdef const uint8_t *t = f + off
     if l4len < TCP_HDR_LEN:
         return DROP_TCP_HEADER
-    hlen = (t[12] >> 4) * 4
+    hlen = (t[TCP_DATA_OFFSET] >> 4) * 4
     if hlen < TCP_HDR_LEN or hlen > l4len:
         return DROP_TCP_HEADER
     if (frame_flags & FRAME_VERIFY_CSUM) or not (frame_flags & (FRAME_CSUM_PARTIAL | FRAME_CSUM_VALID)):
-        if csum_fold(csum_partial(t, l4len, csum_pseudo_v4(f + 12, f + 16, IPPROTO_TCP, l4len))) != 0xffff:
+        if csum_fold(csum_partial(t, l4len, csum_pseudo_v4(f + IP_SOURCE, f + IP_DESTINATION, IPPROTO_TCP, l4len))) != 0xffff:
             return DROP_TCP_CHECKSUM
-    seg.sport = rd16(t)
-    seg.dport = rd16(t + 2)
-    seg.seq = rd32(t + 4)
-    seg.ack = rd32(t + 8)
-    seg.flags = t[13]
-    seg.wnd = rd16(t + 14)
-    seg.urg = rd16(t + 18)
+    seg.sport = rd16(t + TCP_SOURCE_PORT)
+    seg.dport = rd16(t + TCP_DESTINATION_PORT)
+    seg.seq = rd32(t + TCP_SEQUENCE)
+    seg.ack = rd32(t + TCP_ACKNOWLEDGMENT)
+    seg.flags = t[TCP_FLAGS]
+    seg.wnd = rd16(t + TCP_WINDOW)
+    seg.urg = rd16(t + TCP_URGENT)
     seg.hdr_len = <uint16_t>hlen
     seg.payload_off = off + hlen
     seg.payload_len = l4len - hlen

@@ -1,11 +1,11 @@
 # cython: language_level=3
-"""Seeded, deterministic fault injection for the TUN I/O path (drop, corrupt,
+"""Seeded, deterministic fault injection for the device I/O path (drop, corrupt,
 duplicate, reorder, delay), one ``FaultInjector`` per direction.
 
 ``tc netem`` does not exist on the kernels misdtcp runs on, so faults between
-the kernel and the stack are made here (DESIGN.md, "TUN facts").  The C-level
+the kernel and the stack are made here (docs/DESIGN.md, "Device facts").  The C-level
 protocol the sequencer and the writers follow is described in
-``_faults.pxd``; ``FaultInjector.process`` is the same protocol in Python for
+``faults.pxd``; ``FaultInjector.process`` is the same protocol in Python for
 tests and tools.
 
 Determinism: every decision draws exactly five numbers from a splitmix64
@@ -43,16 +43,12 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, INT64_M
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 
-from misdtcp._vnet cimport virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID
+from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4
 
-cdef extern from "inet_csum.h" nogil:
-    uint64_t csum_partial(const uint8_t *p, size_t n, uint64_t sum)
-    uint16_t csum_fold(uint64_t sum)
-    uint16_t csum_finish(uint64_t sum)
-    uint64_t csum_pseudo_v4(const uint8_t *src4, const uint8_t *dst4, uint8_t proto, uint32_t l4len)
-
-DEF PPM = 1000000
-DEF MAX_EXTRA_FLIPS = 8
+cdef enum:
+    PPM = 1000000
+    MAX_EXTRA_FLIPS = 8
 
 
 class FaultConfigError(ValueError):
@@ -467,7 +463,7 @@ cdef class FaultInjector:
     def process(self, frame, int64_t now_ns=0, uint64_t meta=0):
         """Run one frame through the injector; returns the frames to pass on now, in order.
 
-        The same protocol as the nogil path in ``_faults.pxd``: drop, corrupt,
+        The same protocol as the nogil path in ``faults.pxd``: drop, corrupt,
         hold or pass, duplicate, then everything held that has fallen due.
         """
         cdef uint32_t action = fault_decide(&self.state, now_ns)

@@ -1,4 +1,4 @@
-# Seeded fault injection between the TUN and the stack (one FaultState per
+# Seeded fault injection between the device and the stack (one FaultState per
 # direction).  C-level interface for the sequencer (input side: after a frame
 # was read into a ring slot, before it is published) and for the writers
 # (output side: before write()).  The per-frame protocol, all nogil:
@@ -18,7 +18,7 @@
 # The held frame is an opaque copy of whatever the caller passed (normally the
 # vnet header followed by the IP packet); `meta` travels with it.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
-from misdtcp._vnet cimport virtio_net_hdr
+from misdtcp.wire.vnet cimport virtio_net_hdr
 
 cdef enum:
     FAULT_PASS = 0

@@ -9,8 +9,10 @@
 # sets either, so the struct can be read and written with plain C accesses.
 #
 # This .pxd has no .pyx: it declares only a struct, constants and inline
-# functions, so `cimport`ing it creates no import-time dependency.
+# functions, so `cimport`ing it creates no import-time dependency.  The
+# Python side is wire/vnet_header.py.
 from libc.stdint cimport uint8_t, uint16_t
+from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID
 
 cdef enum:
     VNET_HDR_LEN = 12             # bytes misdtcp asks for with TUNSETVNETHDRSZ
@@ -49,3 +51,17 @@ cdef inline void vnet_clear(virtio_net_hdr *h) noexcept nogil:
 
 cdef inline bint vnet_is_gso(const virtio_net_hdr *h) noexcept nogil:
     return (h.gso_type & ~VNET_GSO_ECN) != VNET_GSO_NONE
+
+
+cdef inline uint16_t vnet_frame_flags(const virtio_net_hdr *h) noexcept nogil:
+    """The frame metadata flags (wire/frame.pxd) a received header stands for."""
+    if h.flags & VNET_F_NEEDS_CSUM:
+        return FRAME_CSUM_PARTIAL
+    if h.flags & VNET_F_DATA_VALID:
+        return FRAME_CSUM_VALID
+    return 0
+
+
+cdef inline uint16_t vnet_gso_size(const virtio_net_hdr *h) noexcept nogil:
+    """Payload bytes per segment of a GSO super-frame; 0 for a plain frame."""
+    return h.gso_size if vnet_is_gso(h) else 0

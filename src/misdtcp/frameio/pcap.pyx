@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""pcap capture of the frames that cross the TUN, both directions in one file.
+"""pcap capture of the frames that cross the device, both directions in one file,
+and a reader for tests and tools.
 
 Format: classic pcap (not pcapng), link type LINKTYPE_RAW (101: every record
 is a bare IPv4/IPv6 packet, no vnet header), nanosecond timestamps by
@@ -15,24 +16,19 @@ memcpy per frame.  Timestamps are wall-clock nanoseconds; code that holds
 CLOCK_MONOTONIC stamps adds ``realtime_offset_ns``.
 """
 import os
+import struct
 import time
 
-from libc.errno cimport errno, EINTR
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-cdef extern from "<unistd.h>" nogil:
-    ssize_t c_write "write" (int fd, const void *buf, size_t count)
+from misdtcp._system cimport errno, EINTR, iovec, writev
+from misdtcp._system cimport write as c_write
 
-cdef extern from "<sys/uio.h>" nogil:
-    struct iovec:
-        void *iov_base
-        size_t iov_len
-    ssize_t writev(int fd, const iovec *iov, int iovcnt)
-
-DEF RECORD_HEADER = 16
-DEF BUFFER_BYTES = 262144
+cdef enum:
+    RECORD_HEADER = 16
+    BUFFER_BYTES = 262144
 
 LINKTYPE_RAW = 101
 LINKTYPE_IPV4 = 228
@@ -203,3 +199,30 @@ cdef class PcapWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def read_pcap(path):
+    """Yield ``(ts_ns, captured_bytes, original_length)`` for every record of a classic pcap file."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+        if len(head) < 24:
+            raise PcapError(f"{os.fspath(path)} is too short to be a pcap file.")
+        for order in ("<", ">"):
+            magic = struct.unpack(order + "I", head[:4])[0]
+            if magic in (MAGIC_MICROSECONDS, MAGIC_NANOSECONDS):
+                break
+        else:
+            raise PcapError(f"{os.fspath(path)} is not a classic pcap file (magic {head[:4].hex()}).")
+        scale = 1 if magic == MAGIC_NANOSECONDS else 1000
+        record = struct.Struct(order + "IIII")
+        while True:
+            raw = f.read(16)
+            if not raw:
+                return
+            if len(raw) < 16:
+                raise PcapError(f"{os.fspath(path)} ends inside a record header.")
+            sec, frac, incl, orig = record.unpack(raw)
+            data = f.read(incl)
+            if len(data) < incl:
+                raise PcapError(f"{os.fspath(path)} ends inside a record.")
+            yield sec * 1_000_000_000 + frac * scale, data, orig

@@ -1,0 +1,290 @@
+"""The Python API's entry point: a `Stack` attached to a device.
+
+    stack = Stack(Tun("misd0", address="10.77.0.1/24"), address="10.77.0.2", workers=2)
+    with stack:
+        listener = stack.listen(5201)
+        conn = listener.accept()
+        while view := conn.recv_view():
+            consume(view)
+            conn.release(view)
+
+Processes: the application (this process, where the API runs), and the
+runtime's processes (runtime/live.py): the sequencer and N pinned workers,
+or one process for the `single` strategy.  Requests travel to the sequencer
+through the request queue; lifecycle events come back from worker 0 through
+the event queue, read by an event thread here that also watches the
+runtime's processes; receive readiness is the minimum copy progress over
+workers, read straight from shared memory.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+
+from misdtcp._tcpcore import RESET_NAMES, CoreConfigError, TcpCore
+from misdtcp.api.connection import Connection, Listener
+from misdtcp.api.errors import StackError
+from misdtcp.frameio.faults import FaultConfigError, FaultInjector
+from misdtcp.runtime import strategies
+from misdtcp.runtime.areas import pow2
+from misdtcp.runtime.live import CaptureError, LiveConfig, LiveRuntime
+from misdtcp.runtime.vocabulary import Event, Request
+
+STRATEGIES = tuple(strategies.STRATEGIES)
+
+
+class Stack:
+    """misdtcp attached to a device.  Start with `start()` or `with stack:`."""
+
+    def __init__(self, device, *, address: str = "10.77.0.2", workers: int = 1,
+                 strategy: str = "misd", cpus=None, stripe: int = 16384,
+                 rcvbuf: int = 4 << 20, sndbuf: int = 4 << 20, max_connections: int = 64,
+                 offload: bool = True, mtu: int = 1500, faults: dict | None = None,
+                 pcap: str | None = None, digest_every: int = 0, recover: bool = True,
+                 ring_size: int = 32 << 20, secret: int | None = None, **core_options):
+        """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
+        delay, delay_ms, seed) applied in both directions -- device->stack in
+        the sequencer, stack->device in each worker (seeds derived from
+        `seed`).  `pcap`: a file capturing both directions.  `recover`
+        (misd): a worker that dies is replaced from its replica snapshot and
+        replays the log from there; otherwise the stack stops with an error."""
+        try:
+            plan = strategies.get(strategy)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
+        if not 1 <= workers <= 16:
+            raise StackError(f"{workers} workers is outside 1..16")
+        workers = plan.workers(workers)
+        for value, name in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
+            if value % 4096 or value < 16384:
+                raise StackError(f"--{name} must be a multiple of 4096 and at least 16384, not {value}")
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise StackError(f"{address!r} is not an IPv4 address") from None
+        if faults:
+            try:
+                FaultInjector(**faults)
+            except (FaultConfigError, TypeError, ValueError) as exc:
+                raise StackError(str(exc)) from None
+        core_config = dict(mss=mtu - 40, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
+                           gso_max=(65535 - 80) if offload else 0,
+                           secret=secret if secret is not None else int.from_bytes(os.urandom(8), "little"),
+                           **core_options)
+        try:
+            TcpCore(address, **core_config)
+        except CoreConfigError as exc:
+            raise StackError(str(exc)) from None
+        self.device = device
+        self.address = address
+        self.workers = workers
+        self.strategy = strategy
+        self.rcvbuf = rcvbuf
+        self.sndbuf = sndbuf
+        self.max_connections = max_connections
+        self.offload = offload
+        self.runtime = LiveRuntime(LiveConfig(
+            address=address, strategy=strategy, workers=workers,
+            cpus=list(cpus) if cpus else sorted(os.sched_getaffinity(0)), stripe=stripe,
+            core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
+            offload=offload, ring_size=pow2(ring_size, 1 << 20), faults=dict(faults) if faults else None,
+            pcap=pcap, digest_every=digest_every, recover=recover))
+        self.lock = threading.RLock()
+        self._listeners: dict[int, Listener] = {}
+        self._conns: dict[int, Connection] = {}
+        self._connecting: dict[int, list] = {}
+        self._next_tag = 1
+        self._failure: str | None = None
+        self._started = False
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> Stack:
+        if self._started:
+            return self
+        fd = self.device.fileno() if hasattr(self.device, "fileno") else int(self.device)
+        try:
+            self.runtime.start(fd)
+        except CaptureError as exc:
+            self.stop()
+            raise StackError(str(exc)) from None
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        self._dispatcher = threading.Thread(target=self._dispatch, name="misdtcp-events", daemon=True)
+        self._dispatcher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every process and free every shared area.  Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._failure is None:
+            self._failure = "the stack was stopped"
+        self.runtime.stop()
+        if hasattr(self, "_dispatcher"):
+            self._dispatcher.join(1.0)
+        with self.lock:
+            for conn in self._conns.values():
+                conn.closed = True
+            self._conns.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- state for people and for the connections ------------------------------
+    @property
+    def failure(self) -> str | None:
+        """Why the stack stopped (one sentence), or None while it runs."""
+        return self._failure
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def check(self) -> None:
+        """Raise StackError if the stack has stopped."""
+        if self._failure:
+            raise StackError(self._failure)
+
+    def processes(self) -> dict[str, int]:
+        """The runtime's processes by role ('sequencer', 'worker 0', ...) and PID."""
+        return dict(self.runtime.supervisor.pids)
+
+    @property
+    def recoveries(self) -> int:
+        """Workers replaced from their replica snapshots so far."""
+        return self.runtime.recoveries
+
+    @property
+    def progress(self):
+        """The runtime's shared bookkeeping (copy progress, acknowledged offsets)."""
+        return self.runtime.areas.view
+
+    @property
+    def receive_fd(self) -> int:
+        return self.runtime.areas.receive.fileno()
+
+    @property
+    def send_fd(self) -> int:
+        return self.runtime.areas.send.fileno()
+
+    # -- failure detection and events ----------------------------------------------
+    def _fail(self, message: str) -> None:
+        with self.lock:
+            if self._failure is None:
+                self._failure = message
+            for listener in self._listeners.values():
+                listener._cond.notify_all()
+            for conn in self._conns.values():
+                conn._cond.notify_all()
+
+    def _dispatch(self) -> None:
+        last_watch = 0.0
+        events = self.runtime.areas.events
+        while not self._stopping:
+            events.wait(timeout=0.05)
+            for message in events.drain():
+                self._on_event(message.kind, message.handle, message.a)
+            now = time.monotonic()
+            if now - last_watch > 0.1 and not self._stopping:
+                last_watch = now
+                failure = self.runtime.watch()
+                if failure:
+                    self._fail(failure)
+                    # a dead process means the stack cannot go on: stop the others
+                    self.runtime.areas.view.request_stop()
+                    return
+
+    def _on_event(self, kind, handle, value) -> None:
+        with self.lock:
+            if kind == Event.ACCEPTED:
+                conn = Connection(self, handle)
+                self._conns[handle] = conn
+                listener = self._listeners.get(value)
+                if listener is None:
+                    self.post(Request.ABORT, handle)
+                    return
+                listener._established(conn)
+            elif kind == Event.CONNECTED:
+                waiting = self._connecting.pop(value, None)
+                conn = Connection(self, handle)
+                self._conns[handle] = conn
+                if waiting is not None:
+                    waiting.append(conn)
+                    waiting[0].set()
+            elif kind == Event.CONNECT_FAILED:
+                waiting = self._connecting.pop(value, None)
+                if waiting is not None:
+                    waiting.append(RESET_NAMES.get(handle, "failed"))
+                    waiting[0].set()
+            else:
+                conn = self._conns.get(handle)
+                if conn is None:
+                    return
+                if kind == Event.CLOSED:
+                    del self._conns[handle]
+                conn._on_event(kind, value)
+
+    # -- requests ----------------------------------------------------------------
+    def post(self, kind, handle=0, a=0, b=0, c=0) -> None:
+        """Post a request to the core (through the sequencer) and wake it."""
+        self.check()
+        while self.runtime.areas.requests.post(kind, handle, a, b, c, timeout=0.1) != 0:
+            self.check()
+        self.runtime.wake()
+
+    def listen(self, port: int, backlog: int = 128) -> Listener:
+        """Accept connections on `port`.  The backlog (connections not yet
+        accepted) is capped at the connection table's size."""
+        if not 1 <= port <= 65535:
+            raise StackError(f"port {port} is outside 1..65535")
+        backlog = max(1, min(backlog, self.max_connections))
+        with self.lock:
+            if port in self._listeners:
+                raise StackError(f"port {port} is already listening")
+            listener = Listener(self, port)
+            self._listeners[port] = listener
+        self.post(Request.LISTEN, 0, port, backlog)
+        return listener
+
+    def unlisten(self, port: int) -> None:
+        self.post(Request.UNLISTEN, 0, port)
+        with self.lock:
+            self._listeners.pop(port, None)
+
+    def connect(self, address: str, port: int, *, local_port: int | None = None,
+                timeout: float = 10.0) -> Connection:
+        raddr = int(ipaddress.IPv4Address(address))
+        with self.lock:
+            tag = self._next_tag
+            self._next_tag += 1
+            waiting = [threading.Event()]
+            self._connecting[tag] = waiting
+        lport = local_port or (32768 + (tag * 7919) % 28000)
+        self.post(Request.CONNECT, 0, raddr, (port << 16) | lport, tag)
+        if not waiting[0].wait(timeout):
+            raise TimeoutError(f"connecting to {address}:{port} timed out")
+        result = waiting[1]
+        if isinstance(result, str):
+            raise ConnectionRefusedError(f"connection to {address}:{port} failed ({result})")
+        return result
+
+    # -- statistics -----------------------------------------------------------------
+    def worker_counters(self) -> list[dict]:
+        return [self.progress.counters(w) for w in range(self.workers)]
+
+    def ring_counters(self) -> dict:
+        return self.runtime.areas.ring.counters()
+
+    def core_stats(self) -> tuple[dict, dict]:
+        """The core's statistics (retransmits, challenge ACKs, ...) and its
+        drop counters by reason, as last published by worker 0."""
+        return self.progress.core_stats(), self.progress.core_drops()

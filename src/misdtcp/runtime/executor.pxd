@@ -1,0 +1,80 @@
+# The executor: one replica of the core plus everything needed to carry out
+# the actions that replica owns (copies into the receive buffers, segments
+# built and written, progress and events published).  The strategy loops
+# (runtime/loops.pyx) differ only in how records reach it.
+#
+# The per-process state is one C struct (`Exec`) and the work is C functions
+# over it, so every loop -- and every callback a loop hands to the frame
+# stages -- runs without the GIL and without a Python object per packet.
+# The `Executor` class owns an Exec and keeps its Python resources alive.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from misdtcp._tcpcore cimport TcpCore, CoreState, Replica, Action
+from misdtcp._ring cimport RecordHeader
+from misdtcp.frameio.stages cimport FrameStages
+from misdtcp.runtime.layout cimport RuntimeHeader, WorkerCounters
+from misdtcp.runtime.queue cimport MsgQueue
+
+# Where transmitted segments go.
+cpdef enum Sink:
+    SINK_NULL = 0       # count only
+    SINK_FD = 1         # write(2) to a file descriptor (the TUN, or /dev/null)
+    SINK_CAPTURE = 2    # append to a per-worker capture area (tests)
+
+cdef enum:
+    MAX_PENDING = 16    # mimd: progress and events of one record, published in log order
+
+ctypedef struct Exec:
+    CoreState *st                       # this replica's core state (mimd: the shared one)
+    Replica *rx                         # this replica's identity and action list
+    RuntimeHeader *h
+    WorkerCounters *cnt
+    uint64_t *progress                  # this worker's progress row
+    uint64_t *acked
+    char *capture
+    uint64_t capture_size
+    uint32_t worker
+    uint32_t nworkers
+    uint32_t max_conns
+    int rcv_fd
+    int snd_fd
+    uint64_t rcvbuf
+    uint64_t sndbuf
+    char **rcv_maps
+    char **snd_maps
+    int sink
+    int out_fd
+    bint offload
+    bint post_events
+    bint shared_state                   # mimd: one core state for every worker
+    bint defer_progress
+    bint measure_latency
+    MsgQueue *events
+    uint8_t *outbuf
+    FrameStages out_stages
+    uint64_t stats_published_ns
+    char *snapshots                     # this worker's two snapshot slots (recoverable mode)
+    uint64_t snapshot_size
+    uint64_t events_after_seqno         # a replacement does not announce events again up to here
+    uint64_t cur_seqno
+    uint64_t release_target
+    uint64_t loop_position
+    uint32_t npending
+    uint32_t pending_kind[16]
+    uint32_t pending_handle[16]
+    uint64_t pending_value[16]
+
+
+cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil
+cdef const uint8_t *exec_apply_record(Exec *x, RecordHeader *r, bint *stop) noexcept nogil
+cdef bint exec_handle_record(Exec *x, RecordHeader *r) noexcept nogil
+cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil
+cdef void exec_publish_pending(Exec *x) noexcept nogil
+cdef void exec_flush_held(Exec *x) noexcept nogil
+cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil
+cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint64_t now) noexcept nogil
+
+
+cdef class Executor:
+    cdef Exec x
+    cdef TcpCore core
+    cdef object keep

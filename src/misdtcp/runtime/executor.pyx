@@ -1,0 +1,412 @@
+# cython: language_level=3
+"""The executor: carries out the actions one replica of the core owns.
+
+Every strategy runs records through the same executor (runtime/loops.pyx);
+a record first goes through the core (``apply_record``: the replicated work),
+then its actions are carried out (``run_actions``: the owned work):
+
+* ``ACT_COPY``      memcpy from the frame (still in ring memory) to the
+                    connection's shared receive buffer at stream offset % size;
+* ``ACT_TRANSMIT``  builds virtio header + headers + payload and hands it,
+                    through the output frame stages (faults, pcap), to the
+                    sink: write(2) on the device, a capture area, or nothing;
+* ``ACT_NOTIFY``    READABLE updates this worker's copy progress for the
+                    connection (the application reads up to the minimum over
+                    workers); WRITABLE the acknowledged send offset; lifecycle
+                    events go to the application's event queue, from worker 0
+                    only (every replica sees every event).
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
+
+from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64, atomic_store_release_u32,
+                              monotonic_ns, write)
+from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, TX_PAYLOAD_FRAME,
+                               N_READABLE, N_WRITABLE, handle_slot, core_frame, core_tick, core_app_listen,
+                               core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
+                               core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_digest)
+from misdtcp._ring cimport RecordHeader, record_payload
+from misdtcp.frameio.faults cimport FaultInjector
+from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
+from misdtcp.frameio.stages cimport stages_apply, stages_release_due
+from misdtcp.runtime.layout cimport (DIGEST_SLOTS, layout_acked, layout_capture, layout_progress,
+                                     progress_word)
+from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post
+from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
+from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
+                                         REC_CHECKPOINT, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
+                                         REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN)
+from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS
+from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
+from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
+from misdtcp.wire.tcp cimport TCP_CHECKSUM
+from misdtcp.wire.vnet cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, vnet_clear)
+
+# Worker 0 publishes the core's statistics for `misdtcp serve` this often.
+cdef uint64_t STATS_EVERY_NS = 20000000ULL
+
+
+cdef inline char *_receive_buffer(Exec *x, uint32_t slot) noexcept nogil:
+    cdef int err = 0
+    if x.rcv_maps[slot] == NULL:
+        x.rcv_maps[slot] = mirror_map(x.rcv_fd, <uint64_t>slot * x.rcvbuf, x.rcvbuf, &err)
+    return x.rcv_maps[slot]
+
+
+cdef inline char *_send_buffer(Exec *x, uint32_t slot) noexcept nogil:
+    cdef int err = 0
+    if x.snd_maps[slot] == NULL:
+        x.snd_maps[slot] = mirror_map(x.snd_fd, <uint64_t>slot * x.sndbuf, x.sndbuf, &err)
+    return x.snd_maps[slot]
+
+
+# -- outputs ------------------------------------------------------------------
+
+cdef void _sink(void *context, uint8_t *buf, uint32_t n, uint32_t how) noexcept nogil:
+    """Where a built frame ends: written to the device, kept in a capture
+    area, or only counted.  It is the output frame stages' emitter."""
+    cdef Exec *x = <Exec *>context
+    cdef uint64_t need
+    x.cnt.segments_sent += 1
+    x.cnt.bytes_sent += n
+    if x.sink == SINK_FD:
+        if write(x.out_fd, buf, n) < 0:
+            x.cnt.write_errors += 1
+    elif x.sink == SINK_CAPTURE:
+        need = 4 + ((n + 3) & ~(<uint32_t>3))
+        if x.cnt.capture_used + need > x.capture_size:
+            x.cnt.capture_dropped += 1
+            return
+        memcpy(x.capture + x.cnt.capture_used, &n, 4)
+        memcpy(x.capture + x.cnt.capture_used + 4, buf, n)
+        x.cnt.capture_used += need
+
+
+cdef inline void _emit(Exec *x, uint8_t *buf, uint32_t n) noexcept nogil:
+    """Hand one frame (virtio header + IP packet) to the sink, through the
+    output frame stages when there are any."""
+    if x.out_stages.faults == NULL and x.out_stages.pcap == NULL:
+        _sink(x, buf, n, 0)
+    else:
+        stages_apply(&x.out_stages, buf, n, monotonic_ns(), _sink, x)
+
+
+cdef void exec_flush_held(Exec *x) noexcept nogil:
+    """Frames held back by the output fault injector that are now due."""
+    stages_release_due(&x.out_stages, monotonic_ns(), _sink, x)
+
+
+cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil:
+    """Worker 0 copies the core's replicated statistics and drop counters
+    to shared memory for `misdtcp serve`'s report (about every 20 ms)."""
+    if x.worker != 0 or now - x.stats_published_ns < STATS_EVERY_NS:
+        return
+    x.stats_published_ns = now
+    memcpy(&x.h.core_stats, &x.st.stats, sizeof(x.st.stats))
+    memcpy(&x.h.core_drops[0], &x.st.drops[0], sizeof(x.st.drops))
+    atomic_store_release_u64(&x.h.stats_ns, now)
+
+
+cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
+    cdef virtio_net_hdr *v = <virtio_net_hdr *>x.outbuf
+    cdef uint8_t *pkt = x.outbuf + VNET_HDR_LEN
+    cdef uint32_t total = a.hdr_len + a.length
+    cdef char *src
+    cdef uint64_t sum
+    cdef uint16_t c
+    cdef uint32_t l4
+    vnet_clear(v)
+    memcpy(pkt, a.hdr, a.hdr_len)
+    if a.length:
+        if (a.code & 0x0f) == TX_PAYLOAD_FRAME:
+            memcpy(pkt + a.hdr_len, frame + a.frame_off, a.length)
+        else:
+            src = _send_buffer(x, handle_slot(a.handle))
+            if src == NULL:
+                return
+            memcpy(pkt + a.hdr_len, src + (a.stream_off % x.sndbuf), a.length)
+            if x.offload:
+                # the header holds the pseudo-header sum: let the kernel finish
+                v.flags = VNET_F_NEEDS_CSUM
+                v.csum_start = a.csum_start
+                v.csum_offset = TCP_CHECKSUM
+                if a.gso_size:
+                    v.gso_type = VNET_GSO_TCPV4
+                    v.gso_size = a.gso_size
+                    v.hdr_len = a.hdr_len
+            else:
+                l4 = total - a.csum_start
+                pkt[a.csum_start + TCP_CHECKSUM] = 0
+                pkt[a.csum_start + TCP_CHECKSUM + 1] = 0
+                sum = csum_pseudo_v4(pkt + IP_SOURCE, pkt + IP_DESTINATION, IPPROTO_TCP, l4)
+                c = csum_finish(csum_partial(pkt + a.csum_start, l4, sum))
+                memcpy(pkt + a.csum_start + TCP_CHECKSUM, &c, 2)
+    _emit(x, x.outbuf, VNET_HDR_LEN + total)
+
+
+cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) noexcept nogil:
+    cdef Message message
+    if not x.post_events:
+        return
+    if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno:
+        return                      # a replacement replaying records already announced
+    message.kind = kind
+    message.handle = handle
+    message.a = value
+    message.b = 0
+    message.c = 0
+    if mq_post(x.events, &message, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_READY:
+        x.cnt.events_posted += 1
+
+
+cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
+    """Carry out the actions the last event left in this replica's list."""
+    cdef Replica *rx = x.rx
+    cdef uint32_t i
+    cdef Action *a
+    cdef char *dst
+    for i in range(rx.nactions):
+        a = &rx.actions[i]
+        if a.kind == ACT_COPY:
+            dst = _receive_buffer(x, handle_slot(a.handle))
+            if dst != NULL:
+                memcpy(dst + (a.stream_off % x.rcvbuf), frame + a.frame_off, a.length)
+                x.cnt.copies += 1
+                x.cnt.bytes_copied += a.length
+        elif a.kind == ACT_TRANSMIT:
+            _transmit(x, a, frame)
+        elif x.defer_progress:
+            # mimd: published in log order once earlier records are done
+            if x.npending < MAX_PENDING:
+                x.pending_kind[x.npending] = a.code
+                x.pending_handle[x.npending] = a.handle
+                x.pending_value[x.npending] = a.stream_off
+                x.npending += 1
+        elif a.code == N_READABLE:
+            # every copy of this worker up to a.stream_off is done (copies
+            # come before the notify in the action list)
+            atomic_store_release_u64(&x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+        elif a.code == N_WRITABLE:
+            if x.worker == 0:
+                atomic_store_release_u64(&x.acked[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+        else:
+            _post_event(x, a.code, a.handle, a.stream_off)
+    if rx.overflow:
+        x.cnt.action_overflow += rx.overflow
+        rx.overflow = 0
+    rx.nactions = 0
+
+
+cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil:
+    """Stamp-to-outputs-done time of a frame (live traffic only: one clock
+    read per frame, reported by `misdtcp serve`)."""
+    cdef uint64_t lat
+    if x.measure_latency:
+        lat = monotonic_ns() - stamped_ns
+        x.cnt.latency_sum_ns += lat
+        if lat > x.cnt.latency_max_ns:
+            x.cnt.latency_max_ns = lat
+
+
+cdef void exec_publish_pending(Exec *x) noexcept nogil:
+    """mimd: publish the progress of a record once every earlier record's
+    outputs are complete (the caller orders this by done_seqno)."""
+    cdef uint32_t i
+    for i in range(x.npending):
+        if x.pending_kind[i] == N_READABLE:
+            atomic_store_release_u64(&x.progress[handle_slot(x.pending_handle[i])],
+                                     progress_word(x.pending_handle[i], x.pending_value[i]))
+        elif x.pending_kind[i] == N_WRITABLE:
+            atomic_store_release_u64(&x.acked[handle_slot(x.pending_handle[i])],
+                                     progress_word(x.pending_handle[i], x.pending_value[i]))
+        else:
+            _post_event(x, x.pending_kind[i], x.pending_handle[i], x.pending_value[i])
+    x.npending = 0
+
+
+# -- one record -----------------------------------------------------------------
+
+cdef void _checkpoint(Exec *x) noexcept nogil:
+    """Snapshot this replica's state into the older of two slots, then let the
+    ring reclaim everything before this point: a replacement loads the
+    snapshot and replays from exactly here."""
+    cdef uint32_t slot
+    cdef uint64_t after
+    if x.snapshots == NULL:
+        return
+    slot = <uint32_t>(x.cnt.snapshots % 2)
+    after = x.loop_position                 # set by run_misd before each record
+    memcpy(x.snapshots + slot * x.snapshot_size, x.st, x.snapshot_size)
+    atomic_store_release_u64(&x.cnt.snap_position[slot], after)
+    x.cnt.snapshots += 1
+    x.release_target = after
+
+
+cdef void _digest(Exec *x, uint64_t rnd) noexcept nogil:
+    """Publish this replica's state digest for round rnd and compare it with
+    the other replicas that already published theirs."""
+    cdef uint64_t d = core_digest(x.st)
+    cdef uint32_t slot = rnd % DIGEST_SLOTS
+    cdef uint32_t w
+    x.h.digests[x.worker][slot] = d
+    atomic_store_release_u64(&x.h.digest_rounds[x.worker][slot], rnd + 1)
+    x.cnt.digest = d
+    x.cnt.digest_round = rnd
+    for w in range(x.nworkers):
+        if w == x.worker:
+            continue
+        if atomic_load_acquire_u64(&x.h.digest_rounds[w][slot]) == rnd + 1:
+            if x.h.digests[w][slot] != d:
+                x.h.diverged_round = rnd
+                atomic_store_release_u32(&x.h.diverged, 1)
+
+
+cdef const uint8_t *exec_apply_record(Exec *x, RecordHeader *r, bint *stop) noexcept nogil:
+    """The replicated part of one log record: run it through the core.
+    Returns the frame its actions refer to (NULL for other records); sets
+    *stop on REC_STOP."""
+    cdef const uint8_t *p = <const uint8_t *>record_payload(r)
+    cdef uint64_t rnd
+    x.cur_seqno = r.seqno + 1
+    x.cnt.last_seqno = r.seqno + 1
+    if r.kind == REC_FRAME:
+        x.cnt.frames += 1
+        if r.length > VNET_HDR_LEN:
+            core_frame(x.st, x.rx, p + VNET_HDR_LEN, r.length - VNET_HDR_LEN, r.flags, r.gso_size, r.now_ns)
+            return p + VNET_HDR_LEN
+    elif r.kind == REC_REQUEST:
+        x.cnt.requests += 1
+        apply_request(x.st, x.rx, p, r.now_ns)
+    elif r.kind == REC_TICK:
+        x.cnt.ticks += 1
+        core_tick(x.st, x.rx, r.now_ns)
+    elif r.kind == REC_DIGEST:
+        if not x.shared_state:
+            memcpy(&rnd, p, 8)
+            _digest(x, rnd)
+    elif r.kind == REC_CHECKPOINT:
+        if not x.shared_state:
+            _checkpoint(x)
+    elif r.kind == REC_STOP:
+        stop[0] = True
+    return NULL
+
+
+cdef bint exec_handle_record(Exec *x, RecordHeader *r) noexcept nogil:
+    """Apply one log record and carry out this replica's outputs; False on REC_STOP."""
+    cdef bint stop = False
+    cdef const uint8_t *frame = exec_apply_record(x, r, &stop)
+    exec_run_actions(x, frame)
+    if frame != NULL:
+        exec_note_latency(x, r.now_ns)
+    return not stop
+
+
+# -- the Python owner -------------------------------------------------------------
+
+cdef class Executor:
+    """Per process: one replica of the core plus everything needed to carry
+    out its actions (the C state is ``x``; the loops work on it)."""
+
+    def __cinit__(self, TcpCore core, MirroredBuffer block, uint32_t worker, *, int rcv_fd, int snd_fd,
+                  int sink=SINK_NULL, int out_fd=-1, bint offload=True, MessageQueue events=None,
+                  PcapWriter pcap=None, FaultInjector faults=None, MirroredBuffer snapshots=None,
+                  bint shared_state=False):
+        cdef Exec *x = &self.x
+        cdef RuntimeHeader *h = <RuntimeHeader *>block.base
+        memset(x, 0, sizeof(Exec))
+        self.core = core
+        x.st = core.st
+        x.rx = &core.rx
+        x.h = h
+        x.worker = worker
+        x.nworkers = h.nworkers
+        x.max_conns = h.max_conns
+        x.cnt = &h.counters[worker]
+        x.shared_state = shared_state
+        # one shared state (mimd) publishes its progress into the one shared row
+        x.progress = layout_progress(h, 0 if shared_state else worker)
+        x.acked = layout_acked(h)
+        x.capture_size = h.capture_size
+        x.capture = layout_capture(h, worker)
+        x.rcv_fd = rcv_fd
+        x.snd_fd = snd_fd
+        x.rcvbuf = h.rcvbuf
+        x.sndbuf = h.sndbuf
+        x.rcv_maps = <char **>calloc(x.max_conns, sizeof(char *))
+        x.snd_maps = <char **>calloc(x.max_conns, sizeof(char *))
+        x.outbuf = <uint8_t *>malloc(65536 + 512)
+        if x.rcv_maps == NULL or x.snd_maps == NULL or x.outbuf == NULL:
+            raise MemoryError()
+        x.sink = sink
+        x.out_fd = out_fd
+        x.offload = offload
+        if events is not None:
+            x.events = &events.queue
+            # replicas all see every event: worker 0 alone tells the application;
+            # one shared state produces each event once, in whichever worker ran it
+            x.post_events = worker == 0 or shared_state
+        x.defer_progress = shared_state
+        if pcap is not None:
+            x.out_stages.pcap = &pcap.file
+            x.out_stages.pcap_offset_ns = pcap.realtime_offset_ns
+        if faults is not None:
+            x.out_stages.faults = &faults.state
+        if snapshots is not None:
+            x.snapshot_size = core.st.size
+            if snapshots.size < <uint64_t>(worker + 1) * 2 * x.snapshot_size:
+                raise ValueError("snapshot area too small for this worker")
+            x.snapshots = snapshots.base + <uint64_t>worker * 2 * x.snapshot_size
+        self.keep = (block, events, pcap, faults, snapshots)
+
+    def __dealloc__(self):
+        # mappings are left to process exit (workers are processes that end)
+        free(self.x.rcv_maps)
+        free(self.x.snd_maps)
+        free(self.x.outbuf)
+
+    @property
+    def measure_latency(self):
+        return self.x.measure_latency
+
+    @measure_latency.setter
+    def measure_latency(self, bint value):
+        """Live traffic: the stamp-to-output latency is worth its ~20 ns per frame."""
+        self.x.measure_latency = value
+
+    @property
+    def events_after_seqno(self):
+        return self.x.events_after_seqno
+
+    @events_after_seqno.setter
+    def events_after_seqno(self, uint64_t value):
+        self.x.events_after_seqno = value
+
+    def flush(self):
+        """Write out buffered capture data (process exit)."""
+        if self.x.out_stages.pcap != NULL:
+            pcap_flush(self.x.out_stages.pcap)
+
+
+cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint64_t now) noexcept nogil:
+    """One application request (a Message carried by a REC_REQUEST record)."""
+    cdef const Message *m = <const Message *>message
+    if m.kind == REQ_CONSUMED:
+        core_app_consumed(st, rx, m.handle, m.a, now)
+    elif m.kind == REQ_SEND:
+        core_app_send(st, rx, m.handle, m.a, now)
+    elif m.kind == REQ_LISTEN:
+        core_app_listen(st, rx, <uint16_t>m.a, <uint32_t>m.b, now)
+    elif m.kind == REQ_CONNECT:
+        core_app_connect(st, rx, m.c, <uint32_t>m.a, <uint16_t>(m.b >> 16), <uint16_t>m.b, now)
+    elif m.kind == REQ_ACCEPTED:
+        core_app_accepted(st, rx, m.handle, now)
+    elif m.kind == REQ_SHUTDOWN:
+        core_app_shutdown(st, rx, m.handle, now)
+    elif m.kind == REQ_CLOSE:
+        core_app_close(st, rx, m.handle, now)
+    elif m.kind == REQ_ABORT:
+        core_app_abort(st, rx, m.handle, now)
+    elif m.kind == REQ_UNLISTEN:
+        core_app_unlisten(st, rx, <uint16_t>m.a, now)

@@ -1,0 +1,139 @@
+# The runtime's shared bookkeeping block (one memfd, mapped by every process):
+# the layout, its offsets computed once (layout.pyx: layout_init) and named,
+# and inline accessors.  After Agrona's descriptors: every word a process
+# writes often sits on a cache line no other process writes, and the sizes
+# are checked when the module is imported.
+#
+#     RuntimeHeader                       control, mimd's lock, statistics
+#     progress rows  [row][max_conns]     copy progress per connection slot:
+#                                         one row per worker (misd), one shared
+#                                         row (mimd, single); rows 64-aligned
+#     acked          [max_conns]          send-stream offset the peer acknowledged
+#     capture areas  [nworkers]           frames a capture sink kept (tests)
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from misdtcp._tcpcore cimport CoreStats
+from misdtcp.wire.drops cimport DROP_REASON_COUNT
+
+cdef enum:
+    MAX_WORKERS = 16
+    DIGEST_SLOTS = 64
+    LINE = 64
+
+ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its own, written by its worker
+    uint64_t pid
+    uint64_t records
+    uint64_t frames
+    uint64_t requests
+    uint64_t ticks
+    uint64_t copies
+    uint64_t bytes_copied
+    uint64_t segments_sent
+    uint64_t bytes_sent
+    uint64_t write_errors
+    uint64_t spins
+    uint64_t sleeps
+    uint64_t start_ns
+    uint64_t end_ns
+    uint64_t heartbeat_ns
+    uint64_t position                    # log records processed
+    uint64_t capture_used
+    uint64_t capture_dropped
+    uint64_t events_posted
+    uint64_t digest
+    uint64_t digest_round
+    uint64_t lock_waits                  # mimd only
+    uint64_t action_overflow
+    uint64_t done
+    uint64_t inflight                    # mimd: ring position being worked on (or ~0)
+    uint64_t latency_sum_ns              # frame stamped -> its outputs done
+    uint64_t latency_max_ns
+    uint64_t last_seqno                  # seqno of the last record this worker applied
+    uint64_t snapshots                   # checkpoints taken (recoverable mode)
+    uint64_t snap_position[2]            # ring position right after each snapshot's checkpoint
+    uint64_t restarts                    # times this worker was replaced from a snapshot
+    uint64_t cpu_ns                      # this worker's CPU time inside its loop (thread clock)
+    uint64_t pad[7]
+
+ctypedef struct WaitWord:                # an eventcount on its own line
+    uint32_t eventcount
+    uint32_t _pad0
+    uint8_t _pad[56]
+
+ctypedef struct RuntimeHeader:
+    # line 0: geometry and configuration (written once at set-up)
+    uint64_t magic
+    uint32_t nworkers
+    uint32_t max_conns
+    uint32_t progress_rows               # misd: one progress row per worker; mimd/single: one shared row
+    uint32_t _pad0
+    uint64_t rcvbuf
+    uint64_t sndbuf
+    uint64_t capture_size
+    uint64_t progress_offset             # byte offsets from the start of the block
+    uint64_t row_bytes                   # one progress row, rounded up to a cache line
+    # line 1: control (written rarely)
+    uint32_t go                          # start barrier
+    uint32_t stop
+    uint32_t diverged                    # a digest mismatch was seen
+    uint32_t sequencer_sleeping          # set while the sequencer sits in poll()
+    uint64_t diverged_round
+    uint64_t acked_offset
+    uint64_t capture_offset
+    uint64_t total_size
+    uint8_t _pad1[16]
+    WaitWord go_wait                     # workers sleep here for the start barrier
+    # mimd: the shared claim cursor, the ticket lock and completion in log order,
+    # each on its own line (the foil gets no false sharing either)
+    uint64_t claim_position
+    uint8_t _pad2[56]
+    uint32_t turn                        # ticket now served
+    uint32_t _pad3
+    uint8_t _pad4[56]
+    WaitWord turn_wait
+    uint64_t done_seqno                  # records whose outputs are complete, in log order
+    uint8_t _pad5[56]
+    WaitWord done_wait
+    # the sequencer's line
+    uint64_t sequencer_records
+    uint64_t sequencer_heartbeat_ns
+    uint8_t _pad6[48]
+    WorkerCounters counters[MAX_WORKERS]
+    uint64_t digests[MAX_WORKERS][DIGEST_SLOTS]
+    uint64_t digest_rounds[MAX_WORKERS][DIGEST_SLOTS]
+    # worker 0's published copy of the core's statistics
+    uint64_t stats_ns                    # when worker 0 last published them
+    CoreStats core_stats
+    uint64_t core_drops[DROP_REASON_COUNT]
+
+
+cdef inline uint64_t *layout_progress(RuntimeHeader *h, uint32_t row) noexcept nogil:
+    """Copy progress words of one row (indexed by connection slot)."""
+    return <uint64_t *>((<char *>h) + h.progress_offset + row * h.row_bytes)
+
+
+cdef inline uint64_t *layout_acked(RuntimeHeader *h) noexcept nogil:
+    """Acknowledged send-stream offsets (indexed by connection slot)."""
+    return <uint64_t *>((<char *>h) + h.acked_offset)
+
+
+cdef inline char *layout_capture(RuntimeHeader *h, uint32_t worker) noexcept nogil:
+    return (<char *>h) + h.capture_offset + <uint64_t>worker * h.capture_size
+
+
+cdef inline uint64_t progress_word(uint32_t handle, uint64_t offset) noexcept nogil:
+    # A progress word carries the connection's handle generation in its top
+    # 16 bits: a slot reused by a new connection never inherits the old
+    # connection's progress (offsets stay below 2^48 = 256 TiB).
+    return ((<uint64_t>(handle >> 20)) << 48) | (offset & 0xffffffffffffULL)
+
+
+cdef inline uint64_t progress_offset_of(uint32_t handle, uint64_t word) noexcept nogil:
+    """The offset of a progress word if it belongs to this connection, else 0."""
+    if (word >> 48) != (handle >> 20):
+        return 0
+    return word & 0xffffffffffffULL
+
+
+cdef class SharedView:
+    cdef RuntimeHeader *h
+    cdef object block

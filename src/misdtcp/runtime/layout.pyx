@@ -1,0 +1,174 @@
+# cython: language_level=3
+"""The runtime's shared bookkeeping block: set-up and read access from Python.
+
+The layout is described in layout.pxd; ``shared_size`` and ``init_shared``
+compute every offset once and record it in the header, so the C loops and
+this Python view read the same numbers.
+"""
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+
+from misdtcp._system cimport (atomic_load_acquire_u32, atomic_load_acquire_u64, atomic_store_release_u32)
+from misdtcp._tcpcore cimport CoreStats, handle_slot
+from misdtcp.runtime.shm cimport MirroredBuffer
+from misdtcp.runtime.wait cimport ec_wake_all
+from misdtcp.wire.drops cimport DROP_REASON_COUNT
+
+from misdtcp.wire.drops import DROP_NAMES
+
+cdef uint64_t RT_MAGIC = 0x6d69736472756e32ULL   # "misdrun2"
+
+# The layout is shared between processes: pin the sizes the offsets rely on,
+# and that every line some process writes often starts a cache line.
+cdef RuntimeHeader _probe
+cdef uint64_t _base = <uint64_t>&_probe
+_LINE_STARTS = {
+    "go": <uint64_t>&_probe.go - _base,
+    "go_wait": <uint64_t>&_probe.go_wait - _base,
+    "claim_position": <uint64_t>&_probe.claim_position - _base,
+    "turn": <uint64_t>&_probe.turn - _base,
+    "turn_wait": <uint64_t>&_probe.turn_wait - _base,
+    "done_seqno": <uint64_t>&_probe.done_seqno - _base,
+    "done_wait": <uint64_t>&_probe.done_wait - _base,
+    "sequencer_records": <uint64_t>&_probe.sequencer_records - _base,
+    "counters": <uint64_t>&_probe.counters - _base,
+    "digests": <uint64_t>&_probe.digests - _base,
+}
+if sizeof(WorkerCounters) != 5 * LINE or sizeof(WaitWord) != LINE or any(v % LINE for v in _LINE_STARTS.values()):
+    raise ImportError(f"misdtcp.runtime.layout: the shared header is not laid out on cache lines: {_LINE_STARTS}")
+
+
+cdef inline uint64_t _line(uint64_t n) noexcept nogil:
+    return (n + LINE - 1) & ~(<uint64_t>LINE - 1)
+
+
+cdef uint64_t _row_bytes(uint32_t max_conns) noexcept nogil:
+    return _line(<uint64_t>max_conns * 8)
+
+
+def shared_size(uint32_t nworkers, uint32_t max_conns, uint64_t capture_size):
+    """Bytes of the runtime's shared bookkeeping block."""
+    return (_line(sizeof(RuntimeHeader)) + MAX_WORKERS * _row_bytes(max_conns) + _row_bytes(max_conns)
+            + <uint64_t>nworkers * _line(capture_size))
+
+
+def init_shared(MirroredBuffer block, uint32_t nworkers, uint32_t max_conns, uint64_t rcvbuf,
+                uint64_t sndbuf, uint64_t capture_size, bint shared_progress=False):
+    """Lay out the block.  `shared_progress`: every worker publishes into one
+    progress row, in log order (mimd, where one shared state serves all)."""
+    cdef RuntimeHeader *h = <RuntimeHeader *>block.base
+    cdef uint64_t total = shared_size(nworkers, max_conns, capture_size)
+    if block.size < total:
+        raise ValueError("shared block too small")
+    if not 1 <= nworkers <= MAX_WORKERS:
+        raise ValueError(f"{nworkers} workers is outside 1..{MAX_WORKERS}")
+    memset(h, 0, sizeof(RuntimeHeader))
+    h.nworkers = nworkers
+    h.max_conns = max_conns
+    h.progress_rows = 1 if shared_progress else nworkers
+    h.rcvbuf = rcvbuf
+    h.sndbuf = sndbuf
+    h.capture_size = _line(capture_size)
+    h.row_bytes = _row_bytes(max_conns)
+    h.progress_offset = _line(sizeof(RuntimeHeader))
+    h.acked_offset = h.progress_offset + MAX_WORKERS * h.row_bytes
+    h.capture_offset = h.acked_offset + h.row_bytes
+    h.total_size = total
+    h.magic = RT_MAGIC
+
+
+cdef class SharedView:
+    """Read access to the runtime's shared block from Python (counters,
+    progress, digests) and the few control writes (go, stop)."""
+
+    def __cinit__(self, MirroredBuffer block):
+        self.block = block
+        self.h = <RuntimeHeader *>block.base
+        if self.h.magic != RT_MAGIC:
+            raise ValueError("not a misdtcp runtime block")
+
+    def go(self):
+        atomic_store_release_u32(&self.h.go, 1)
+        ec_wake_all(&self.h.go_wait.eventcount)
+
+    def request_stop(self):
+        atomic_store_release_u32(&self.h.stop, 1)
+        ec_wake_all(&self.h.go_wait.eventcount)
+        ec_wake_all(&self.h.turn_wait.eventcount)
+        ec_wake_all(&self.h.done_wait.eventcount)
+
+    @property
+    def stopping(self):
+        return atomic_load_acquire_u32(&self.h.stop) != 0
+
+    @property
+    def diverged(self):
+        return atomic_load_acquire_u32(&self.h.diverged) != 0
+
+    @property
+    def diverged_round(self):
+        return self.h.diverged_round
+
+    @property
+    def sequencer_sleeping(self):
+        return atomic_load_acquire_u32(&self.h.sequencer_sleeping) != 0
+
+    def readable(self, uint32_t handle):
+        """Receive stream offset every worker has finished copying up to."""
+        cdef uint32_t slot = handle_slot(handle)
+        cdef uint32_t row
+        cdef uint64_t v, low = <uint64_t>-1
+        for row in range(self.h.progress_rows):
+            v = progress_offset_of(handle, atomic_load_acquire_u64(&layout_progress(self.h, row)[slot]))
+            if v < low:
+                low = v
+        return low
+
+    def progress(self, uint32_t worker, uint32_t handle):
+        """Receive stream offset up to which `worker` has done its copies."""
+        return progress_offset_of(handle, atomic_load_acquire_u64(
+            &layout_progress(self.h, worker)[handle_slot(handle)]))
+
+    def acked(self, uint32_t handle):
+        """Send stream offset the peer has acknowledged (0 for a new connection)."""
+        return progress_offset_of(handle, atomic_load_acquire_u64(&layout_acked(self.h)[handle_slot(handle)]))
+
+    def core_stats(self):
+        """The core's replicated statistics as worker 0 last published them."""
+        cdef CoreStats c = self.h.core_stats
+        return dict(c)
+
+    def core_drops(self):
+        return {DROP_NAMES[i]: self.h.core_drops[i] for i in range(1, DROP_REASON_COUNT) if self.h.core_drops[i]}
+
+    def snapshot_for(self, uint32_t worker, uint64_t position, MirroredBuffer snapshots, uint64_t size):
+        """The snapshot `worker` took at ring `position`, as bytes, or None."""
+        cdef uint32_t slot
+        for slot in range(2):
+            if atomic_load_acquire_u64(&self.h.counters[worker].snap_position[slot]) == position:
+                start = (<uint64_t>worker * 2 + slot) * size
+                return bytes(snapshots.view(start, size))
+        return None
+
+    def mark_restart(self, uint32_t worker):
+        self.h.counters[worker].restarts += 1
+
+    def counters(self, uint32_t worker):
+        cdef WorkerCounters c = self.h.counters[worker]
+        return dict(c)
+
+    def digests(self, uint32_t worker):
+        return [(self.h.digest_rounds[worker][i], self.h.digests[worker][i]) for i in range(DIGEST_SLOTS)]
+
+    def capture(self, uint32_t worker):
+        """The frames worker sent to a capture sink, as a list of bytes."""
+        cdef char *base = layout_capture(self.h, worker)
+        cdef uint64_t used = self.h.counters[worker].capture_used
+        cdef uint64_t pos = 0
+        cdef uint32_t n
+        out = []
+        while pos + 4 <= used:
+            memcpy(&n, base + pos, 4)
+            out.append(base[pos + 4:pos + 4 + n])
+            pos += 4 + ((n + 3) & ~3)
+        return out

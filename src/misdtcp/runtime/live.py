@@ -1,0 +1,202 @@
+"""The runtime of a live stack: its shared memory, its processes, and what
+happens when one of them dies.
+
+`LiveRuntime.start(device_fd)` creates the shared areas and forks the
+strategy's processes: the sequencer (reads the device, writes the log) and N
+workers (run the log), or the one `single` process.  `watch()` is called
+periodically by the API's event thread: it reaps processes that ended and,
+with recovery on (misd), replaces a dead worker from its last replica
+snapshot; otherwise it reports the failure in one sentence.  `stop()` ends
+every process and closes every area.
+
+Recovery: the sequencer logs a checkpoint every quarter ring; each worker
+snapshots its replica state there and releases ring space only up to its
+latest checkpoint.  A replacement loads the snapshot and replays the log from
+that point -- copies are idempotent, events already announced are not posted
+again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from misdtcp._tcpcore import TcpCore
+from misdtcp.frameio.faults import FaultInjector
+from misdtcp.frameio.pcap import PcapWriter
+from misdtcp.runtime import strategies
+from misdtcp.runtime.areas import SharedAreas
+from misdtcp.runtime.executor import Executor, Sink
+from misdtcp.runtime.loops import run_misd, run_single_device
+from misdtcp.runtime.sequencer import run_sequencer
+from misdtcp.runtime.supervisor import Supervisor
+
+
+class CaptureError(RuntimeError):
+    """The capture file cannot be written (one sentence)."""
+
+
+@dataclass
+class LiveConfig:
+    """What the runtime needs to know (the API checks it before)."""
+    address: str
+    strategy: str
+    workers: int
+    cpus: list
+    stripe: int
+    core_config: dict
+    rcvbuf: int
+    sndbuf: int
+    max_connections: int
+    offload: bool
+    ring_size: int
+    faults: dict | None = None
+    pcap: str | None = None
+    digest_every: int = 0
+    recover: bool = False
+    tick_ns: int = 5_000_000
+
+
+class LiveRuntime:
+    def __init__(self, config: LiveConfig):
+        self.config = config
+        self.plan = strategies.get(config.strategy)
+        self.recover = config.recover and self.plan.replicated
+        self.recoveries = 0
+        self.areas: SharedAreas | None = None
+        self.supervisor = Supervisor()
+        self.pcap: PcapWriter | None = None
+        self.wake_fd = -1
+        self.device_fd = -1
+        self.state_size = TcpCore.state_size(local_address=config.address, **config.core_config)
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self, device_fd: int) -> None:
+        c = self.config
+        self.device_fd = device_fd
+        os.set_blocking(device_fd, False)
+        self.areas = SharedAreas(workers=c.workers, ring_consumers=self.plan.ring_consumers(c.workers),
+                                 max_connections=c.max_connections, rcvbuf=c.rcvbuf, sndbuf=c.sndbuf,
+                                 ring_size=c.ring_size, shared_progress=self.plan.shared_progress,
+                                 state_size=self.state_size, snapshots=self.recover,
+                                 shared_state=self.plan.shared_state)
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        if c.pcap:
+            try:
+                self.pcap = PcapWriter(c.pcap)
+                self.pcap.flush()
+            except OSError as exc:
+                raise CaptureError(f"cannot write the capture file {c.pcap}: {exc.strerror}") from None
+        if self.plan.shared_state:
+            TcpCore(c.address, **c.core_config, state_buffer=self.areas.state)
+        if self.plan.sequencer:
+            self.supervisor.spawn("sequencer", None, self._sequencer_main)
+            for w in range(c.workers):
+                self.supervisor.spawn(f"worker {w}", self._cpu(w), self._worker_main, w)
+        else:
+            self.supervisor.spawn("worker 0", self._cpu(0), self._single_main)
+        self.areas.view.go()
+
+    def stop(self) -> None:
+        """End every process and close every area.  Idempotent."""
+        if self.areas is not None:
+            self.areas.view.request_stop()
+            self.wake()
+        self.supervisor.stop()
+        if self.areas is not None:
+            self.areas.close()
+        if self.wake_fd >= 0:
+            os.close(self.wake_fd)
+            self.wake_fd = -1
+        if self.pcap is not None:
+            self.pcap.close()
+            self.pcap = None
+
+    def wake(self) -> None:
+        """Wake the sequencer (or the single process) if it sleeps in poll()."""
+        if self.wake_fd >= 0 and self.areas is not None and self.areas.view.sequencer_sleeping:
+            try:
+                os.eventfd_write(self.wake_fd, 1)
+            except BlockingIOError:
+                pass
+
+    def watch(self) -> str | None:
+        """Reap processes that ended; replace a dead worker when recovery is
+        on.  Returns a one-sentence failure, or None while all is well."""
+        for ended in self.supervisor.reap():
+            role = ended.role.split()[0]
+            if role == "worker" and self.recover and not self.areas.view.stopping:
+                if self._replace_worker(int(ended.role.split()[1])):
+                    continue
+            return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
+        if self.areas.view.diverged:
+            return f"replicas diverged at digest round {self.areas.view.diverged_round}; the stack stopped"
+        return None
+
+    # -- the processes --------------------------------------------------------------
+    def _cpu(self, worker: int) -> int:
+        return self.config.cpus[worker % len(self.config.cpus)]
+
+    def _fault_injector(self, stream: int) -> FaultInjector | None:
+        """Direction 0 is kernel->stack (the sequencer); 1 + w is worker w's output."""
+        if not self.config.faults:
+            return None
+        settings = dict(self.config.faults)
+        settings["seed"] = int(settings.get("seed", 0)) * 1009 + stream
+        return FaultInjector(**settings)
+
+    def _executor(self, core: TcpCore, worker: int) -> Executor:
+        a = self.areas
+        ex = Executor(core, a.block, worker, rcv_fd=a.receive.fileno(), snd_fd=a.send.fileno(),
+                      sink=Sink.SINK_FD, out_fd=self.device_fd, offload=self.config.offload, events=a.events,
+                      pcap=self.pcap, faults=self._fault_injector(1 + worker),
+                      snapshots=a.snapshots if self.recover else None, shared_state=self.plan.shared_state)
+        ex.measure_latency = True       # live traffic: the stamp-to-output latency is worth its 20 ns
+        return ex
+
+    def _core(self, worker: int) -> TcpCore:
+        c = self.config
+        return self.plan.core(c.address, c.core_config, worker, c.workers, c.stripe, self.areas.state)
+
+    def _sequencer_main(self) -> None:
+        c = self.config
+        run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
+                      tick_ns=c.tick_ns, digest_every=c.digest_every, faults=self._fault_injector(0),
+                      pcap=self.pcap, checkpoint_bytes=self.areas.ring.size // 4 if self.recover else 0)
+
+    def _worker_main(self, worker: int) -> None:
+        ex = self._executor(self._core(worker), worker)
+        self.plan.run_log(ex, self.areas.ring, worker, self.config.workers)
+        ex.flush()
+
+    def _single_main(self) -> None:
+        ex = self._executor(self._core(0), 0)
+        run_single_device(ex, self.device_fd, self.areas.requests, self.wake_fd, tick_ns=self.config.tick_ns,
+                          input_faults=self._fault_injector(0))
+        ex.flush()
+
+    def _replacement_main(self, worker: int, snapshot: bytes | None, events_after: int) -> None:
+        """A new process for a dead worker: the replica state from its last
+        checkpoint, then the log replayed from that checkpoint's position."""
+        core = self._core(worker)
+        if snapshot is not None:
+            core.load_state(snapshot)
+        ex = self._executor(core, worker)
+        ex.events_after_seqno = events_after
+        run_misd(ex, self.areas.ring, worker)
+        ex.flush()
+
+    def _replace_worker(self, worker: int) -> bool:
+        """Fork a replacement for dead worker `worker` from its last snapshot."""
+        view = self.areas.view
+        cursor = self.areas.ring.consumer_cursor(worker)
+        snapshot = None
+        if cursor:
+            snapshot = view.snapshot_for(worker, cursor, self.areas.snapshots, self.state_size)
+            if snapshot is None:
+                return False
+        events_after = view.counters(worker)["last_seqno"]
+        view.mark_restart(worker)
+        self.supervisor.spawn(f"worker {worker}", self._cpu(worker), self._replacement_main, worker,
+                              snapshot, events_after)
+        self.recoveries += 1
+        return True

@@ -1,0 +1,27 @@
+# The runtime's one vocabulary, shared by the C loops and the control path
+# (runtime/vocabulary.pyx gives the same names to Python as IntEnums):
+#
+# * records -- what the sequencer writes into the log (RecordHeader.kind);
+# * requests -- what an application asks of the core, carried by the request
+#   queue and then by REC_REQUEST records (Message.kind);
+# * events -- what the core tells an application, carried by the event queue
+#   (Message.kind); they are the core's notify codes (N_* in _tcpcore.pxd).
+
+cdef enum:
+    REC_FRAME = 1        # bytes read from the device (virtio_net_hdr + IP packet)
+    REC_REQUEST = 2      # an application request drained from the request queue (a Message)
+    REC_TICK = 3         # idle timer tick: only now_ns matters
+    REC_DIGEST = 4       # debug: replicas compare a state digest at this position
+    REC_STOP = 5         # end of the log
+    REC_CHECKPOINT = 6   # workers snapshot their replica state here (recovery)
+
+cdef enum:
+    REQ_LISTEN = 1       # a = port, b = backlog
+    REQ_CONNECT = 2      # a = remote address, b = rport << 16 | lport, c = tag
+    REQ_ACCEPTED = 3     # handle
+    REQ_CONSUMED = 4     # handle, a = receive stream offset consumed
+    REQ_SEND = 5         # handle, a = send stream offset written
+    REQ_SHUTDOWN = 6     # handle
+    REQ_CLOSE = 7        # handle
+    REQ_ABORT = 8        # handle
+    REQ_UNLISTEN = 9     # a = port

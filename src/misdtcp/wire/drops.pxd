@@ -1,0 +1,37 @@
+# Why a frame or segment was dropped: the index into the core's drop
+# counters.  drops.pyx gives the printable names (DROP_NAMES), in this order.
+# Parsers in this layer return the DROP_IP_* / DROP_TCP_* reasons; the core
+# adds the protocol-level ones.
+cdef enum:
+    DROP_NONE = 0
+    DROP_IP_TRUNCATED        # shorter than an IPv4 header, or than its total length
+    DROP_IP_VERSION
+    DROP_IP_HEADER_LENGTH
+    DROP_IP_CHECKSUM
+    DROP_IP_FRAGMENT
+    DROP_NOT_FOR_US
+    DROP_BAD_SOURCE          # broadcast, multicast, loopback or zero source
+    DROP_PROTOCOL            # neither TCP nor ICMP
+    DROP_ICMP                # ICMP other than a well-formed echo request
+    DROP_TCP_HEADER          # data offset < 5 or beyond the segment
+    DROP_TCP_CHECKSUM
+    DROP_TCP_OPTIONS         # malformed option lengths
+    DROP_TCP_FLAGS           # nonsensical flag combinations (SYN+FIN, SYN+RST, no ACK on data)
+    DROP_BAD_GSO             # GSO metadata inconsistent with the frame
+    DROP_NO_CONNECTION       # no connection or listener (a RST was sent when appropriate)
+    DROP_LISTEN_BAD          # segment to a listener that is not a SYN
+    DROP_BACKLOG_FULL        # no slot and no cookie possible
+    DROP_TABLE_FULL          # connection table full
+    DROP_BAD_COOKIE
+    DROP_PAWS                # RFC 7323 §5 timestamp too old
+    DROP_OUT_OF_WINDOW       # RFC 9293 acceptability test failed (an ACK was sent)
+    DROP_RST_CHALLENGED      # RFC 5961 §3: in-window RST not at rcv_nxt
+    DROP_RST_OUT_OF_WINDOW
+    DROP_SYN_CHALLENGED      # RFC 5961 §4: SYN in a synchronized state
+    DROP_ACK_UNSENT          # RFC 5961 §5: acknowledges data never sent
+    DROP_ACK_TOO_OLD         # RFC 5961 §5: older than the max window behind snd_una
+    DROP_SYN_SENT_BAD        # unacceptable segment in SYN-SENT
+    DROP_REASSEMBLY_FULL     # too many out-of-order ranges
+    DROP_AFTER_CLOSE         # data for a connection the application closed (RST sent)
+    DROP_DATA_AFTER_FIN      # data (or another FIN) after the peer's FIN was taken
+    DROP_REASON_COUNT
