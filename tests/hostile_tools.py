@@ -546,8 +546,9 @@ def clients(args) -> dict:
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:
-                name = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset",
-                        errno.EPIPE: "reset", errno.ETIMEDOUT: "timeout"}.get(exc.errno, f"error:{exc.errno}")
+                # ENOTCONN: shutdown() on a socket a RST already closed
+                name = {errno.ECONNREFUSED: "refused", errno.ECONNRESET: "reset", errno.EPIPE: "reset",
+                        errno.ENOTCONN: "reset", errno.ETIMEDOUT: "timeout"}.get(exc.errno, f"error:{exc.errno}")
                 finish_one(s, name)
                 del state[s]
     for s in list(state):

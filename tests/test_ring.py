@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from misdtcp import _ring
-from misdtcp._ring import BroadcastRing, record_bytes
+from misdtcp._ring import BroadcastRing
 from misdtcp.runtime.queue import MessageQueue
 from misdtcp.runtime.shm import MirroredBuffer
 from misdtcp.runtime.vocabulary import Record, Request
@@ -78,49 +78,61 @@ def run_children(targets, timeout):
                 process.join()
 
 
-# ---- records: format, order, alignment --------------------------------------------
+# ---- entries: format, order, data positions -------------------------------------
 
-def test_records_come_out_in_order_with_their_header_fields():
-    with BroadcastRing(PAGE * 4, n_consumers=1) as ring:
+DATA = 1 << 17          # the smallest data area: one maximal record (RING_MAX_DATA) fits
+
+
+def test_entries_come_out_in_order_with_their_fields_and_data():
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
         for i in range(10):
-            seqno = ring.publish(bytes([i]) * i, Record.FRAME, flags=i, gso_size=1448,
-                                 csum_start=34, csum_offset=16, now_ns=1000 + i)
+            seqno = ring.publish(bytes([i]) * i, Record.SEGMENT, frame_flags=i, gso_size=1448, now_ns=1000 + i,
+                                 seq=7 * i, ack=99, window=i + 1, tsval=5, tsecr=6, has_ts=1, tcp_flags=0x10)
             assert seqno == i
-        ring.publish(b"", Record.TICK, now_ns=2000)
-        records = ring.read(0)
-    assert [r.seqno for r in records] == list(range(11))
-    for i, record in enumerate(records[:10]):
-        assert record.kind == Record.FRAME
-        assert record.payload == bytes([i]) * i
-        assert (record.flags, record.gso_size, record.csum_start, record.csum_offset) == (i, 1448, 34, 16)
-        assert record.now_ns == 1000 + i
-    assert records[10].kind == Record.TICK and records[10].now_ns == 2000
+        ring.publish(None, Record.TICK, now_ns=2000)
+        entries = ring.read(0)
+    assert [e.seqno for e in entries] == list(range(11))
+    for i, e in enumerate(entries[:10]):
+        assert e.kind == Record.SEGMENT and e.data == bytes([i]) * i and e.length == i
+        assert (e.frame_flags, e.gso_size, e.now_ns) == (i, 1448, 1000 + i)
+        assert (e.seq, e.ack, e.window, e.tsval, e.tsecr, e.has_ts, e.tcp_flags) == (7 * i, 99, i + 1, 5, 6, 1, 0x10)
+    assert entries[10].kind == Record.TICK and entries[10].now_ns == 2000 and entries[10].data == b""
 
 
-def test_every_record_starts_8_aligned_after_a_32_byte_header():
-    assert _ring.HEADER_SIZE == 32
-    assert [record_bytes(n) for n in (0, 1, 7, 8, 9, 1500)] == [32, 40, 40, 40, 48, 1536]
-    with BroadcastRing(PAGE * 4, n_consumers=1) as ring:
-        position = 0
+def test_every_entry_is_one_cache_line_and_data_lies_back_to_back():
+    assert _ring.DESCRIPTOR_BYTES == 64
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
+        total = 0
         for length in (0, 1, 3, 8, 13, 64, 1499):
             ring.publish(b"x" * length)
-            position += record_bytes(length)
-            assert ring.producer_cursor == position
-            assert position % 8 == 0
+            total += length
+            counters = ring.counters()["producer"]
+            assert counters["data_cursor"] == total           # no header, no padding in the data area
+        assert ring.producer_cursor == 7
 
 
-def test_batch_read_takes_everything_available_and_release_moves_the_cursor():
-    with BroadcastRing(PAGE * 4, n_consumers=2) as ring:
+def test_pending_entries_are_invisible_until_commit_and_the_last_can_grow_nowhere_else():
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
+        assert ring.claim(b"one", seq=1) == 0
+        assert ring.claim(b"two", seq=2) == 1
+        assert ring.read(0) == [] and ring.available() == 0
+        ring.commit()
+        assert [e.data for e in ring.read(0)] == [b"one", b"two"]
+
+
+def test_batch_read_takes_everything_available_and_release_moves_the_cursors():
+    with BroadcastRing(16, DATA, n_consumers=2) as ring:
         for i in range(5):
             ring.publish(b"%d" % i)
         assert len(ring.read(0)) == 5
         assert ring.read(0) == []
-        assert [r.payload for r in ring.read(1, max_records=2)] == [b"0", b"1"]
-        assert [r.payload for r in ring.read(1)] == [b"2", b"3", b"4"]
-        assert ring.consumer_cursor(0) == ring.consumer_cursor(1) == ring.producer_cursor
+        assert [e.data for e in ring.read(1, max_records=2)] == [b"0", b"1"]
+        assert [e.data for e in ring.read(1)] == [b"2", b"3", b"4"]
+        assert ring.consumer_cursor(0) == ring.consumer_cursor(1) == ring.producer_cursor == 5
         counters = ring.counters()
         assert counters["producer"]["records"] == 5
         assert [c["records"] for c in counters["consumers"]] == [5, 5]
+        assert [c["data_cursor"] for c in counters["consumers"]] == [5, 5]
 
 
 # ---- mirrored memory -----------------------------------------------------------------
@@ -143,22 +155,37 @@ def test_mirrored_buffer_view_is_zero_copy():
         view.release()
 
 
-def test_ring_record_straddling_the_end_of_the_data_area_reads_contiguously():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
-        ring.publish(b"a" * (PAGE - 64 - 32))     # leaves 64 bytes before the end
+def test_huge_page_buffers_fall_back_to_normal_pages_and_work_either_way():
+    with MirroredBuffer(2 << 20, huge_pages=True) as buffer:
+        assert isinstance(buffer.huge_pages, bool)
+        buffer.view((2 << 20) - 2, 4)[:] = b"edge"
+        assert bytes(buffer.view(0, 2)) == b"ge"
+    with BroadcastRing(16, 2 << 20, 1, huge_pages=True) as ring:
+        assert isinstance(ring.huge_pages, bool)
+        ring.publish(b"on whatever pages")
+        assert ring.read(0)[0].data == b"on whatever pages"
+
+
+def test_data_straddling_the_end_of_the_data_area_reads_contiguously():
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
+        ring.publish(b"a" * (DATA - 64))          # leaves 64 bytes before the end
         ring.read(0)
-        payload = bytes(range(256)) * 4
-        ring.publish(payload)                     # header at S-64, payload crosses S
-        (record,) = ring.read(0)
-        assert record.payload == payload
-        assert ring.producer_cursor > PAGE
+        data = bytes(range(256)) * 4
+        ring.publish(data)                        # starts at S-64, crosses S
+        (entry,) = ring.read(0)
+        assert entry.data == data
+        assert ring.counters()["producer"]["data_cursor"] > DATA
 
 
-def test_buffer_size_must_be_a_power_of_two_of_pages():
+def test_sizes_must_be_powers_of_two_and_hold_a_maximal_record():
     with pytest.raises(ValueError):
         MirroredBuffer(PAGE * 3)
     with pytest.raises(ValueError):
-        BroadcastRing(1000)
+        BroadcastRing(12, DATA)                   # entries: not a power of two
+    with pytest.raises(ValueError):
+        BroadcastRing(16, PAGE)                   # data: smaller than one maximal record
+    with pytest.raises(ValueError):
+        BroadcastRing(16, DATA * 3)
 
 
 def test_close_is_refused_while_a_view_is_alive():
@@ -173,66 +200,58 @@ def test_close_is_refused_while_a_view_is_alive():
         buffer.view(0, 1)
 
 
-# ---- producer API: reserve / commit, back-pressure ------------------------------------
+# ---- back-pressure: entries and data ---------------------------------------------------
 
-def test_reserve_then_commit_publishes_only_the_committed_length():
-    with BroadcastRing(PAGE * 2, n_consumers=1) as ring:
-        area = ring.try_reserve(2000)
-        area[:5] = b"hello"
-        assert ring.read(0) == []                              # nothing visible before commit
-        area.release()
-        assert ring.commit(5, Record.FRAME, now_ns=7) == 0
-        (record,) = ring.read(0)
-        assert record.payload == b"hello" and record.now_ns == 7
-        assert ring.producer_cursor == record_bytes(5)
-
-
-def test_commit_needs_a_reserve_and_must_fit_it():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
-        with pytest.raises(RuntimeError):
-            ring.commit(0)
-        ring.try_reserve(16).release()
-        with pytest.raises(ValueError):
-            ring.commit(17)
-        ring.commit(16)
-        with pytest.raises(ValueError):
-            ring.try_reserve(PAGE)                            # header + PAGE > ring
-
-
-def test_producer_cannot_reserve_while_the_slowest_consumer_is_behind():
-    with BroadcastRing(PAGE, n_consumers=2) as ring:
+def test_producer_waits_for_the_slowest_consumer_on_entries():
+    with BroadcastRing(8, DATA, n_consumers=2) as ring:
         published = 0
-        while ring.publish(b"x" * 100, block=False) is not None:
+        while ring.publish(b"x", block=False) is not None:
             published += 1
-        assert published == PAGE // record_bytes(100)
-        assert ring.try_reserve(100) is None
-        assert len(ring.read(0)) == published                 # one consumer catches up...
-        assert ring.try_reserve(100) is None                  # ...the other still holds the space
+        assert published == 8
+        assert len(ring.read(0)) == 8                         # one consumer catches up...
+        assert ring.publish(b"x", block=False) is None        # ...the other still holds the slots
         ring.read(1, max_records=1)
-        area = ring.try_reserve(100)                          # exactly one record's room freed
-        assert area is not None
-        area.release()
-        ring.commit(100)
-        assert ring.try_reserve(100) is None
-        assert ring.read(1)[-1].seqno == published            # nothing was overwritten
-        assert ring.read(0)[0].seqno == published
+        assert ring.publish(b"y", block=False) == 8           # exactly one slot freed
+        assert ring.publish(b"z", block=False) is None
+        assert ring.read(1)[-1].seqno == 8                    # nothing was overwritten
+        assert [e.data for e in ring.read(0)] == [b"y"]
+
+
+def test_producer_waits_for_the_slowest_consumer_on_data_bytes():
+    with BroadcastRing(1024, DATA, n_consumers=1) as ring:
+        chunk = b"d" * (DATA // 4)
+        assert [ring.publish(chunk, block=False) for _ in range(5)] == [0, 1, 2, 3, None]
+        ring.read(0, max_records=1)
+        assert ring.publish(chunk, block=False) == 4
+        assert ring.publish(b"!", block=False) is None        # a single byte more does not fit either
 
 
 def test_wait_space_times_out_then_succeeds_after_release():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
+    with BroadcastRing(4, DATA, n_consumers=1) as ring:
         while ring.publish(b"y" * 500, block=False) is not None:
             pass
-        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.TIMEOUT
+        assert ring.wait_space(1, 500, spin=10, timeout=0.02) == WaitStatus.TIMEOUT
         ring.read(0)
-        assert ring.wait_space(500, spin=10, timeout=0.02) == WaitStatus.READY
+        assert ring.wait_space(1, 500, spin=10, timeout=0.02) == WaitStatus.READY
         counters = ring.counters()["producer"]
         assert counters["full_waits"] >= 1 and counters["timeouts"] == 1
+
+
+def test_rewind_replays_a_finished_log_to_new_consumers():
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
+        for i in range(3):
+            ring.publish(b"%d" % i)
+        ring.read(0)
+        ring.rewind(2)
+        assert ring.n_consumers == 2
+        assert [e.data for e in ring.read(1)] == [b"0", b"1", b"2"]
+        assert [e.data for e in ring.read(0)] == [b"0", b"1", b"2"]
 
 
 # ---- waiting, stop ---------------------------------------------------------------------
 
 def test_consumer_wait_times_out_without_records():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
         started = time.monotonic()
         assert ring.wait(0, spin=10, timeout=0.05) == WaitStatus.TIMEOUT
         assert 0.04 < time.monotonic() - started < 1.0
@@ -247,12 +266,21 @@ def in_thread(function, *args):
     return thread, outcome
 
 
+def wait_until(predicate, timeout=5.0):
+    """Poll a condition (never a fixed sleep before an exact assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.002)
+
+
 @pytest.mark.timeout(30)
 def test_a_sleeping_consumer_is_woken_by_a_publish():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
         waiter, outcome = in_thread(ring.wait, 0, 0, 5.0)
         try:
-            time.sleep(0.2)                                   # let it reach FUTEX_WAIT
+            wait_until(lambda: ring.counters()["consumers"][0]["sleeps"] >= 1)   # it reached FUTEX_WAIT
             started = time.monotonic()
             ring.publish(b"wake up")
             waiter.join(timeout=2)
@@ -262,7 +290,6 @@ def test_a_sleeping_consumer_is_woken_by_a_publish():
         assert outcome == [WaitStatus.READY]
         assert time.monotonic() - started < 1.0
         counters = ring.counters()
-        assert counters["consumers"][0]["sleeps"] >= 1
         assert counters["producer"]["wakes"] == 1
         ring.publish(b"no sleeper now")
         assert ring.counters()["producer"]["wakes"] == 1      # no syscall without a sleeper
@@ -270,30 +297,30 @@ def test_a_sleeping_consumer_is_woken_by_a_publish():
 
 @pytest.mark.timeout(30)
 def test_stop_wakes_sleepers_but_consumers_drain_first():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
+    with BroadcastRing(4, DATA, n_consumers=1) as ring:
         waiter, outcome = in_thread(ring.wait, 0, 0, 5.0)
-        time.sleep(0.2)
+        wait_until(lambda: ring.counters()["consumers"][0]["sleeps"] >= 1)
         started = time.monotonic()
         ring.stop()
         waiter.join()
         assert time.monotonic() - started < 1.0
         assert outcome == [WaitStatus.STOPPED] and ring.stopped
-        assert ring.wait_space(16, spin=0, timeout=1.0) == WaitStatus.READY
+        assert ring.wait_space(1, 16, spin=0, timeout=1.0) == WaitStatus.READY
         while ring.publish(b"z" * 64, block=False) is not None:
             pass
         started = time.monotonic()
         assert ring.publish(b"z" * 64, block=True) is None    # full and stopped: no blocking
-        assert ring.wait_space(64, spin=0, timeout=1.0) == WaitStatus.STOPPED
+        assert ring.wait_space(1, 64, spin=0, timeout=1.0) == WaitStatus.STOPPED
         assert time.monotonic() - started < 0.5
 
 
 @pytest.mark.timeout(30)
 def test_close_refuses_while_a_thread_is_blocked_in_a_wait():
-    ring = BroadcastRing(PAGE, n_consumers=1)
+    ring = BroadcastRing(16, DATA, n_consumers=1)
     queue = MessageQueue(2)
     ring_waiter, _ = in_thread(ring.wait, 0, 0, 5.0)
     queue_waiter, _ = in_thread(queue.wait, 0, 5.0)
-    time.sleep(0.1)
+    wait_until(lambda: ring.counters()["consumers"][0]["sleeps"] >= 1 and queue.counters()["consumer_sleeps"] >= 1)
     with pytest.raises(RuntimeError):
         ring.close()
     with pytest.raises(RuntimeError):
@@ -307,21 +334,21 @@ def test_close_refuses_while_a_thread_is_blocked_in_a_wait():
 
 
 def test_records_published_before_stop_are_still_delivered():
-    with BroadcastRing(PAGE, n_consumers=1) as ring:
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
         ring.publish(b"last words")
         ring.stop()
         assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.READY
-        assert ring.read(0)[0].payload == b"last words"
+        assert ring.read(0)[0].data == b"last words"
         assert ring.wait(0, spin=0, timeout=1.0) == WaitStatus.STOPPED
 
 
 # ---- sharing: from_fd ----------------------------------------------------------------------
 
 def test_from_fd_maps_the_same_ring_memory():
-    with BroadcastRing(PAGE * 2, n_consumers=3) as ring, BroadcastRing.from_fd(ring.fileno()) as other:
-        assert (other.size, other.n_consumers) == (PAGE * 2, 3)
+    with BroadcastRing(32, DATA, n_consumers=3) as ring, BroadcastRing.from_fd(ring.fileno()) as other:
+        assert (other.entries, other.data_size, other.n_consumers) == (32, DATA, 3)
         ring.publish(b"shared")
-        assert other.read(2)[0].payload == b"shared"
+        assert other.read(2)[0].data == b"shared"
         assert ring.consumer_cursor(2) == other.producer_cursor
 
 
@@ -348,7 +375,7 @@ def _attach_through_proc(kind, path, expected):
             return got
         if kind == "ring":
             with ring_module.BroadcastRing.from_fd(fd) as ring:
-                got = ring.read(0)[0].payload
+                got = ring.read(0)[0].data
                 ring.publish(b"reply")
             return got
         with queue_module.MessageQueue.from_fd(fd) as queue:
@@ -362,7 +389,7 @@ def _attach_through_proc(kind, path, expected):
 def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
     spawn = multiprocessing.get_context("spawn")
     buffer = MirroredBuffer(PAGE)
-    ring = BroadcastRing(PAGE, n_consumers=2)
+    ring = BroadcastRing(16, DATA, n_consumers=2)
     queue = MessageQueue(8)
     try:
         buffer.view(0, 5)[:] = b"hello"
@@ -376,7 +403,7 @@ def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
             assert pool.apply(_attach_through_proc, ("ring", proc_path(ring), b"")) == b"record"
             pool.apply(_attach_through_proc, ("queue", proc_path(queue), b""))
         assert bytes(buffer.view(PAGE - 1, 2)) == b"!?" and bytes(buffer.view(0, 1)) == b"?"
-        assert [r.payload for r in ring.read(1)] == [b"record", b"reply"]
+        assert [e.data for e in ring.read(1)] == [b"record", b"reply"]
         assert queue.take() == (Request.CLOSE, 9, 1, 2, 3)
     finally:
         buffer.close()
@@ -392,7 +419,7 @@ def test_close_releases_fds_and_mappings_and_leaves_nothing_in_dev_shm():
     maps_before = memfd_mappings()
     for _ in range(3):
         buffer = MirroredBuffer(PAGE * 4)
-        ring = BroadcastRing(PAGE * 8, n_consumers=4)
+        ring = BroadcastRing(64, DATA, n_consumers=4)
         attached = BroadcastRing.from_fd(ring.fileno())
         queue = MessageQueue(64)
         view = buffer.view(0, 8)
@@ -411,60 +438,63 @@ def test_dropping_the_last_reference_also_releases_everything():
     fds_before = open_fds()
     maps_before = memfd_mappings()
     MirroredBuffer(PAGE)
-    BroadcastRing(PAGE, 2)
+    BroadcastRing(16, DATA, 2)
     MessageQueue(16)
     assert open_fds() == fds_before
     assert memfd_mappings() == maps_before
 
 
-# ---- property: cursor arithmetic and record sizes ----------------------------------------------
+# ---- property: cursor arithmetic -------------------------------------------------------------
 
 @settings(max_examples=150, deadline=None)
 @given(
-    start=st.sampled_from([0, 8, PAGE - 8, 2**32 - 16, 2**63, 2**64 - 3 * PAGE - 8, 2**64 - 40]),
+    start=st.sampled_from([(0, 0), (8, 3), (2**32 - 4, DATA - 5), (2**63, 2**63 + 1), (2**64 - 5, 2**64 - 200)]),
     operations=st.lists(
         st.one_of(
-            st.tuples(st.just("publish"), st.integers(0, 1500)),
+            st.tuples(st.just("publish"), st.integers(0, DATA // 3)),
             st.tuples(st.just("read"), st.integers(0, 1), st.integers(0, 4)),
         ),
         max_size=60,
     ),
 )
 def test_ring_matches_a_model_of_cursors_and_sizes(start, operations):
-    """Whatever the interleaving, and even across the 2^64 wrap of the cursors:
-    a record fits iff the slowest consumer left room; consumers see exactly the
-    published records, in order, intact."""
-    size = PAGE
-    with BroadcastRing(size, n_consumers=2) as ring:
-        ring._start_at(start)
-        published = []                       # (ring bytes, payload)
+    """Whatever the interleaving, and even across the 2^64 wrap of the
+    cursors: an entry fits iff the slowest consumer left a slot and enough
+    data bytes; consumers see exactly the published entries, in order, intact."""
+    entries, start_seqno, start_data = 8, start[0], start[1]
+    with BroadcastRing(entries, DATA, n_consumers=2) as ring:
+        ring._start_at(start_seqno, start_data)
+        published = []                       # data of each entry
         read_upto = [0, 0]
         for operation in operations:
             if operation[0] == "publish":
                 length = operation[1]
-                payload = bytes((len(published) + i) & 0xFF for i in range(length))
-                in_flight = sum(b for b, _ in published[min(read_upto):])
-                fits = in_flight + record_bytes(length) <= size
-                seqno = ring.publish(payload, block=False)
+                data = bytes((len(published) + i) & 0xFF for i in range(length))
+                slowest = min(read_upto)
+                in_flight = sum(len(d) for d in published[slowest:])
+                fits = len(published) - slowest < entries and in_flight + length <= DATA
+                seqno = ring.publish(data, block=False)
                 assert (seqno is not None) == fits
                 if fits:
-                    assert seqno == len(published)
-                    published.append((record_bytes(length), payload))
+                    assert seqno == (start_seqno + len(published)) % 2**64
+                    published.append(data)
             else:
                 _, consumer, limit = operation
-                records = ring.read(consumer, max_records=limit)
+                got = ring.read(consumer, max_records=limit)
                 expected = published[read_upto[consumer]:]
                 if limit:
                     expected = expected[:limit]
-                assert [r.payload for r in records] == [p for _, p in expected]
-                assert [r.seqno for r in records] == list(
-                    range(read_upto[consumer], read_upto[consumer] + len(expected)))
-                read_upto[consumer] += len(records)
-            total = sum(b for b, _ in published)
-            assert ring.producer_cursor == (start + total) % 2**64
+                assert [e.data for e in got] == expected
+                assert [e.seqno for e in got] == [(start_seqno + read_upto[consumer] + i) % 2**64
+                                                  for i in range(len(expected))]
+                read_upto[consumer] += len(got)
+            assert ring.producer_cursor == (start_seqno + len(published)) % 2**64
+            counters = ring.counters()
+            assert counters["producer"]["data_cursor"] == (start_data + sum(map(len, published))) % 2**64
             for consumer in (0, 1):
-                consumed = sum(b for b, _ in published[:read_upto[consumer]])
-                assert ring.consumer_cursor(consumer) == (start + consumed) % 2**64
+                assert ring.consumer_cursor(consumer) == (start_seqno + read_upto[consumer]) % 2**64
+                assert counters["consumers"][consumer]["data_cursor"] == \
+                    (start_data + sum(map(len, published[:read_upto[consumer]]))) % 2**64
 
 
 # ---- cross-process stress ------------------------------------------------------------------------
@@ -475,11 +505,11 @@ STRESS_SEED = 0x5EED
 
 @pytest.mark.timeout(60)
 def test_three_consumer_processes_see_two_million_records_intact_and_in_order():
-    """More processes (4) than cores (2) and a 256 KiB ring that holds only a
-    few 64 KiB records: the producer is held back all the time and everyone
-    has to sleep on futexes.  Each consumer checks seqno, header, length and
-    the whole payload pattern of every record."""
-    ring = BroadcastRing(256 * 1024, n_consumers=3)
+    """More processes (4) than cores (2) and a log that holds 64 entries and
+    256 KiB of data (a few 64 KiB records): the producer is held back all the
+    time and everyone has to sleep on futexes.  Each consumer checks the
+    fields, the data positions and the whole data pattern of every entry."""
+    ring = BroadcastRing(64, 256 * 1024, n_consumers=3)
     try:
         started = time.monotonic()
         results = run_children(
@@ -513,7 +543,7 @@ def test_three_consumer_processes_see_two_million_records_intact_and_in_order():
 @pytest.mark.timeout(60)
 def test_stress_record_lengths_cover_small_and_gso_sized_frames():
     lengths = [ring_harness.stress_length_of(STRESS_SEED, s) for s in range(20000)]
-    assert min(lengths) == 1 and max(lengths) <= _ring.MAX_FRAME
+    assert min(lengths) == 0 and max(lengths) <= _ring.MAX_DATA
     assert any(n > 4096 for n in lengths) and sum(n > 60000 for n in lengths) > 0
 
 

@@ -1,5 +1,6 @@
-"""Replica equivalence: the MISD runtime delivers exactly what the sequential
-baseline delivers, sends the same segments, and its replicas never diverge.
+"""Replica equivalence: every strategy (misd, leader, mimd) delivers exactly
+what the sequential baseline delivers, sends the same segments, and misd's
+replicas never diverge.
 
 Each run replays the log of one synthetic connection (with seeded loss,
 reordering and duplication) through forked, pinned worker processes.
@@ -67,6 +68,13 @@ def test_misd_matches_single_for_any_loss_reorder_duplication(seed, mode, faults
             assert all(c["bytes_copied"] > 0 for c in r.counters)
             assert all(c["segments_sent"] > 0 for c in r.counters)
             assert sum(c["bytes_copied"] for c in r.counters) >= total
+    for workers in (2, 4):
+        r = replay(log, "leader", workers, 4096)
+        assert r.delivered == base.delivered, ("leader", workers)
+        assert r.receive_buffer == base.receive_buffer, ("leader", workers)
+        assert segments(r) == base_segments, ("leader", workers)
+        # the leader handed copies over: every helper copied something
+        assert all(c["bytes_copied"] > 0 for c in r.counters), ("leader", workers)
 
 
 @pytest.mark.timeout(120)
@@ -97,7 +105,7 @@ def test_more_workers_than_cores_still_complete():
     log = build_log(ReplayConfig(total_bytes=4 << 20, mode="mtu", seed=9), CORE)
     r = run_log(log, strategy="misd", workers=cpus + 2, core_config=CORE, timeout=60)
     assert r.delivered == 4 << 20
-    assert all(c["records"] == log.image.records for c in r.counters)
+    assert all(c["records"] == log.descriptors for c in r.counters)
 
 
 @pytest.mark.timeout(120)
@@ -108,3 +116,35 @@ def test_divergence_is_detected_loudly():
     with pytest.raises(RuntimeFailure, match="diverged"):
         run_log(log, strategy="misd", workers=2, core_config=CORE, timeout=60,
                 debug_worker_config=lambda w: {"secret": CORE["secret"] + w})
+
+
+@pytest.mark.timeout(120)
+def test_coalescing_changes_how_many_descriptors_not_what_is_delivered():
+    """The sequencer's receive coalescing folds in-order segments into fewer
+    descriptors; the stream delivered is the same byte for byte, and the
+    receiver still acknowledges every aggregate at once (like Linux's GRO),
+    so the sender gets an ACK at least per aggregate."""
+    total = 2 << 20
+    plain = build_log(ReplayConfig(total_bytes=total, mode="mtu", seed=4, coalesce=False), CORE)
+    folded = build_log(ReplayConfig(total_bytes=total, mode="mtu", seed=4, coalesce=True), CORE)
+    assert folded.sequencer["coalesced"] > 0 and plain.sequencer["coalesced"] == 0
+    assert folded.descriptors < plain.descriptors / 4
+    a = replay(plain, "misd", 2)
+    b = replay(folded, "misd", 2)
+    assert a.delivered == b.delivered == total
+    assert a.receive_buffer == b.receive_buffer
+    data_descriptors = folded.sequencer["segments"]
+    acks = len(segments(b))
+    assert acks >= data_descriptors - 2          # the handshake's ACK is not a data descriptor
+
+
+@pytest.mark.timeout(120)
+def test_copy_only_copies_the_stream_and_nothing_else():
+    """The ceiling run copies every byte to its place, and sends nothing."""
+    total = 2 << 20
+    log = build_log(ReplayConfig(total_bytes=total, mode="gso", seed=8), CORE)
+    r = replay(log, "copy-only", 2, 4096)
+    assert r.delivered == total
+    assert check_pattern(r.receive_buffer, 0) == -1
+    assert [c["bytes_copied"] for c in r.counters] == [total // 2, total // 2]
+    assert r.captured == [[], []]

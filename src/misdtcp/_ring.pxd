@@ -1,40 +1,32 @@
 # cython: language_level=3
-"""C-level interface of misdtcp._ring: the broadcast ring's shared layout and calls.
+"""C-level interface of misdtcp._ring: the event log's shared layout and calls.
+
+The log is a broadcast ring of fixed-size 64-byte entries (one cache line
+each, read at a fixed stride so the next entry's address never depends on the
+current one) plus a mirrored data area that holds the bytes entries refer to:
+segment payloads, and whole records for what an entry cannot describe
+(frames with unusual options, ICMP, requests).  A replica reads entries only;
+it touches data bytes only for the payload stripes it owns.
 
 Other Cython modules (the sequencer, the strategy loops, the replay source)
 ``cimport`` from here.  The memory layout is described in _ring.pyx's module
 docstring; waiting follows runtime/wait.pxd.  Every function here is
-``nogil`` and touches no Python object.  The ring carries records; what a
-record's ``kind`` means is the runtime's vocabulary (runtime/vocabulary.pxd).
+``nogil`` and touches no Python object.  What an entry's ``kind`` means is the
+runtime's vocabulary (runtime/vocabulary.pxd).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from misdtcp._system cimport atomic_load_acquire_u64
 from misdtcp.runtime.wait cimport WaitCounters
+from misdtcp.wire.descriptor cimport Descriptor, DESCRIPTOR_SIZE
 
 
 cdef enum:
     CACHE_LINE = 64
     RING_MAX_CONSUMERS = 16
-    RECORD_HEADER_SIZE = 32
-    RECORD_ALIGN = 8
-    # The largest payload the sequencer reserves: a 64 KiB GSO super-segment
-    # plus the 12-byte virtio_net_hdr that precedes it on an IFF_VNET_HDR TUN.
-    RING_MAX_FRAME = 65536 + 12
-
-
-# ---- records ------------------------------------------------------------------
-
-ctypedef struct RecordHeader:          # 32 bytes, at an 8-aligned ring position
-    uint32_t length                    # payload bytes following the header
-    uint16_t kind                      # what the record is (runtime/vocabulary.pxd)
-    uint16_t flags                     # device metadata (checksum partial / valid)
-    uint16_t gso_size
-    uint16_t csum_start
-    uint16_t csum_offset
-    uint16_t reserved
-    uint64_t now_ns                    # the sequencer's CLOCK_MONOTONIC stamp
-    uint64_t seqno                     # record number in the log, from 0
+    # The largest data one entry may claim: a 64 KiB GSO super-segment plus
+    # its virtio-net header, with room to spare.
+    RING_MAX_DATA = 65536 + 128
 
 
 # ---- ring control block (first page of the ring's memfd) ----------------------
@@ -45,21 +37,23 @@ ctypedef struct RingInfoLine:          # written once at creation, then read-onl
     uint64_t magic
     uint32_t version
     uint32_t n_consumers
-    uint64_t data_size                 # S: bytes in the mirrored data area
-    uint64_t control_size              # file offset of the data area
+    uint64_t entry_count               # E: entries in the ring (a power of two)
+    uint64_t data_size                 # S: bytes in the mirrored data area (a power of two)
+    uint64_t entries_offset            # file offsets of the entries and the data area
+    uint64_t data_offset
     uint32_t stop                      # set once, by ring_stop()
-    uint32_t _pad0
-    uint8_t _pad[24]
+    uint32_t huge_pages                # the memfd is backed by huge pages
+    uint8_t _pad[8]
 
 ctypedef struct RingProducerLine:      # written by the producer only
-    uint64_t cursor                    # end of the last published record
-    uint64_t next_seqno
+    uint64_t cursor                    # entries published (the next entry's seqno)
+    uint64_t data_cursor               # data-area position after the last published entry's bytes
     uint8_t _pad[48]
 
 ctypedef struct RingProducerStats:     # written by the producer only
-    uint64_t records
-    uint64_t bytes                     # ring bytes, headers and padding included
-    uint64_t full_waits                # reserve found no room and had to wait
+    uint64_t records                   # entries published
+    uint64_t bytes                     # data-area bytes published
+    uint64_t full_waits                # a claim found no room and had to wait
     uint64_t wakes                     # FUTEX_WAKE calls for sleeping consumers
     WaitCounters wait                  # how the waits for room ended
     uint8_t _pad[8]
@@ -70,8 +64,9 @@ ctypedef struct RingWaitLine:          # one per direction of waiting
     uint8_t _pad[56]
 
 ctypedef struct RingConsumerSlot:      # two lines, written by its consumer only
-    uint64_t cursor                    # line 1: everything before it is released
-    uint8_t _pad_cursor[56]
+    uint64_t cursor                    # line 1: entries before it are released ...
+    uint64_t data_cursor               # ... and data-area bytes before this
+    uint8_t _pad_cursor[48]
     uint64_t records                   # line 2: statistics
     uint64_t bytes
     uint64_t wakes                     # FUTEX_WAKE calls for the sleeping producer
@@ -82,64 +77,72 @@ ctypedef struct RingControl:
     RingInfoLine info
     RingProducerLine producer
     RingProducerStats producer_stats
-    RingWaitLine consumer_wait         # consumers sleep here for records
+    RingWaitLine consumer_wait         # consumers sleep here for entries
     RingWaitLine producer_wait         # the producer sleeps here for room
     RingConsumerSlot consumers[16]     # RING_MAX_CONSUMERS
 
 ctypedef struct Ring:                  # process-local handle (not shared)
     RingControl *ctl
+    Descriptor *entries
+    uint64_t entry_mask
     char *data                         # mirrored: data[i] == data[i + size]
-    uint64_t size
-    uint64_t mask
+    uint64_t data_size
+    uint64_t data_mask
     uint32_t n_consumers
-    uint64_t cached_min                # producer: last known slowest consumer cursor
-    uint32_t reserved                  # producer: 1 between a reserve and its commit
-    uint32_t reserved_max              # producer: payload room of the pending reserve
+    # producer-side state
+    uint64_t cached_entry_min          # last known slowest consumer's entry cursor
+    uint64_t cached_data_min           # ... and data cursor
+    uint32_t pending                   # entries claimed, not yet committed
+    uint64_t data_tail                 # data-area position after the pending entries' bytes
 
 
-# ---- ring: producer ----------------------------------------------------------------
+# ---- producer ------------------------------------------------------------------------
 
-cdef inline uint64_t record_size(uint32_t length) noexcept nogil:
-    """Ring bytes taken by a record with ``length`` payload bytes."""
-    return (<uint64_t>RECORD_HEADER_SIZE + length + (RECORD_ALIGN - 1)) & ~(<uint64_t>RECORD_ALIGN - 1)
-
-cdef char *ring_try_reserve(Ring *ring, uint32_t max_len) noexcept nogil
-cdef int ring_wait_space(Ring *ring, uint32_t max_len, uint32_t spin_iterations,
+cdef bint ring_has_room(Ring *ring, uint32_t entries, uint64_t data_bytes) noexcept nogil
+cdef Descriptor *ring_claim(Ring *ring, uint32_t data_bytes) noexcept nogil
+cdef int ring_wait_space(Ring *ring, uint32_t entries, uint64_t data_bytes, uint32_t spin_iterations,
                          uint64_t timeout_ns) noexcept nogil
-cdef char *ring_reserve(Ring *ring, uint32_t max_len) noexcept nogil
-cdef uint64_t ring_commit(Ring *ring, uint32_t length, uint16_t kind, uint16_t flags,
-                          uint16_t gso_size, uint16_t csum_start, uint16_t csum_offset,
-                          uint64_t now_ns) noexcept nogil
+cdef void ring_commit(Ring *ring) noexcept nogil
 cdef void ring_stop(Ring *ring) noexcept nogil
 
 
-# ---- ring: consumers ------------------------------------------------------------------
+cdef inline char *ring_data_tail(Ring *ring) noexcept nogil:
+    """Where the next data byte of the pending entries goes (mirrored: any
+    stretch of up to the data-area size is contiguous)."""
+    return ring.data + (ring.data_tail & ring.data_mask)
 
-cdef inline uint64_t ring_available(Ring *ring, uint32_t consumer_id) noexcept nogil:
-    """End of the published records (acquire: their bytes are visible)."""
+
+cdef inline void ring_data_grow(Ring *ring, uint64_t n) noexcept nogil:
+    """The pending entries' bytes grew by n (the caller wrote them at the tail;
+    it checked the room with ring_has_room first)."""
+    ring.data_tail += n
+
+
+cdef inline Descriptor *ring_last_pending(Ring *ring) noexcept nogil:
+    """The last claimed, not yet committed entry, or NULL."""
+    if ring.pending == 0:
+        return NULL
+    return &ring.entries[(ring.ctl.producer.cursor + ring.pending - 1) & ring.entry_mask]
+
+
+# ---- consumers -------------------------------------------------------------------------
+
+cdef inline uint64_t ring_available(Ring *ring) noexcept nogil:
+    """Entries published (acquire: their bytes and data are visible)."""
     return atomic_load_acquire_u64(&ring.ctl.producer.cursor)
 
-cdef inline uint64_t ring_next_seqno(Ring *ring) noexcept nogil:
-    """The seqno the next ring_commit() will stamp (producer side)."""
-    return ring.ctl.producer.next_seqno
+cdef inline Descriptor *ring_descriptor(Ring *ring, uint64_t seqno) noexcept nogil:
+    return &ring.entries[seqno & ring.entry_mask]
+
+cdef inline char *ring_data(Ring *ring, uint64_t position) noexcept nogil:
+    return ring.data + (position & ring.data_mask)
 
 cdef inline uint64_t ring_consumer_cursor(Ring *ring, uint32_t consumer_id) noexcept nogil:
     return ring.ctl.consumers[consumer_id].cursor
 
-cdef inline RecordHeader *ring_record_at(Ring *ring, uint64_t position) noexcept nogil:
-    return <RecordHeader *>(ring.data + (position & ring.mask))
-
-cdef inline char *record_payload(RecordHeader *header) noexcept nogil:
-    return (<char *>header) + RECORD_HEADER_SIZE
-
-cdef inline uint64_t ring_next_position(RecordHeader *header, uint64_t position) noexcept nogil:
-    return position + record_size(header.length)
-
-cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t new_position,
+cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t seqno, uint64_t data_position,
                        uint64_t records) noexcept nogil
-cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
-                   uint64_t timeout_ns) noexcept nogil
-cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t position,
+cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t seqno,
                         uint32_t spin_iterations, uint64_t timeout_ns) noexcept nogil
 
 
@@ -150,7 +153,10 @@ cdef class BroadcastRing:
     cdef int fd
     cdef char *control
     cdef uint64_t control_size
+    cdef char *entries_map
+    cdef uint64_t entries_map_size
     cdef Py_ssize_t exports            # live memoryviews: close() refuses while > 0
     cdef Py_ssize_t busy               # threads blocked in a nogil call: likewise
-    cdef _attach(self, int fd, uint64_t control_size, uint64_t size)
+    cdef _attach(self, int fd, uint64_t entries_offset, uint64_t entry_count, uint64_t data_offset,
+                 uint64_t data_size, bint huge)
     cdef void _release(self) noexcept

@@ -1,46 +1,54 @@
 # cython: language_level=3
 """The broadcast ring: the sequencer's event log, read by every worker.
 
-One memfd holds a control page and an S-byte data area mapped mirrored
-(runtime/shm.pyx), so a record never wraps.  The producer never overwrites a
-record until the slowest consumer has released it (lossless back-pressure);
-consumers batch everything available.  Waiting on either side follows the
-runtime's one wait policy (runtime/wait.pxd: spin briefly, then park on an
-eventcount), with one eventcount per direction of waiting.
+The log is made for replicas.  Every event is one fixed-size 64-byte
+``Descriptor`` (one cache line) in a dense entry ring; the bytes an entry refers
+to -- a segment's payload, or a whole record for what an entry cannot
+describe -- live in a separate data area.  A replica walks the entries at a
+fixed stride (so the next entry's address never depends on the current one,
+and prefetching ahead is trivial) and touches data bytes only for the payload
+stripes it owns.  The producer never overwrites an entry or a data byte until
+the slowest consumer has released it (lossless back-pressure); consumers
+batch everything available.  Waiting on either side follows the runtime's one
+wait policy (runtime/wait.pxd: spin briefly, then park on an eventcount),
+with one eventcount per direction of waiting.
 
-Broadcast ring (one producer, up to 16 consumers)
-=================================================
-One memfd: a control page, then the S-byte data area, mapped mirrored::
+Layout
+======
+One memfd::
 
-    file offset 0      RingControl (every line 64-byte aligned, see _ring.pxd)
-        +0    info            magic, version, n_consumers, S, control size, stop
-        +64   producer        cursor (published end), next_seqno
+    offset 0                 RingControl (every line 64-byte aligned, see _ring.pxd)
+        +0    info            magic, version, n_consumers, E, S, offsets, stop, huge pages
+        +64   producer        entry cursor (published), data cursor
         +128  producer_stats  records, bytes, full_waits, wakes, wait counters
         +192  consumer_wait   eventcount word consumers sleep on
         +256  producer_wait   eventcount word the producer sleeps on
-        +320  consumers[16]   128 bytes each: cursor line, statistics line
-    file offset PAGE   data area, S bytes
+        +320  consumers[16]   128 bytes each: cursor line (entry, data), statistics line
+    entries_offset           E entries of 64 bytes (E a power of two)
+    data_offset              the data area, S bytes (a power of two), mapped mirrored
 
-Cursors are uint64 byte positions that only grow; a position maps to
-``data + (position & (S - 1))``.  All comparisons use unsigned differences, so
-they stay correct when a cursor wraps past 2^64.  Records start 8-aligned::
+With huge pages the offsets are whole huge pages.  Entry positions (seqnos)
+and data positions are uint64 counters that only grow; an entry lives at
+``entries[seqno & (E - 1)]`` and a data position at ``data + (pos & (S - 1))``.
+The data area is mapped twice back to back (runtime/shm.pyx), so any stretch
+of up to S bytes is contiguous: a payload never wraps.
 
-    | RecordHeader (32 B) | payload (length B) | pad to 8 |
-
-The producer may write [producer cursor, slowest consumer cursor + S): it never
-overwrites a byte some consumer has not released (lossless back-pressure).
-Each cursor sits alone on its cache line so that the producer's stores and each
-consumer's stores never invalidate each other's lines (false sharing).
+Producer protocol: ``ring_claim`` takes the next entry (pending) and
+``ring_data_tail``/``ring_data_grow`` append its bytes; the producer may keep
+several entries pending and even grow the last one (coalescing); then
+``ring_commit`` stamps each pending entry's ``data_end``, and publishes them
+all with one release store of the cursor and at most one wake.
 
 Memory ordering
 ---------------
-* Producer: write header + payload, then **release**-store the cursor.  A
-  consumer's **acquire** load of the cursor that sees the new value therefore
-  sees the whole record.
-* Consumer: read records, then **release**-store its own cursor.  The producer
-  **acquire**-loads consumer cursors before reusing space, so the consumer's
-  reads happen before the producer's overwrites (no write-after-read race).
+* Producer: write entries and data, then **release**-store the entry cursor.
+  A consumer's **acquire** load of the cursor that sees the new value therefore
+  sees every entry and byte before it.
+* Consumer: read entries and data, then **release**-store its cursors (data
+  first, then entries).  The producer **acquire**-loads them before reusing
+  space, so the consumer's reads happen before the producer's overwrites.
 
+Each cursor line is written by one process only (false sharing avoided).
 Statistics are plain single-writer counters in the shared control page,
 readable from Python at any time (``counters()``).
 """
@@ -51,8 +59,8 @@ from libc.string cimport memcpy, memset
 from misdtcp._system cimport (MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, atomic_load_acquire_u64,
                               atomic_load_relaxed_u64, atomic_store_release_u64, atomic_store_seq_cst_u32,
                               close, counter_add_u64, mmap, monotonic_ns, munmap)
-from misdtcp.runtime.shm cimport (check_size, dup_fd, fd_size, mirror_map, mirror_unmap, os_error, page_size,
-                                  round_up, shm_create)
+from misdtcp.runtime.shm cimport (HUGE_PAGE, check_size, dup_fd, fd_size, mirror_map_aligned, mirror_unmap,
+                                  os_error, page_size, round_up, shm_create, shm_create_huge)
 from misdtcp.runtime.wait cimport (WAIT_READY, WAIT_STOPPED, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_notify,
                                    ec_wake_all, flag_set, wait_for)
 from misdtcp.runtime.vocabulary cimport REC_FRAME
@@ -62,17 +70,19 @@ import collections
 from misdtcp.runtime.wait import WaitStatus
 
 RING_MAGIC = 0x474E49525344494D      # "MISDRING" little-endian
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
-HEADER_SIZE = RECORD_HEADER_SIZE
 MAX_CONSUMERS = RING_MAX_CONSUMERS
-MAX_FRAME = RING_MAX_FRAME
+MAX_DATA = RING_MAX_DATA
+DESCRIPTOR_BYTES = DESCRIPTOR_SIZE
 
-RingRecord = collections.namedtuple(
-    "RingRecord", "seqno kind flags gso_size csum_start csum_offset now_ns payload")
+RingEntry = collections.namedtuple(
+    "RingEntry", "seqno kind tcp_flags frame_flags window segments seq ack tsval tsecr saddr sport dport "
+                 "length gso_size has_ts reason now_ns data")
+RingEntry.__doc__ = "One published log entry and its data bytes, as Python sees them (tests, tools)."
 
 # The layout is shared between processes and across modules: pin it.
-if (sizeof(RecordHeader) != 32 or sizeof(RingInfoLine) != 64
+if (sizeof(Descriptor) != DESCRIPTOR_SIZE or sizeof(RingInfoLine) != 64
         or sizeof(RingProducerLine) != 64 or sizeof(RingProducerStats) != 64
         or sizeof(RingWaitLine) != 64 or sizeof(RingConsumerSlot) != 128
         or sizeof(RingControl) != 5 * 64 + RING_MAX_CONSUMERS * 128):
@@ -80,125 +90,115 @@ if (sizeof(RecordHeader) != 32 or sizeof(RingInfoLine) != 64
 
 
 # =============================================================================
-# Broadcast ring: producer
+# Producer
 # =============================================================================
 
-cdef inline uint64_t _slowest_cursor(Ring *ring, uint64_t producer_position) noexcept nogil:
-    """Cursor of the consumer furthest behind ``producer_position``.
+cdef inline void _refresh_slowest(Ring *ring) noexcept nogil:
+    """The cursors of the consumers furthest behind (entries and data).
 
-    Acquire loads: a consumer release-stores its cursor after reading the
-    records before it, so its reads happen before we overwrite that space.
-    The lag is an unsigned difference, correct across a 2^64 wrap.
-    """
-    cdef uint64_t lag, max_lag = 0
+    Acquire loads: a consumer release-stores its cursors after reading the
+    entries and data before them, so its reads happen before we overwrite.
+    Lags are unsigned differences, correct across a 2^64 wrap."""
+    cdef uint64_t entry_pos = ring.ctl.producer.cursor
+    cdef uint64_t data_pos = ring.ctl.producer.data_cursor
+    cdef uint64_t lag, max_entry_lag = 0, max_data_lag = 0
     cdef uint32_t i
     for i in range(ring.n_consumers):
-        lag = producer_position - atomic_load_acquire_u64(&ring.ctl.consumers[i].cursor)
-        if lag > max_lag:
-            max_lag = lag
-    return producer_position - max_lag
+        lag = data_pos - atomic_load_acquire_u64(&ring.ctl.consumers[i].data_cursor)
+        if lag > max_data_lag:
+            max_data_lag = lag
+        lag = entry_pos - atomic_load_acquire_u64(&ring.ctl.consumers[i].cursor)
+        if lag > max_entry_lag:
+            max_entry_lag = lag
+    ring.cached_entry_min = entry_pos - max_entry_lag
+    ring.cached_data_min = data_pos - max_data_lag
 
 
-cdef inline bint _has_room(Ring *ring, uint64_t position, uint64_t need) noexcept nogil:
-    # The cached cursor can only be behind the true one, so a "yes" from it is
-    # safe; only a "no" is worth the cross-core loads of every consumer cursor.
-    if (position - ring.cached_min) + need <= ring.size:
+cdef inline bint _fits(Ring *ring, uint32_t entries, uint64_t data_bytes) noexcept nogil:
+    cdef uint64_t entry_end = ring.ctl.producer.cursor + ring.pending + entries
+    cdef uint64_t data_end = ring.data_tail + data_bytes
+    return (entry_end - ring.cached_entry_min <= ring.entry_mask + 1
+            and data_end - ring.cached_data_min <= ring.data_size)
+
+
+cdef bint ring_has_room(Ring *ring, uint32_t entries, uint64_t data_bytes) noexcept nogil:
+    """Room for `entries` more pending entries and `data_bytes` more data.
+
+    The cached cursors can only be behind the true ones, so a "yes" from them
+    is safe; only a "no" is worth the cross-core loads of every consumer."""
+    if _fits(ring, entries, data_bytes):
         return True
-    ring.cached_min = _slowest_cursor(ring, position)
-    return (position - ring.cached_min) + need <= ring.size
+    _refresh_slowest(ring)
+    return _fits(ring, entries, data_bytes)
 
 
-cdef char *ring_try_reserve(Ring *ring, uint32_t max_len) noexcept nogil:
-    """Payload area for a record of up to ``max_len`` bytes, or NULL if no room.
-
-    NULL also when ``record_size(max_len)`` exceeds the ring (a caller bug).
-    The area stays reserved until ring_commit(); nothing is visible before.
-    """
-    cdef uint64_t need = record_size(max_len)
-    cdef uint64_t position = ring.ctl.producer.cursor      # we are its only writer
-    if need > ring.size or not _has_room(ring, position, need):
+cdef Descriptor *ring_claim(Ring *ring, uint32_t data_bytes) noexcept nogil:
+    """The next entry, pending until ring_commit(), with room for `data_bytes`
+    of its data at ring_data_tail(); NULL if there is no room (or the request
+    can never fit).  The entry's `data` is set to where its bytes start; the
+    caller fills in the rest and calls ring_data_grow() for what it wrote."""
+    cdef Descriptor *entry
+    if data_bytes > ring.data_size or not ring_has_room(ring, 1, data_bytes):
         return NULL
-    ring.reserved = 1
-    ring.reserved_max = max_len
-    return ring.data + (position & ring.mask) + RECORD_HEADER_SIZE
+    entry = &ring.entries[(ring.ctl.producer.cursor + ring.pending) & ring.entry_mask]
+    ring.pending += 1
+    entry.data = ring.data_tail
+    entry.length = 0
+    return entry
 
 
 ctypedef struct _RoomWait:
     Ring *ring
-    uint64_t position
-    uint64_t need
+    uint32_t entries
+    uint64_t data_bytes
 
 
 cdef bint _room_ready(void *context) noexcept nogil:
     cdef _RoomWait *w = <_RoomWait *>context
-    return _has_room(w.ring, w.position, w.need)
+    return ring_has_room(w.ring, w.entries, w.data_bytes)
 
 
-cdef int ring_wait_space(Ring *ring, uint32_t max_len, uint32_t spin_iterations,
+cdef int ring_wait_space(Ring *ring, uint32_t entries, uint64_t data_bytes, uint32_t spin_iterations,
                          uint64_t timeout_ns) noexcept nogil:
-    """Wait until a record of ``max_len`` fits: WAIT_READY, WAIT_TIMEOUT or WAIT_STOPPED."""
+    """Wait until `entries` more entries and `data_bytes` more data fit:
+    WAIT_READY, WAIT_TIMEOUT or WAIT_STOPPED."""
     cdef RingControl *ctl = ring.ctl
     cdef _RoomWait w
     w.ring = ring
-    w.position = ctl.producer.cursor
-    w.need = record_size(max_len)
-    if _has_room(ring, w.position, w.need):
+    w.entries = entries
+    w.data_bytes = data_bytes
+    if ring_has_room(ring, entries, data_bytes):
         return WAIT_READY
     counter_add_u64(&ctl.producer_stats.full_waits, 1)
     return wait_for(_room_ready, &w, &ctl.producer_wait.eventcount, &ctl.info.stop,
                     spin_iterations, timeout_ns, &ctl.producer_stats.wait)
 
 
-cdef char *ring_reserve(Ring *ring, uint32_t max_len) noexcept nogil:
-    """Like ring_try_reserve but waits for room; NULL only if stopped (or too big).
-
-    Waits in WAIT_TIMEOUT_NS slices forever: a producer that must notice a
-    dead consumer uses ring_try_reserve + ring_wait_space itself.
-    """
-    cdef char *payload
-    if record_size(max_len) > ring.size:
-        return NULL
-    while True:
-        payload = ring_try_reserve(ring, max_len)
-        if payload != NULL:
-            return payload
-        if ring_wait_space(ring, max_len, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
-            return NULL
-
-
-cdef uint64_t ring_commit(Ring *ring, uint32_t length, uint16_t kind, uint16_t flags,
-                          uint16_t gso_size, uint16_t csum_start, uint16_t csum_offset,
-                          uint64_t now_ns) noexcept nogil:
-    """Publish the reserved record with ``length`` payload bytes; returns its seqno.
-
-    Precondition: a successful reserve with ``max_len >= length`` (the Python
-    wrapper checks it; the C fast path trusts the sequencer).
-    """
+cdef void ring_commit(Ring *ring) noexcept nogil:
+    """Publish every pending entry: one release store, at most one wake."""
     cdef RingControl *ctl = ring.ctl
-    cdef uint64_t position = ctl.producer.cursor
-    cdef uint64_t seqno = ctl.producer.next_seqno
-    cdef uint64_t size = record_size(length)
-    cdef RecordHeader *header = <RecordHeader *>(ring.data + (position & ring.mask))
-    header.length = length
-    header.kind = kind
-    header.flags = flags
-    header.gso_size = gso_size
-    header.csum_start = csum_start
-    header.csum_offset = csum_offset
-    header.reserved = 0
-    header.now_ns = now_ns
-    header.seqno = seqno
-    ctl.producer.next_seqno = seqno + 1
-    ring.reserved = 0
-    ring.reserved_max = 0
-    # Release: the header and payload stores above become visible no later
-    # than the new cursor, which is all a consumer looks at.
-    atomic_store_release_u64(&ctl.producer.cursor, position + size)
-    counter_add_u64(&ctl.producer_stats.records, 1)
-    counter_add_u64(&ctl.producer_stats.bytes, size)
+    cdef uint64_t seqno = ctl.producer.cursor
+    cdef uint32_t i
+    cdef Descriptor *entry
+    cdef Descriptor *after
+    if ring.pending == 0:
+        return
+    for i in range(ring.pending):
+        entry = &ring.entries[(seqno + i) & ring.entry_mask]
+        if i + 1 < ring.pending:
+            after = &ring.entries[(seqno + i + 1) & ring.entry_mask]
+            entry.data_end = after.data
+        else:
+            entry.data_end = ring.data_tail
+    counter_add_u64(&ctl.producer_stats.records, ring.pending)
+    counter_add_u64(&ctl.producer_stats.bytes, ring.data_tail - ctl.producer.data_cursor)
+    ctl.producer.data_cursor = ring.data_tail
+    # Release: the entries and data written above become visible no later than
+    # the new cursor, which is all a consumer looks at.
+    atomic_store_release_u64(&ctl.producer.cursor, seqno + ring.pending)
+    ring.pending = 0
     if ec_notify(&ctl.consumer_wait.eventcount):
         counter_add_u64(&ctl.producer_stats.wakes, 1)
-    return seqno
 
 
 cdef void ring_stop(Ring *ring) noexcept nogil:
@@ -209,124 +209,151 @@ cdef void ring_stop(Ring *ring) noexcept nogil:
 
 
 # =============================================================================
-# Broadcast ring: consumers
+# Consumers
 # =============================================================================
 
-cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t new_position,
+cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t seqno, uint64_t data_position,
                        uint64_t records) noexcept nogil:
-    """Give back everything before ``new_position`` (``records`` records).
+    """Give back every entry before `seqno` and every data byte before
+    `data_position` (the data_end of the last released entry).
 
-    Release store: our reads of those records happen before the producer,
-    after its acquire load of this cursor, overwrites them.
-    """
+    Release stores, data first: our reads of those entries and bytes happen
+    before the producer, after its acquire loads, overwrites them."""
     cdef RingConsumerSlot *slot = &ring.ctl.consumers[consumer_id]
-    cdef uint64_t old = slot.cursor
-    atomic_store_release_u64(&slot.cursor, new_position)
+    cdef uint64_t old = slot.data_cursor
+    atomic_store_release_u64(&slot.data_cursor, data_position)
+    atomic_store_release_u64(&slot.cursor, seqno)
     counter_add_u64(&slot.records, records)
-    counter_add_u64(&slot.bytes, new_position - old)
+    counter_add_u64(&slot.bytes, data_position - old)
     if ec_notify(&ring.ctl.producer_wait.eventcount):
         counter_add_u64(&slot.wakes, 1)
 
 
-ctypedef struct _RecordWait:
+ctypedef struct _EntryWait:
     Ring *ring
-    uint64_t position
+    uint64_t seqno
 
 
-cdef bint _record_ready(void *context) noexcept nogil:
-    cdef _RecordWait *w = <_RecordWait *>context
-    return atomic_load_acquire_u64(&w.ring.ctl.producer.cursor) != w.position
+cdef bint _entry_ready(void *context) noexcept nogil:
+    cdef _EntryWait *w = <_EntryWait *>context
+    return atomic_load_acquire_u64(&w.ring.ctl.producer.cursor) != w.seqno
 
 
-cdef int ring_wait(Ring *ring, uint32_t consumer_id, uint32_t spin_iterations,
-                   uint64_t timeout_ns) noexcept nogil:
-    """Wait until a record past this consumer's released cursor is published.
-
-    WAIT_READY when there is one (even after stop: the log is drained first),
-    WAIT_STOPPED when stopped and drained, WAIT_TIMEOUT after ``timeout_ns``.
-    """
-    return ring_wait_from(ring, consumer_id, ring.ctl.consumers[consumer_id].cursor,
-                          spin_iterations, timeout_ns)
-
-
-cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t position,
+cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t seqno,
                         uint32_t spin_iterations, uint64_t timeout_ns) noexcept nogil:
-    """Wait until a record at or past ``position`` is published.
-
-    For consumers that read ahead of what they release (a worker that keeps
-    records since its last checkpoint, or claimers sharing one cursor): the
-    released cursor lags, so waiting on it would return at once and spin.
-    Statistics go to ``consumer_id``'s slot.
-    """
-    cdef _RecordWait w
+    """Wait until the entry `seqno` is published.  WAIT_READY when it is (even
+    after stop: the log is drained first), WAIT_STOPPED when stopped and
+    drained, WAIT_TIMEOUT after `timeout_ns`.  A consumer may read ahead of what
+    it releases (a worker keeps entries since its last checkpoint; claimers
+    share one cursor), so it says where it is.  Statistics go to
+    `consumer_id`'s slot."""
+    cdef _EntryWait w
     w.ring = ring
-    w.position = position
-    return wait_for(_record_ready, &w, &ring.ctl.consumer_wait.eventcount, &ring.ctl.info.stop,
+    w.seqno = seqno
+    return wait_for(_entry_ready, &w, &ring.ctl.consumer_wait.eventcount, &ring.ctl.info.stop,
                     spin_iterations, timeout_ns, &ring.ctl.consumers[consumer_id].wait)
 
 
 # =============================================================================
-# Broadcast ring: Python owner
+# The Python owner
 # =============================================================================
 
 cdef class BroadcastRing:
-    """A broadcast ring in shared memory: one producer, ``n_consumers`` consumers.
+    """The event log in shared memory: one producer, ``n_consumers`` consumers.
 
-    ``BroadcastRing(size, n_consumers)`` creates it; forked children use the
-    same object; ``BroadcastRing.from_fd(fd)`` maps it in another process.
-    Other Cython modules use ``ring.ring`` (the C ``Ring``) with the nogil
-    functions of _ring.pxd; the Python methods exist for set-up, tests and
-    statistics.  The buffer protocol exports the mirrored data area (2*size).
+    ``BroadcastRing(entries, data_size, n_consumers)`` creates it; forked
+    children use the same object; ``BroadcastRing.from_fd(fd)`` maps it in
+    another process.  Other Cython modules use ``ring.ring`` (the C ``Ring``)
+    with the nogil functions of _ring.pxd; the Python methods exist for
+    set-up, tests and statistics.  The buffer protocol exports the mirrored
+    data area (2 * data_size bytes).  `huge_pages` asks for a huge-page
+    memfd where the system offers one (``self.huge_pages`` says what it got).
     """
 
     def __cinit__(self):
         self.fd = -1
         self.control = NULL
         self.control_size = 0
+        self.entries_map = NULL
+        self.entries_map_size = 0
         self.exports = 0
         self.busy = 0
         memset(&self.ring, 0, sizeof(Ring))
 
-    def __init__(self, uint64_t size=1 << 20, uint32_t n_consumers=1, *,
-                 str name="misdtcp-ring"):
-        check_size(size)
+    def __init__(self, uint64_t entries=1 << 16, uint64_t data_size=1 << 24, uint32_t n_consumers=1, *,
+                 str name="misdtcp-ring", bint huge_pages=False):
+        cdef RingInfoLine *info
+        cdef int fd = -1
+        cdef uint64_t unit
+        if entries < 2 or entries & (entries - 1):
+            raise ValueError(f"the entry count must be a power of two of at least 2, not {entries}")
+        check_size(data_size)
+        if data_size < RING_MAX_DATA:
+            raise ValueError(f"the data area must hold at least one maximal record ({RING_MAX_DATA} bytes)")
         if not 1 <= n_consumers <= RING_MAX_CONSUMERS:
             raise ValueError(f"n_consumers must be 1..{RING_MAX_CONSUMERS}, not {n_consumers}")
-        cdef RingInfoLine *info
-        control_size = round_up(sizeof(RingControl), page_size())
         encoded = name.encode()
-        fd = shm_create(encoded, control_size + size)
-        if fd < 0:
-            raise os_error("memfd_create", -fd)
-        self._attach(fd, control_size, size)
+        huge = False
+        if huge_pages and data_size % HUGE_PAGE == 0:
+            unit = HUGE_PAGE
+            entries_offset = round_up(sizeof(RingControl), unit)
+            data_offset = entries_offset + round_up(entries * DESCRIPTOR_SIZE, unit)
+            fd = shm_create_huge(encoded, data_offset + data_size)
+            if fd >= 0:
+                try:
+                    self._attach(fd, entries_offset, entries, data_offset, data_size, True)
+                    huge = True
+                except OSError:
+                    fd = -1             # no pages in the pool: normal pages instead
+        if not huge:
+            unit = page_size()
+            entries_offset = round_up(sizeof(RingControl), unit)
+            data_offset = entries_offset + round_up(entries * DESCRIPTOR_SIZE, unit)
+            fd = shm_create(encoded, data_offset + data_size)
+            if fd < 0:
+                raise os_error("memfd_create", -fd)
+            self._attach(fd, entries_offset, entries, data_offset, data_size, False)
         # A fresh memfd reads as zeros: cursors, counters and words start at 0.
         info = &self.ring.ctl.info
         info.version = LAYOUT_VERSION
         info.n_consumers = n_consumers
-        info.data_size = size
-        info.control_size = control_size
+        info.entry_count = entries
+        info.data_size = data_size
+        info.entries_offset = entries_offset
+        info.data_offset = data_offset
+        info.huge_pages = huge
         atomic_store_release_u64(&info.magic, RING_MAGIC)
         self.ring.n_consumers = n_consumers
 
-    cdef _attach(self, int fd, uint64_t control_size, uint64_t size):
-        cdef void *control
+    cdef _attach(self, int fd, uint64_t entries_offset, uint64_t entry_count, uint64_t data_offset,
+                 uint64_t data_size, bint huge):
+        cdef void *mapped
         cdef int error_code = 0
         self.fd = fd
-        control = mmap(NULL, control_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        if control == MAP_FAILED:
+        self.control_size = entries_offset
+        mapped = mmap(NULL, entries_offset, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if mapped == MAP_FAILED:
             error = os_error("mmap")
             self._release()
             raise error
-        self.control = <char *>control
-        self.control_size = control_size
-        self.ring.ctl = <RingControl *>control
-        self.ring.data = mirror_map(fd, control_size, size, &error_code)
+        self.control = <char *>mapped
+        self.ring.ctl = <RingControl *>mapped
+        self.entries_map_size = data_offset - entries_offset
+        mapped = mmap(NULL, self.entries_map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, <long>entries_offset)
+        if mapped == MAP_FAILED:
+            error = os_error("mmap")
+            self._release()
+            raise error
+        self.entries_map = <char *>mapped
+        self.ring.entries = <Descriptor *>mapped
+        self.ring.entry_mask = entry_count - 1
+        self.ring.data = mirror_map_aligned(fd, data_offset, data_size, HUGE_PAGE if huge else 0, &error_code)
         if self.ring.data == NULL:
             error = os_error("mmap", error_code)
             self._release()
             raise error
-        self.ring.size = size
-        self.ring.mask = size - 1
+        self.ring.data_size = data_size
+        self.ring.data_mask = data_size - 1
 
     @classmethod
     def from_fd(cls, int fd):
@@ -335,16 +362,20 @@ cdef class BroadcastRing:
         cdef int own = dup_fd(fd)
         cdef RingControl *ctl
         cdef uint64_t total
-        cdef uint64_t control_size = round_up(sizeof(RingControl), page_size())
+        cdef uint64_t first = round_up(sizeof(RingControl), page_size())
         try:
             total = fd_size(own)
-            if total <= control_size:
+            if total <= first:
                 raise ValueError("fd is not a misdtcp ring (too small)")
         except BaseException:
             close(own)
             raise
-        # Map the control page alone first to learn the geometry.
-        ctl = <RingControl *>mmap(NULL, control_size, PROT_READ, MAP_SHARED, own, 0)
+        # Map the control block alone first to learn the geometry (a huge-page
+        # memfd must be mapped in whole huge pages).
+        ctl = <RingControl *>mmap(NULL, first, PROT_READ, MAP_SHARED, own, 0)
+        if <void *>ctl == MAP_FAILED:
+            ctl = <RingControl *>mmap(NULL, HUGE_PAGE, PROT_READ, MAP_SHARED, own, 0)
+            first = HUGE_PAGE
         if <void *>ctl == MAP_FAILED:
             error = os_error("mmap")
             close(own)
@@ -352,20 +383,30 @@ cdef class BroadcastRing:
         magic = atomic_load_acquire_u64(&ctl.info.magic)
         version = ctl.info.version
         n_consumers = ctl.info.n_consumers
-        size = ctl.info.data_size
-        stored_control = ctl.info.control_size
-        munmap(ctl, control_size)
-        if (magic != RING_MAGIC or version != LAYOUT_VERSION or stored_control != control_size
-                or total != control_size + size):
+        entries = ctl.info.entry_count
+        data_size = ctl.info.data_size
+        entries_offset = ctl.info.entries_offset
+        data_offset = ctl.info.data_offset
+        huge = ctl.info.huge_pages
+        munmap(ctl, first)
+        if (magic != RING_MAGIC or version != LAYOUT_VERSION or total != data_offset + data_size):
             close(own)
             raise ValueError("fd is not a misdtcp ring of this layout version")
-        self._attach(own, control_size, size)
+        self._attach(own, entries_offset, entries, data_offset, data_size, huge)
         self.ring.n_consumers = n_consumers
+        # whoever maps the ring may become its (single) producer: pick up where
+        # the previous one left off
+        self.ring.data_tail = self.ring.ctl.producer.data_cursor
+        _refresh_slowest(&self.ring)
         return self
 
     cdef void _release(self) noexcept:
-        mirror_unmap(self.ring.data, self.ring.size)
+        mirror_unmap(self.ring.data, self.ring.data_size)
         self.ring.data = NULL
+        if self.entries_map != NULL:
+            munmap(self.entries_map, self.entries_map_size)
+            self.entries_map = NULL
+            self.ring.entries = NULL
         if self.control != NULL:
             munmap(self.control, self.control_size)
             self.control = NULL
@@ -397,7 +438,7 @@ cdef class BroadcastRing:
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         self._check_open()
-        PyBuffer_FillInfo(buffer, self, self.ring.data, <Py_ssize_t>(2 * self.ring.size), 0, flags)
+        PyBuffer_FillInfo(buffer, self, self.ring.data, <Py_ssize_t>(2 * self.ring.data_size), 0, flags)
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer *buffer):
@@ -414,8 +455,17 @@ cdef class BroadcastRing:
         return self.ring.data == NULL
 
     @property
-    def size(self):
-        return self.ring.size
+    def entries(self):
+        return self.ring.entry_mask + 1
+
+    @property
+    def data_size(self):
+        return self.ring.data_size
+
+    @property
+    def huge_pages(self):
+        self._check_open()
+        return bool(self.ring.ctl.info.huge_pages)
 
     @property
     def n_consumers(self):
@@ -435,74 +485,105 @@ cdef class BroadcastRing:
         if consumer_id >= self.ring.n_consumers:
             raise ValueError(f"consumer id {consumer_id} out of range (n_consumers={self.ring.n_consumers})")
 
-    def _start_at(self, uint64_t position):
-        """Test hook: move every cursor of an unused ring to ``position`` (e.g. near 2^64)."""
+    def _start_at(self, uint64_t seqno, uint64_t data_position):
+        """Test hook: move every cursor of an unused ring (e.g. near 2^64)."""
         self._check_open()
-        if self.ring.ctl.producer.next_seqno != 0 or self.ring.reserved:
+        if self.ring.ctl.producer.cursor != 0 or self.ring.pending:
             raise RuntimeError("_start_at only on a ring nothing was published to")
         for i in range(self.ring.n_consumers):
-            atomic_store_release_u64(&self.ring.ctl.consumers[i].cursor, position)
-        atomic_store_release_u64(&self.ring.ctl.producer.cursor, position)
-        self.ring.cached_min = position
+            atomic_store_release_u64(&self.ring.ctl.consumers[i].data_cursor, data_position)
+            atomic_store_release_u64(&self.ring.ctl.consumers[i].cursor, seqno)
+        self.ring.ctl.producer.data_cursor = data_position
+        atomic_store_release_u64(&self.ring.ctl.producer.cursor, seqno)
+        self.ring.data_tail = data_position
+        self.ring.cached_entry_min = seqno
+        self.ring.cached_data_min = data_position
+
+    def rewind(self, uint32_t n_consumers):
+        """Make a finished log readable again from the start by `n_consumers`
+        new consumers (a benchmark replays one log many times).  Only while
+        no process uses the ring."""
+        self._check_open()
+        if not 1 <= n_consumers <= RING_MAX_CONSUMERS:
+            raise ValueError(f"n_consumers must be 1..{RING_MAX_CONSUMERS}, not {n_consumers}")
+        if self.ring.ctl.producer.cursor > self.ring.entry_mask + 1 or \
+                self.ring.ctl.producer.data_cursor > self.ring.data_size:
+            raise ValueError("the log has wrapped around: its start is gone")
+        memset(&self.ring.ctl.consumers[0], 0, sizeof(RingConsumerSlot) * RING_MAX_CONSUMERS)
+        self.ring.ctl.info.n_consumers = n_consumers
+        self.ring.ctl.info.stop = 0
+        self.ring.n_consumers = n_consumers
 
     # ---- producer --------------------------------------------------------------
 
-    def try_reserve(self, uint32_t max_len):
-        """Writable memoryview of the payload area, or None when the ring has no room."""
-        self._check_open()
-        if record_size(max_len) > self.ring.size:
-            raise ValueError(f"a record of {max_len} bytes does not fit a {self.ring.size}-byte ring")
-        payload = ring_try_reserve(&self.ring, max_len)
-        if payload == NULL:
-            return None
-        start = payload - self.ring.data
-        return memoryview(self)[start:start + max_len]
-
-    def wait_space(self, uint32_t max_len, uint32_t spin=WAIT_SPIN, double timeout=0.05):
-        """Block (GIL released) until ``max_len`` fits; returns a WaitStatus."""
+    def wait_space(self, uint32_t entries=1, uint64_t data_bytes=0, uint32_t spin=WAIT_SPIN,
+                   double timeout=0.05):
+        """Block (GIL released) until that much fits; returns a WaitStatus."""
         self._check_open()
         cdef uint64_t timeout_ns = <uint64_t>(timeout * 1e9)
         cdef int rc
         self.busy += 1          # close() refuses while a thread is blocked in here
         with nogil:
-            rc = ring_wait_space(&self.ring, max_len, spin, timeout_ns)
+            rc = ring_wait_space(&self.ring, entries, data_bytes, spin, timeout_ns)
         self.busy -= 1
         return WaitStatus(rc)
 
-    def commit(self, uint32_t length, uint16_t kind=REC_FRAME, uint16_t flags=0,
-               uint16_t gso_size=0, uint16_t csum_start=0, uint16_t csum_offset=0, now_ns=None):
-        """Publish the reserved record; returns its seqno."""
+    def claim(self, const uint8_t[:] data=None, uint16_t kind=REC_FRAME, *, uint16_t frame_flags=0,
+              uint16_t gso_size=0, now_ns=None, bint block=True, **fields):
+        """Claim the next entry, with `data` as its bytes and the named entry
+        fields (e.g. seq=..., tcp_flags=...); it stays pending -- invisible to
+        consumers -- until commit().  Returns its seqno, or None if `block` is
+        false and there is no room, or if the ring was stopped."""
         self._check_open()
-        if not self.ring.reserved:
-            raise RuntimeError("commit without a successful reserve")
-        if length > self.ring.reserved_max:
-            raise ValueError(f"commit of {length} bytes exceeds the reserved {self.ring.reserved_max}")
+        cdef uint32_t length = 0 if data is None else <uint32_t>data.shape[0]
+        cdef Descriptor *entry = NULL
+        cdef uint64_t seqno
+        cdef int rc
+        if length > self.ring.data_size:
+            raise ValueError(f"{length} bytes do not fit a {self.ring.data_size}-byte data area")
+        for name in fields:
+            if name not in _ENTRY_FIELDS:
+                raise ValueError(f"{name!r} is not a log entry field")
         stamp = monotonic_ns() if now_ns is None else now_ns
-        return ring_commit(&self.ring, length, kind, flags, gso_size, csum_start, csum_offset, stamp)
-
-    def publish(self, const uint8_t[:] payload, uint16_t kind=REC_FRAME, uint16_t flags=0,
-                uint16_t gso_size=0, uint16_t csum_start=0, uint16_t csum_offset=0,
-                now_ns=None, bint block=True):
-        """Reserve, copy ``payload`` in, commit.  Returns the seqno, or None if
-        ``block`` is false and there is no room, or if the ring was stopped."""
-        self._check_open()
-        cdef uint32_t length = <uint32_t>payload.shape[0]
-        cdef char *area
-        if record_size(length) > self.ring.size:
-            raise ValueError(f"a record of {length} bytes does not fit a {self.ring.size}-byte ring")
-        stamp = monotonic_ns() if now_ns is None else now_ns
-        if block:
-            self.busy += 1          # close() refuses while a thread is blocked in here
+        while True:
+            entry = ring_claim(&self.ring, length)
+            if entry != NULL or not block:
+                break
+            ring_commit(&self.ring)         # the consumers must see what is pending to free room
+            self.busy += 1
             with nogil:
-                area = ring_reserve(&self.ring, length)
+                rc = ring_wait_space(&self.ring, 1, length, WAIT_SPIN, WAIT_TIMEOUT_NS)
             self.busy -= 1
-        else:
-            area = ring_try_reserve(&self.ring, length)
-        if area == NULL:
+            if rc == WAIT_STOPPED:
+                return None
+        if entry == NULL:
             return None
+        seqno = self.ring.ctl.producer.cursor + self.ring.pending - 1
+        entry.kind = kind
+        entry.frame_flags = frame_flags
+        entry.gso_size = gso_size
+        entry.now_ns = stamp
+        for name, value in fields.items():
+            _set_field(entry, name, value)
         if length:
-            memcpy(area, &payload[0], length)
-        return ring_commit(&self.ring, length, kind, flags, gso_size, csum_start, csum_offset, stamp)
+            memcpy(ring_data_tail(&self.ring), &data[0], length)
+            ring_data_grow(&self.ring, length)
+        entry.length = length
+        return seqno
+
+    def commit(self):
+        """Publish every pending entry."""
+        self._check_open()
+        ring_commit(&self.ring)
+
+    def publish(self, const uint8_t[:] data=None, uint16_t kind=REC_FRAME, *, uint16_t frame_flags=0,
+                uint16_t gso_size=0, now_ns=None, bint block=True, **fields):
+        """claim() and commit() one entry; returns its seqno or None."""
+        seqno = self.claim(data, kind, frame_flags=frame_flags, gso_size=gso_size, now_ns=now_ns, block=block,
+                           **fields)
+        if seqno is not None:
+            ring_commit(&self.ring)
+        return seqno
 
     def stop(self):
         self._check_open()
@@ -515,41 +596,42 @@ cdef class BroadcastRing:
 
     # ---- consumer ---------------------------------------------------------------
 
-    def available(self, uint32_t consumer_id):
-        """End position of the published records."""
-        self._check_consumer(consumer_id)
-        return ring_available(&self.ring, consumer_id)
+    def available(self):
+        """Seqno after the last published entry."""
+        self._check_open()
+        return ring_available(&self.ring)
 
     def read(self, uint32_t consumer_id, uint64_t max_records=0, bint release=True):
-        """Copy out the available records (all, or at most ``max_records``) as
-        RingRecord tuples and, unless ``release`` is false, release them."""
+        """Copy out the available entries (all, or at most ``max_records``) as
+        RingEntry tuples with their data and, unless ``release`` is false,
+        release them."""
         self._check_consumer(consumer_id)
-        cdef uint64_t position = ring_consumer_cursor(&self.ring, consumer_id)
-        cdef uint64_t end = ring_available(&self.ring, consumer_id)
-        cdef RecordHeader *header
+        cdef uint64_t seqno = ring_consumer_cursor(&self.ring, consumer_id)
+        cdef uint64_t end = ring_available(&self.ring)
+        cdef uint64_t data_end = self.ring.ctl.consumers[consumer_id].data_cursor
+        cdef Descriptor *e
         records = []
-        while position != end and (max_records == 0 or <uint64_t>len(records) < max_records):
-            header = ring_record_at(&self.ring, position)
-            records.append(RingRecord(header.seqno, header.kind, header.flags, header.gso_size,
-                                  header.csum_start, header.csum_offset, header.now_ns,
-                                  record_payload(header)[:header.length]))
-            position = ring_next_position(header, position)
+        while seqno != end and (max_records == 0 or <uint64_t>len(records) < max_records):
+            e = ring_descriptor(&self.ring, seqno)
+            records.append(RingEntry(seqno, e.kind, e.tcp_flags, e.frame_flags, e.window, e.segments, e.seq,
+                                     e.ack, e.tsval, e.tsecr, e.saddr, e.sport, e.dport, e.length, e.gso_size,
+                                     e.has_ts, e.reason, e.now_ns, ring_data(&self.ring, e.data)[:e.length]))
+            data_end = e.data_end
+            seqno += 1
         if release and records:
-            ring_release(&self.ring, consumer_id, position, len(records))
+            ring_release(&self.ring, consumer_id, seqno, data_end, len(records))
         return records
 
-    def release(self, uint32_t consumer_id, uint64_t position, uint64_t records=0):
-        self._check_consumer(consumer_id)
-        ring_release(&self.ring, consumer_id, position, records)
-
     def wait(self, uint32_t consumer_id, uint32_t spin=WAIT_SPIN, double timeout=0.05):
-        """Block (GIL released) until a record is available; returns a WaitStatus."""
+        """Block (GIL released) until an entry past this consumer's released
+        cursor is published; returns a WaitStatus."""
         self._check_consumer(consumer_id)
         cdef uint64_t timeout_ns = <uint64_t>(timeout * 1e9)
+        cdef uint64_t seqno = ring_consumer_cursor(&self.ring, consumer_id)
         cdef int rc
         self.busy += 1          # close() refuses while a thread is blocked in here
         with nogil:
-            rc = ring_wait(&self.ring, consumer_id, spin, timeout_ns)
+            rc = ring_wait_from(&self.ring, consumer_id, seqno, spin, timeout_ns)
         self.busy -= 1
         return WaitStatus(rc)
 
@@ -562,6 +644,7 @@ cdef class BroadcastRing:
         cdef RingConsumerSlot *c
         producer = {
             "cursor": atomic_load_acquire_u64(&self.ring.ctl.producer.cursor),
+            "data_cursor": atomic_load_relaxed_u64(&self.ring.ctl.producer.data_cursor),
             "records": atomic_load_relaxed_u64(&p.records),
             "bytes": atomic_load_relaxed_u64(&p.bytes),
             "full_waits": atomic_load_relaxed_u64(&p.full_waits),
@@ -575,6 +658,7 @@ cdef class BroadcastRing:
             c = &self.ring.ctl.consumers[i]
             consumers.append({
                 "cursor": atomic_load_acquire_u64(&c.cursor),
+                "data_cursor": atomic_load_acquire_u64(&c.data_cursor),
                 "records": atomic_load_relaxed_u64(&c.records),
                 "bytes": atomic_load_relaxed_u64(&c.bytes),
                 "spins": atomic_load_relaxed_u64(&c.wait.spins),
@@ -585,6 +669,32 @@ cdef class BroadcastRing:
         return {"producer": producer, "consumers": consumers}
 
 
-def record_bytes(uint32_t length):
-    """Ring bytes a record with ``length`` payload bytes takes (header + padding)."""
-    return record_size(length)
+_ENTRY_FIELDS = ("tcp_flags", "window", "segments", "seq", "ack", "tsval", "tsecr", "saddr", "sport",
+                 "dport", "has_ts", "reason")
+
+
+cdef void _set_field(Descriptor *e, str name, object value) except *:
+    if name == "tcp_flags":
+        e.tcp_flags = value
+    elif name == "window":
+        e.window = value
+    elif name == "segments":
+        e.segments = value
+    elif name == "seq":
+        e.seq = value
+    elif name == "ack":
+        e.ack = value
+    elif name == "tsval":
+        e.tsval = value
+    elif name == "tsecr":
+        e.tsecr = value
+    elif name == "saddr":
+        e.saddr = value
+    elif name == "sport":
+        e.sport = value
+    elif name == "dport":
+        e.dport = value
+    elif name == "has_ts":
+        e.has_ts = value
+    elif name == "reason":
+        e.reason = value

@@ -39,6 +39,13 @@ cdef extern from "atomics.h" nogil:
     void cpu_relax()
 
 
+# ---- compiler builtins ------------------------------------------------------
+
+cdef extern from *:
+    # GCC/Clang: fetch the cache line at addr for reading (no fault if invalid)
+    void prefetch "__builtin_prefetch" (const void *addr) nogil
+
+
 # ---- errno ------------------------------------------------------------------
 
 cdef extern from "<errno.h>" nogil:
@@ -104,7 +111,9 @@ cdef extern from "<sys/mman.h>" nogil:
         MAP_ANONYMOUS
         MAP_FIXED
         MAP_NORESERVE
+        MAP_POPULATE
         MFD_CLOEXEC
+        MFD_HUGETLB
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
     int munmap(void *addr, size_t length)
     int memfd_create(const char *name, unsigned int flags)

@@ -19,6 +19,7 @@ from misdtcp.wire.tcp cimport MAX_HDR, TcpSegment
 from misdtcp.wire.drops cimport DROP_REASON_COUNT
 from misdtcp.core.ranges cimport RangeSet
 from misdtcp.core.cc_state cimport CcState
+from misdtcp.wire.descriptor cimport Descriptor
 
 # RFC 9293 §3.3.2 states
 cdef enum TcpState:
@@ -251,11 +252,16 @@ ctypedef struct Replica:
     uint32_t nactions
     uint32_t capacity
     uint64_t overflow            # actions lost for want of room (a runtime bug if ever non-zero)
+    bint fast_path               # take the in-order fast path (header prediction); the results are
+                                 # the slow path's exactly, so replicas may differ in this
+    uint64_t fast_path_hits      # segments the fast path took
 
 cdef uint64_t core_state_size(const CoreConfig *cfg) noexcept nogil
 cdef void core_init(CoreState *st, const CoreConfig *cfg) noexcept nogil
 cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *frame, uint32_t n,
                      uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil
+cdef void core_entry(CoreState *st, Replica *rx, const Descriptor *e) noexcept nogil
+cdef void core_dropped(CoreState *st, Replica *rx, uint32_t reason, uint64_t now) noexcept nogil
 cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil
 cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t backlog, uint64_t now) noexcept nogil
 cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil

@@ -45,6 +45,8 @@ from misdtcp.wire.icmp cimport ICMP_TYPE, ICMP_CODE, ICMP_CHECKSUM, ICMP_REST, I
 from misdtcp.wire.ipv4 cimport (Ipv4Header, IP_HDR_LEN, IP_SOURCE, IP_DESTINATION, IPPROTO_ICMP, IPPROTO_TCP,
                                 bad_source, parse_ipv4, write_ipv4_header)
 from misdtcp.wire.tcp cimport *
+from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame
+from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.core.ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
                                   ranges_trim_above, ranges_advance, ranges_bytes, ranges_bytes_between,
                                   ranges_next_gap)
@@ -1588,74 +1590,149 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
     a.gso_size = 0
 
 
-cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
-                     uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil:
-    """One frame from the device (or replay source)."""
-    cdef Ipv4Header ip
-    cdef TcpSegment seg
-    cdef int r, li
-    cdef uint32_t slot
-    cdef Conn *c
-    cdef uint16_t fl
+cdef inline void _event_start(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
+    """What every frame-like event does first: take the stamped time, count
+    it, and fire the timers that are due."""
     if now > st.now_ns:
         st.now_ns = now
     st.events += 1
     st.stats.frames += 1
     if st.next_timer_ns and st.now_ns >= st.next_timer_ns:
         core_tick(st, rx, st.now_ns)
-    r = parse_ipv4(f, n, &ip)
-    if r != DROP_NONE:
-        st.drops[r] += 1
-        return
-    seg.saddr = ip.saddr
-    seg.daddr = ip.daddr
-    seg.ip_len = ip.ip_len
-    seg.tcp_off = ip.l4_off
-    if seg.daddr != st.cfg.local_addr:
-        st.drops[DROP_NOT_FOR_US] += 1
-        return
-    if bad_source(seg.saddr) or seg.saddr == st.cfg.local_addr:
-        # our own address as the source is a spoof ("land" attack): we would
-        # open a connection to ourselves and answer it (found by fuzzing)
-        st.drops[DROP_BAD_SOURCE] += 1
-        return
-    if ip.protocol == IPPROTO_ICMP:
-        _icmp_input(st, rx, f, &seg)
-        return
-    if ip.protocol != IPPROTO_TCP:
-        st.drops[DROP_PROTOCOL] += 1
-        return
-    r = parse_tcp(f, flags, &seg)
-    if r != DROP_NONE:
-        st.drops[r] += 1
-        return
-    if gso_size and (gso_size < 64 or gso_size > 65535 - 40):
-        st.drops[DROP_BAD_GSO] += 1
-        return
-    fl = seg.flags
-    if (fl & TH_SYN) and (fl & (TH_FIN | TH_RST)) or not (fl & (TH_SYN | TH_RST | TH_ACK)) \
-            or seg.sport == 0 or seg.dport == 0:
-        st.drops[DROP_TCP_FLAGS] += 1
-        return
+
+
+cdef inline bint _fast_path(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, uint32_t slot) noexcept nogil:
+    """Header prediction (as BSD's tcp_input and Linux's tcp_rcv_established):
+    the next in-order data segment of an established connection that
+    acknowledges nothing new, while nothing of ours is in flight, and nothing
+    is unusual (no holes, no FIN seen, no recovery, room in the window, PAWS
+    fine).  It does exactly what _segment_synchronized would -- the same
+    state, the same actions in the same order -- only without the checks
+    that cannot fire.  Returns False, having changed nothing, when the
+    segment is not such a one; the slow path then runs.
+    (tests/test_core_fast_path.py compares both over whole streams.)"""
+    cdef uint32_t plen = seg.payload_len
+    cdef uint32_t end
+    if c.state != ESTABLISHED or (seg.flags & (TH_SYN | TH_FIN | TH_RST | TH_URG | TH_ACK)) != TH_ACK:
+        return False
+    if seg.seq != c.rcv_nxt or seg.ack != c.snd_una or c.snd_una != c.snd_max or plen == 0:
+        return False
+    if c.ooo.n or c.fin_off != NO_OFF or c.app_closed or c.in_recovery or seg.nsack:
+        return False
+    end = seg.seq + plen
+    if not seq_gt(c.rcv_adv, c.rcv_nxt) or seq_gt(end, c.rcv_adv):
+        return False
+    if c.ts_ok and seg.has_ts:
+        if seq_lt(seg.tsval, c.ts_recent) and st.now_ns - c.ts_recent_ns < PAWS_IDLE_NS:
+            return False                        # PAWS (RFC 7323 §5.3): the slow path drops it
+        # RFC 7323 §4.3 (3): the segment covers last_ack_sent: remember its TSval
+        if seq_le(seg.seq, c.last_ack_sent) and seq_lt(c.last_ack_sent, end):
+            c.ts_recent = seg.tsval
+            c.ts_recent_ns = st.now_ns
+    _update_window(c, seg)                      # RFC 9293 §3.10.7.4 "fifth"
+    c.segs_in += 1                              # "seventh": the text, in order
+    c.bytes_in += plen
+    _copy(st, rx, _handle(c, slot), seg.payload_off, c.rcv_nxt_off, plen)
+    c.rcv_nxt = end
+    c.rcv_nxt_off += plen
+    _notify(st, rx, _handle(c, slot), N_READABLE, c.rcv_nxt_off)
+    # ACK policy: at least every second full-sized segment, else delayed
+    c.segs_unacked += plen
+    if c.segs_unacked >= 2 * <uint32_t>c.rcv_mss:
+        c.ack_now = 1
+    elif not c.ack_now and not c.delack_armed:
+        c.delack_armed = 1
+        c.delack_at = st.now_ns + st.cfg.delack_ns
+        _arm(st, c.delack_at)
+    # _output sends nothing while everything the application gave is acknowledged
+    if c.fin_pending or c.snd_end_off != _seq_stream(c, c.snd_una):
+        _output(st, rx, c)
+    if c.ack_now:
+        _send_ack(st, rx, c)
+    return True
+
+
+cdef void _segment(CoreState *st, Replica *rx, TcpSegment *seg, uint32_t gso_size) noexcept nogil:
+    """A validated TCP segment addressed to us: find its connection (or
+    listener) and run RFC 9293's segment-arrival processing."""
+    cdef int li
+    cdef uint32_t slot
+    cdef Conn *c
     st.stats.tcp_segments += 1
     slot = _lookup(st, seg.saddr, seg.sport, seg.dport)
     if slot == NO_CONN:
         li = _find_listener(st, seg.dport)
         if li >= 0:
-            _segment_listen(st, rx, f, &seg, li)
+            _segment_listen(st, rx, NULL, seg, li)
         else:
             st.drops[DROP_NO_CONNECTION] += 1
-            _send_rst_reply(st, rx, f, &seg)
+            _send_rst_reply(st, rx, NULL, seg)
         return
     c = &_conns(st)[slot]
     if gso_size and gso_size > c.rcv_mss and gso_size <= st.cfg.mss:
         c.rcv_mss = <uint16_t>gso_size
     elif not gso_size and seg.payload_len > c.rcv_mss and seg.payload_len <= st.cfg.mss:
         c.rcv_mss = <uint16_t>seg.payload_len
+    if rx.fast_path and _fast_path(st, rx, c, seg, slot):
+        rx.fast_path_hits += 1
+        return
     if c.state == SYN_SENT:
-        _segment_syn_sent(st, rx, c, &seg)
+        _segment_syn_sent(st, rx, c, seg)
     else:
-        _segment_synchronized(st, rx, c, &seg)
+        _segment_synchronized(st, rx, c, seg)
+
+
+cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
+                     uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil:
+    """One whole frame from the device (or replay source).  Copy actions
+    refer to offsets in `f`."""
+    cdef TcpSegment seg
+    cdef int r
+    _event_start(st, rx, now)
+    r = validate_frame(f, n, flags, gso_size, st.cfg.local_addr, &seg)
+    if r == FRAME_IS_ICMP:
+        _icmp_input(st, rx, f, &seg)
+    elif r != DROP_NONE:
+        st.drops[r] += 1
+    else:
+        _segment(st, rx, &seg, gso_size)
+
+
+cdef void core_entry(CoreState *st, Replica *rx, const Descriptor *e) noexcept nogil:
+    """One segment the sequencer validated and described in a log entry (the
+    same processing core_frame would give the frame).  Copy actions refer to
+    offsets from the start of the entry's payload."""
+    cdef TcpSegment seg
+    _event_start(st, rx, e.now_ns)
+    seg.saddr = e.saddr
+    seg.daddr = st.cfg.local_addr
+    seg.ip_len = 0
+    seg.tcp_off = 0
+    seg.sport = e.sport
+    seg.dport = e.dport
+    seg.seq = e.seq
+    seg.ack = e.ack
+    seg.flags = e.tcp_flags
+    seg.wnd = e.window
+    seg.urg = 0
+    seg.hdr_len = TCP_HDR_LEN
+    seg.payload_off = 0
+    seg.payload_len = e.length
+    seg.mss = 0
+    seg.wscale = -1
+    seg.sack_perm = 0
+    seg.has_ts = e.has_ts
+    seg.nsack = 0
+    seg.wscale_clamped = 0
+    seg.tsval = e.tsval
+    seg.tsecr = e.tsecr
+    _segment(st, rx, &seg, e.gso_size)
+
+
+cdef void core_dropped(CoreState *st, Replica *rx, uint32_t reason, uint64_t now) noexcept nogil:
+    """A frame the sequencer's validation dropped: counted as core_frame would."""
+    _event_start(st, rx, now)
+    st.drops[reason] += 1
 
 
 # ---------------------------------------------------------------------------
@@ -2025,7 +2102,7 @@ cdef class TcpCore:
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
                   rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
                   replica=0, replicas=1, stripe=16384, action_capacity=4096,
-                  state_buffer=None, attach=False):
+                  state_buffer=None, attach=False, fast_path=True):
         cdef CoreConfig cfg
         cdef uint64_t size
         cdef unsigned char[::1] view
@@ -2091,6 +2168,8 @@ cdef class TcpCore:
                 core_init(self.st, &cfg)
         self.rx.replica = replica
         self.rx.replicas = replicas
+        self.rx.fast_path = fast_path
+        self.rx.fast_path_hits = 0
         self.rx.stripe = stripe
         self.rx.capacity = action_capacity
         self.rx.nactions = 0
@@ -2218,6 +2297,11 @@ cdef class TcpCore:
     @property
     def action_overflow(self):
         return self.rx.overflow
+
+    @property
+    def fast_path_hits(self):
+        """Segments this replica's in-order fast path took."""
+        return self.rx.fast_path_hits
 
     def drops(self):
         """Drop counters by reason (only non-zero ones)."""

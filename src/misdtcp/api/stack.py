@@ -32,7 +32,7 @@ from misdtcp.runtime.areas import pow2
 from misdtcp.runtime.live import CaptureError, LiveConfig, LiveRuntime
 from misdtcp.runtime.vocabulary import Event, Request
 
-STRATEGIES = tuple(strategies.STRATEGIES)
+STRATEGIES = strategies.LIVE_STRATEGIES
 
 
 class Stack:
@@ -43,15 +43,18 @@ class Stack:
                  rcvbuf: int = 4 << 20, sndbuf: int = 4 << 20, max_connections: int = 64,
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
                  pcap: str | None = None, digest_every: int = 0, recover: bool = True,
-                 ring_size: int = 32 << 20, secret: int | None = None, **core_options):
+                 ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
+                 **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
-        `seed`).  `pcap`: a file capturing both directions.  `recover`
+        `seed`).  `pcap`: a file capturing both directions.  `huge_pages`:
+        the log and the connection buffers on huge pages where the system
+        offers them.  `recover`
         (misd): a worker that dies is replaced from its replica snapshot and
         replays the log from there; otherwise the stack stops with an error."""
         try:
-            plan = strategies.get(strategy)
+            plan = strategies.get(strategy, live=True)
         except ValueError as exc:
             raise StackError(str(exc)) from None
         if not 1 <= workers <= 16:
@@ -89,8 +92,8 @@ class Stack:
             address=address, strategy=strategy, workers=workers,
             cpus=list(cpus) if cpus else sorted(os.sched_getaffinity(0)), stripe=stripe,
             core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
-            offload=offload, ring_size=pow2(ring_size, 1 << 20), faults=dict(faults) if faults else None,
-            pcap=pcap, digest_every=digest_every, recover=recover))
+            offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
+            faults=dict(faults) if faults else None, pcap=pcap, digest_every=digest_every, recover=recover))
         self.lock = threading.RLock()
         self._listeners: dict[int, Listener] = {}
         self._conns: dict[int, Connection] = {}

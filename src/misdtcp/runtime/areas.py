@@ -32,23 +32,33 @@ def pow2(n: int, minimum: int = 4096) -> int:
 
 
 class SharedAreas:
-    def __init__(self, *, workers: int, ring_consumers: int, max_connections: int, rcvbuf: int, sndbuf: int,
-                 ring_size: int, shared_progress: bool, state_size: int, snapshots: bool,
-                 shared_state: bool, capture_size: int = 0):
+    def __init__(self, *, workers: int, max_connections: int, rcvbuf: int, sndbuf: int,
+                 shared_progress: bool, state_size: int, snapshots: bool, shared_state: bool,
+                 ring: BroadcastRing | None = None, ring_consumers: int = 1, ring_entries: int = 1 << 16,
+                 ring_data: int = 32 << 20, capture_size: int = 0, huge_pages: bool = False):
+        """`ring`: an existing log to use (a replay); otherwise a new one of
+        `ring_entries` descriptors and `ring_data` bytes.  `huge_pages`: the
+        log's data area and the receive and send buffers on huge pages where
+        the system offers them (they fall back to normal pages)."""
         self.workers = workers
         self.rcvbuf = rcvbuf
         self.sndbuf = sndbuf
         self.state_size = state_size
         self._areas = []
         try:
-            self.ring = self._keep(BroadcastRing(pow2(ring_size, 1 << 16), ring_consumers))
+            if ring is None:
+                ring = self._keep(BroadcastRing(pow2(ring_entries, 2), pow2(ring_data, 1 << 20), ring_consumers,
+                                                huge_pages=huge_pages))
+            self.ring = ring
             self.requests = self._keep(MessageQueue(REQUEST_QUEUE_CAPACITY, name="misdtcp-requests"))
             self.events = self._keep(MessageQueue(EVENT_QUEUE_CAPACITY, name="misdtcp-events"))
             self.block = MirroredBuffer(pow2(shared_size(workers, max_connections, capture_size)))
             init_shared(self.block, workers, max_connections, rcvbuf, sndbuf, capture_size, shared_progress)
             self.view = SharedView(self.block)
-            self.receive = self._keep(MirroredBuffer(pow2(max_connections * rcvbuf), name="misdtcp-receive"))
-            self.send = self._keep(MirroredBuffer(pow2(max_connections * sndbuf), name="misdtcp-send"))
+            self.receive = self._keep(MirroredBuffer(pow2(max_connections * rcvbuf), name="misdtcp-receive",
+                                                     huge_pages=huge_pages))
+            self.send = self._keep(MirroredBuffer(pow2(max_connections * sndbuf), name="misdtcp-send",
+                                                  huge_pages=huge_pages))
             self.snapshots = self._keep(MirroredBuffer(pow2(workers * 2 * state_size))) if snapshots else None
             self.state = self._keep(MirroredBuffer(pow2(state_size))) if shared_state else None
         except BaseException:

@@ -9,7 +9,8 @@
 # The `Executor` class owns an Exec and keeps its Python resources alive.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from misdtcp._tcpcore cimport TcpCore, CoreState, Replica, Action
-from misdtcp._ring cimport RecordHeader
+from misdtcp._ring cimport Ring
+from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.stages cimport FrameStages
 from misdtcp.runtime.layout cimport RuntimeHeader, WorkerCounters
 from misdtcp.runtime.queue cimport MsgQueue
@@ -22,11 +23,17 @@ cpdef enum Sink:
 
 cdef enum:
     MAX_PENDING = 16    # mimd: progress and events of one record, published in log order
+    MAX_STORES = 8      # progress words held back until the end of a batch
+
+ctypedef struct HeldStore:               # a progress word to publish at the end of the batch
+    uint64_t *word
+    uint64_t value
 
 ctypedef struct Exec:
     CoreState *st                       # this replica's core state (mimd: the shared one)
     Replica *rx                         # this replica's identity and action list
     RuntimeHeader *h
+    Ring *ring                          # the log the loop feeds from (data positions resolve here)
     WorkerCounters *cnt
     uint64_t *progress                  # this worker's progress row
     uint64_t *acked
@@ -56,8 +63,12 @@ ctypedef struct Exec:
     uint64_t snapshot_size
     uint64_t events_after_seqno         # a replacement does not announce events again up to here
     uint64_t cur_seqno
-    uint64_t release_target
-    uint64_t loop_position
+    uint64_t release_seqno              # recoverable mode: release the log only up to the last checkpoint
+    uint64_t release_data
+    uint64_t loop_seqno                 # the seqno after the descriptor being applied
+    uint64_t loop_data                  # and the data position after its bytes
+    uint32_t nheld
+    HeldStore held[8]
     uint32_t npending
     uint32_t pending_kind[16]
     uint32_t pending_handle[16]
@@ -65,8 +76,9 @@ ctypedef struct Exec:
 
 
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil
-cdef const uint8_t *exec_apply_record(Exec *x, RecordHeader *r, bint *stop) noexcept nogil
-cdef bint exec_handle_record(Exec *x, RecordHeader *r) noexcept nogil
+cdef void exec_publish_progress(Exec *x) noexcept nogil
+cdef const uint8_t *exec_apply(Exec *x, const Descriptor *d, uint64_t seqno, bint *stop) noexcept nogil
+cdef bint exec_handle(Exec *x, const Descriptor *d, uint64_t seqno) noexcept nogil
 cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil
 cdef void exec_publish_pending(Exec *x) noexcept nogil
 cdef void exec_flush_held(Exec *x) noexcept nogil

@@ -22,11 +22,14 @@ from libc.string cimport memcpy, memset
 
 from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64, atomic_store_release_u32,
                               monotonic_ns, write)
-from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, TX_PAYLOAD_FRAME,
-                               N_READABLE, N_WRITABLE, handle_slot, core_frame, core_tick, core_app_listen,
+from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
+                               TX_PAYLOAD_FRAME,
+                               N_READABLE, N_WRITABLE, handle_slot, core_frame, core_entry, core_dropped,
+                               core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
                                core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_digest)
-from misdtcp._ring cimport RecordHeader, record_payload
+from misdtcp._ring cimport BroadcastRing, Ring, ring_data
+from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport stages_apply, stages_release_due
@@ -35,7 +38,7 @@ from misdtcp.runtime.layout cimport (DIGEST_SLOTS, layout_acked, layout_capture,
 from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
-                                         REC_CHECKPOINT, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
+                                         REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
                                          REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN)
 from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS
 from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
@@ -160,6 +163,31 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
         x.cnt.events_posted += 1
 
 
+cdef inline void _hold(Exec *x, uint64_t *word, uint64_t value) noexcept nogil:
+    """A progress word to publish at the end of the batch: a batch of
+    descriptors costs one store per connection, not one per segment (and the
+    line that carries it moves between cores once)."""
+    cdef uint32_t i
+    for i in range(x.nheld):
+        if x.held[i].word == word:
+            x.held[i].value = value
+            return
+    if x.nheld == MAX_STORES:
+        exec_publish_progress(x)
+    x.held[x.nheld].word = word
+    x.held[x.nheld].value = value
+    x.nheld += 1
+
+
+cdef void exec_publish_progress(Exec *x) noexcept nogil:
+    """Publish the progress held back during the batch (release stores: the
+    copies and state before them are visible to whoever reads the word)."""
+    cdef uint32_t i
+    for i in range(x.nheld):
+        atomic_store_release_u64(x.held[i].word, x.held[i].value)
+    x.nheld = 0
+
+
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
     """Carry out the actions the last event left in this replica's list."""
     cdef Replica *rx = x.rx
@@ -176,6 +204,8 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
                 x.cnt.bytes_copied += a.length
         elif a.kind == ACT_TRANSMIT:
             _transmit(x, a, frame)
+        elif a.kind != ACT_NOTIFY:
+            pass                            # carried out already (the leader's hand-off)
         elif x.defer_progress:
             # mimd: published in log order once earlier records are done
             if x.npending < MAX_PENDING:
@@ -186,11 +216,13 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
         elif a.code == N_READABLE:
             # every copy of this worker up to a.stream_off is done (copies
             # come before the notify in the action list)
-            atomic_store_release_u64(&x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+            _hold(x, &x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
         elif a.code == N_WRITABLE:
             if x.worker == 0:
-                atomic_store_release_u64(&x.acked[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+                _hold(x, &x.acked[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
         else:
+            # lifecycle events never overtake the progress before them
+            exec_publish_progress(x)
             _post_event(x, a.code, a.handle, a.stream_off)
     if rx.overflow:
         x.cnt.action_overflow += rx.overflow
@@ -232,15 +264,14 @@ cdef void _checkpoint(Exec *x) noexcept nogil:
     ring reclaim everything before this point: a replacement loads the
     snapshot and replays from exactly here."""
     cdef uint32_t slot
-    cdef uint64_t after
     if x.snapshots == NULL:
         return
     slot = <uint32_t>(x.cnt.snapshots % 2)
-    after = x.loop_position                 # set by run_misd before each record
     memcpy(x.snapshots + slot * x.snapshot_size, x.st, x.snapshot_size)
-    atomic_store_release_u64(&x.cnt.snap_position[slot], after)
+    atomic_store_release_u64(&x.cnt.snap_position[slot], x.loop_seqno)
     x.cnt.snapshots += 1
-    x.release_target = after
+    x.release_seqno = x.loop_seqno           # set by run_misd before each descriptor
+    x.release_data = x.loop_data
 
 
 cdef void _digest(Exec *x, uint64_t rnd) noexcept nogil:
@@ -262,44 +293,51 @@ cdef void _digest(Exec *x, uint64_t rnd) noexcept nogil:
                 atomic_store_release_u32(&x.h.diverged, 1)
 
 
-cdef const uint8_t *exec_apply_record(Exec *x, RecordHeader *r, bint *stop) noexcept nogil:
-    """The replicated part of one log record: run it through the core.
-    Returns the frame its actions refer to (NULL for other records); sets
-    *stop on REC_STOP."""
-    cdef const uint8_t *p = <const uint8_t *>record_payload(r)
-    cdef uint64_t rnd
-    x.cur_seqno = r.seqno + 1
-    x.cnt.last_seqno = r.seqno + 1
-    if r.kind == REC_FRAME:
+cdef const uint8_t *exec_apply(Exec *x, const Descriptor *d, uint64_t seqno, bint *stop) noexcept nogil:
+    """The replicated part of one log position: run it through the core.
+    Returns the bytes its copy actions refer to (a segment's payload, a
+    whole frame; NULL for other records); sets *stop on REC_STOP."""
+    cdef const uint8_t *p
+    cdef uint8_t kind = d.kind
+    x.cur_seqno = seqno + 1
+    x.cnt.last_seqno = seqno + 1
+    if kind == REC_SEGMENT:
         x.cnt.frames += 1
-        if r.length > VNET_HDR_LEN:
-            core_frame(x.st, x.rx, p + VNET_HDR_LEN, r.length - VNET_HDR_LEN, r.flags, r.gso_size, r.now_ns)
-            return p + VNET_HDR_LEN
-    elif r.kind == REC_REQUEST:
+        core_entry(x.st, x.rx, d)
+        return <const uint8_t *>ring_data(x.ring, d.data)
+    if kind == REC_FRAME:
+        x.cnt.frames += 1
+        if d.length > VNET_HDR_LEN:
+            p = <const uint8_t *>ring_data(x.ring, d.data) + VNET_HDR_LEN
+            core_frame(x.st, x.rx, p, d.length - VNET_HDR_LEN, d.frame_flags, d.gso_size, d.now_ns)
+            return p
+    elif kind == REC_DROPPED:
+        x.cnt.frames += 1
+        core_dropped(x.st, x.rx, d.reason, d.now_ns)
+    elif kind == REC_REQUEST:
         x.cnt.requests += 1
-        apply_request(x.st, x.rx, p, r.now_ns)
-    elif r.kind == REC_TICK:
+        apply_request(x.st, x.rx, <const uint8_t *>ring_data(x.ring, d.data), d.now_ns)
+    elif kind == REC_TICK:
         x.cnt.ticks += 1
-        core_tick(x.st, x.rx, r.now_ns)
-    elif r.kind == REC_DIGEST:
+        core_tick(x.st, x.rx, d.now_ns)
+    elif kind == REC_DIGEST:
         if not x.shared_state:
-            memcpy(&rnd, p, 8)
-            _digest(x, rnd)
-    elif r.kind == REC_CHECKPOINT:
+            _digest(x, d.seq)
+    elif kind == REC_CHECKPOINT:
         if not x.shared_state:
             _checkpoint(x)
-    elif r.kind == REC_STOP:
+    elif kind == REC_STOP:
         stop[0] = True
     return NULL
 
 
-cdef bint exec_handle_record(Exec *x, RecordHeader *r) noexcept nogil:
-    """Apply one log record and carry out this replica's outputs; False on REC_STOP."""
+cdef bint exec_handle(Exec *x, const Descriptor *d, uint64_t seqno) noexcept nogil:
+    """Apply one log position and carry out this replica's outputs; False on REC_STOP."""
     cdef bint stop = False
-    cdef const uint8_t *frame = exec_apply_record(x, r, &stop)
+    cdef const uint8_t *frame = exec_apply(x, d, seqno, &stop)
     exec_run_actions(x, frame)
     if frame != NULL:
-        exec_note_latency(x, r.now_ns)
+        exec_note_latency(x, d.now_ns)
     return not stop
 
 
@@ -382,6 +420,11 @@ cdef class Executor:
     @events_after_seqno.setter
     def events_after_seqno(self, uint64_t value):
         self.x.events_after_seqno = value
+
+    def attach(self, BroadcastRing ring):
+        """The log this executor's loop feeds from."""
+        self.x.ring = &ring.ring
+        self.keep = self.keep + (ring,)
 
     def flush(self):
         """Write out buffered capture data (process exit)."""

@@ -9,7 +9,7 @@ with recovery on (misd), replaces a dead worker from its last replica
 snapshot; otherwise it reports the failure in one sentence.  `stop()` ends
 every process and closes every area.
 
-Recovery: the sequencer logs a checkpoint every quarter ring; each worker
+Recovery: the sequencer logs a checkpoint every quarter of the log; each worker
 snapshots its replica state there and releases ring space only up to its
 latest checkpoint.  A replacement loads the snapshot and replays the log from
 that point -- copies are idempotent, events already announced are not posted
@@ -28,6 +28,7 @@ from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
 from misdtcp.runtime.loops import run_misd, run_single_device
 from misdtcp.runtime.sequencer import run_sequencer
+from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.supervisor import Supervisor
 
 
@@ -48,7 +49,9 @@ class LiveConfig:
     sndbuf: int
     max_connections: int
     offload: bool
-    ring_size: int
+    ring_data: int                   # bytes of the log's data area
+    ring_entries: int = 1 << 16      # descriptors the log holds
+    huge_pages: bool = False
     faults: dict | None = None
     pcap: str | None = None
     digest_every: int = 0
@@ -59,7 +62,7 @@ class LiveConfig:
 class LiveRuntime:
     def __init__(self, config: LiveConfig):
         self.config = config
-        self.plan = strategies.get(config.strategy)
+        self.plan = strategies.get(config.strategy, live=True)
         self.recover = config.recover and self.plan.replicated
         self.recoveries = 0
         self.areas: SharedAreas | None = None
@@ -76,9 +79,11 @@ class LiveRuntime:
         os.set_blocking(device_fd, False)
         self.areas = SharedAreas(workers=c.workers, ring_consumers=self.plan.ring_consumers(c.workers),
                                  max_connections=c.max_connections, rcvbuf=c.rcvbuf, sndbuf=c.sndbuf,
-                                 ring_size=c.ring_size, shared_progress=self.plan.shared_progress,
-                                 state_size=self.state_size, snapshots=self.recover,
-                                 shared_state=self.plan.shared_state)
+                                 ring_entries=c.ring_entries, ring_data=c.ring_data,
+                                 shared_progress=self.plan.shared_progress, state_size=self.state_size,
+                                 snapshots=self.recover, shared_state=self.plan.shared_state,
+                                 huge_pages=c.huge_pages)
+        self.shared = self.plan.prepare(c.workers)
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         if c.pcap:
             try:
@@ -110,6 +115,9 @@ class LiveRuntime:
         if self.pcap is not None:
             self.pcap.close()
             self.pcap = None
+        if getattr(self, "shared", None) is not None:
+            self.shared.close()
+            self.shared = None
 
     def wake(self) -> None:
         """Wake the sequencer (or the single process) if it sleeps in poll()."""
@@ -153,19 +161,24 @@ class LiveRuntime:
         ex.measure_latency = True       # live traffic: the stamp-to-output latency is worth its 20 ns
         return ex
 
+    def _run(self, worker: int) -> Run:
+        c = self.config
+        return Run(worker=worker, workers=c.workers, stripe=c.stripe, shared=self.shared, prefault=False)
+
     def _core(self, worker: int) -> TcpCore:
         c = self.config
-        return self.plan.core(c.address, c.core_config, worker, c.workers, c.stripe, self.areas.state)
+        return self.plan.core(c.address, c.core_config, self._run(worker), self.areas.state)
 
     def _sequencer_main(self) -> None:
         c = self.config
         run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
-                      tick_ns=c.tick_ns, digest_every=c.digest_every, faults=self._fault_injector(0),
-                      pcap=self.pcap, checkpoint_bytes=self.areas.ring.size // 4 if self.recover else 0)
+                      local_address=c.address, tick_ns=c.tick_ns, digest_every=c.digest_every,
+                      faults=self._fault_injector(0), pcap=self.pcap,
+                      checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0)
 
     def _worker_main(self, worker: int) -> None:
         ex = self._executor(self._core(worker), worker)
-        self.plan.run_log(ex, self.areas.ring, worker, self.config.workers)
+        self.plan.run_log(ex, self.areas.ring, self._run(worker))
         ex.flush()
 
     def _single_main(self) -> None:
@@ -182,7 +195,7 @@ class LiveRuntime:
             core.load_state(snapshot)
         ex = self._executor(core, worker)
         ex.events_after_seqno = events_after
-        run_misd(ex, self.areas.ring, worker)
+        run_misd(ex, self.areas.ring, worker, False)
         ex.flush()
 
     def _replace_worker(self, worker: int) -> bool:

@@ -1,20 +1,19 @@
 # cython: language_level=3
 """Fast helpers for the replay frame source (the NIC-DMA model).
 
-The replay source builds a synthetic connection's log once as an *image*: a
-sequence of ring records laid out exactly as the sequencer would publish
-them.  `load_image` places it in a fresh ring's data area and publishes it
-in one step, as a NIC that has DMA'd frames into memory would, so a
-benchmark measures the stack's own work and not frame generation.
-
 Payload bytes follow a pattern derived from the stream offset, so delivered
-data can be checked anywhere without keeping a copy of the source.
+data can be checked anywhere without keeping a copy of the source;
+`apply_descriptor` lets the replay source's reference replica follow the log
+it builds.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
 
-from misdtcp._ring cimport BroadcastRing, Ring, RecordHeader, ring_record_at, ring_next_position
-from misdtcp._system cimport atomic_store_release_u64
+from misdtcp._ring cimport BroadcastRing, Descriptor, Ring, ring_data, ring_descriptor
+from misdtcp._tcpcore cimport TcpCore, core_entry, core_frame, core_dropped, core_tick
+from misdtcp.runtime.executor cimport apply_request
+from misdtcp.runtime.vocabulary cimport REC_SEGMENT, REC_FRAME, REC_DROPPED, REC_REQUEST, REC_TICK
+from misdtcp.wire.vnet cimport VNET_HDR_LEN
 
 # A prime period, so the pattern does not line up with any power-of-two
 # buffer size, stripe or MSS.
@@ -77,25 +76,25 @@ def check_pattern(const uint8_t[::1] data, uint64_t offset):
     return bad
 
 
-def load_image(BroadcastRing ring, const uint8_t[::1] image, uint64_t records):
-    """Copy a log image to the start of an unused ring and publish it."""
+def apply_descriptor(TcpCore core, BroadcastRing ring, uint64_t seqno):
+    """Run log position `seqno` through `core` exactly as a worker with one
+    replica would, and return the core's actions as Python tuples (the
+    replay source's reference replica uses this to follow the log it builds)."""
     cdef Ring *rg = &ring.ring
-    if rg.ctl.producer.cursor != 0:
-        raise ValueError("the ring has already been written to")
-    if <uint64_t>image.shape[0] > rg.size:
-        raise ValueError(f"log image of {image.shape[0]} bytes does not fit a ring of {rg.size}")
-    memcpy(rg.data, &image[0], image.shape[0])
-    rg.ctl.producer.next_seqno = records
-    atomic_store_release_u64(&rg.ctl.producer.cursor, image.shape[0])
-
-
-def image_records(const uint8_t[::1] image):
-    """(kind, length, seqno, now_ns) of every record in an image (tests)."""
-    cdef uint64_t pos = 0
-    cdef const RecordHeader *r
-    out = []
-    while pos < <uint64_t>image.shape[0]:
-        r = <const RecordHeader *>&image[pos]
-        out.append((r.kind, r.length, r.seqno, r.now_ns))
-        pos += (32 + r.length + 7) & ~(<uint64_t>7)
-    return out
+    cdef const Descriptor *d = ring_descriptor(rg, seqno)
+    cdef const uint8_t *p = <const uint8_t *>ring_data(rg, d.data)
+    cdef const uint8_t *frame = NULL
+    core.rx.nactions = 0
+    if d.kind == REC_SEGMENT:
+        core_entry(core.st, &core.rx, d)
+        frame = p
+    elif d.kind == REC_FRAME:
+        frame = p + VNET_HDR_LEN
+        core_frame(core.st, &core.rx, frame, d.length - VNET_HDR_LEN, d.frame_flags, d.gso_size, d.now_ns)
+    elif d.kind == REC_DROPPED:
+        core_dropped(core.st, &core.rx, d.reason, d.now_ns)
+    elif d.kind == REC_REQUEST:
+        apply_request(core.st, &core.rx, p, d.now_ns)
+    elif d.kind == REC_TICK:
+        core_tick(core.st, &core.rx, d.now_ns)
+    return core._drain(frame)

@@ -1,9 +1,9 @@
 """Run one replay log under a strategy and measure it (benchmarks, equivalence tests).
 
-The log (runtime/replay.py) is loaded into ring memory in one step, as a NIC
-would have put it there; then the strategy's workers (runtime/strategies.py)
-run it to the end, pinned, and the result says what each did, how long it
-took and what was delivered.
+The log (runtime/replay.py) is already in ring memory, as a NIC with
+header/data split would have put it there; each run rewinds it, then the
+strategy's workers (runtime/strategies.py) run it to the end, pinned, and the
+result says what each did, how long it took and what was delivered.
 
 Nothing outlives `run_log`: children are reaped (killed on timeout or error)
 and every shared-memory area is a memfd that disappears with its last mapping.
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from misdtcp._tcpcore import SLOT_MASK, TcpCore
 from misdtcp.runtime import strategies
+from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
 from misdtcp.runtime.replay import replay_core_config
-from misdtcp.runtime.replay_image import load_image
 from misdtcp.runtime.supervisor import Supervisor
 
 SINKS = {"null": Sink.SINK_NULL, "fd": Sink.SINK_FD, "capture": Sink.SINK_CAPTURE}
@@ -41,6 +41,7 @@ class RunResult:
     receive_buffer: bytes | None = None
     captured: list = field(default_factory=list)
     ring: dict = field(default_factory=dict)          # the ring's own counters (sleeps, wakes, ...)
+    huge_pages: bool = False                          # the receive buffers were on huge pages
 
     @property
     def gbps(self) -> float:
@@ -50,14 +51,16 @@ class RunResult:
 def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 16384,
             core_config: dict | None = None, sink: str = "null", cpus=None,
             keep_buffer: bool = False, timeout: float = 60.0, out_fd: int = -1,
-            offload: bool = True, debug_worker_config=None, replica=None) -> RunResult:
+            offload: bool = True, debug_worker_config=None, replica=None, prefault: bool = True,
+            huge_pages: bool = False) -> RunResult:
     """Replay `log` (a ReplayLog) under one strategy and measure it.
 
     `replica=(r, n, stripe)` with the single strategy: one process does
     exactly the work replica r of n would (replicated processing plus only
     its own outputs) -- for splitting a worker's time into replicated and
     owned work.  `debug_worker_config(w) -> dict` overrides core options per
-    worker; it exists to test the divergence check."""
+    worker; it exists to test the divergence check.  `huge_pages`: back the
+    receive buffers by huge pages where the system offers them."""
     plan = strategies.get(strategy)
     workers = plan.workers(workers)
     if not 1 <= workers <= 16:
@@ -70,20 +73,22 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
     cpu_list = list(cpus) if cpus else sorted(os.sched_getaffinity(0))
     address = log.config.server
     state_size = TcpCore.state_size(local_address=address, **core_config)
-    areas = SharedAreas(workers=workers, ring_consumers=plan.ring_consumers(workers),
-                        max_connections=core_config["max_connections"], rcvbuf=core_config["rcvbuf"],
-                        sndbuf=core_config["sndbuf"], ring_size=len(log.image.data) + 65536,
+    log.ring.rewind(plan.ring_consumers(workers))
+    areas = SharedAreas(workers=workers, max_connections=core_config["max_connections"],
+                        rcvbuf=core_config["rcvbuf"], sndbuf=core_config["sndbuf"], ring=log.ring,
                         shared_progress=plan.shared_progress, state_size=state_size, snapshots=False,
-                        shared_state=plan.shared_state,
-                        capture_size=(64 << 20) if sink == "capture" else 0)
+                        shared_state=plan.shared_state, capture_size=(64 << 20) if sink == "capture" else 0,
+                        huge_pages=huge_pages)
     supervisor = Supervisor()
+    shared = plan.prepare(workers)
     try:
-        load_image(areas.ring, log.image.data, log.image.records)
         shared_core = None
         if plan.shared_state:
             shared_core = TcpCore(address, **core_config, state_buffer=areas.state)
 
         def worker_main(w):
+            run = Run(worker=w, workers=workers, stripe=stripe, handle=log.handle, shared=shared,
+                      prefault=prefault)
             if replica is not None:
                 r_index, r_count, r_stripe = replica
                 core = TcpCore(address, **core_config, replica=r_index, replicas=r_count, stripe=r_stripe)
@@ -91,11 +96,11 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
                 config = dict(core_config)
                 if debug_worker_config is not None:
                     config.update(debug_worker_config(w))
-                core = plan.core(address, config, w, workers, stripe, areas.state)
+                core = plan.core(address, config, run, areas.state)
             executor = Executor(core, areas.block, w, rcv_fd=areas.receive.fileno(), snd_fd=areas.send.fileno(),
                                 sink=SINKS[sink], out_fd=out_fd, offload=offload,
                                 shared_state=plan.shared_state)
-            plan.run_log(executor, areas.ring, w, workers)
+            plan.run_log(executor, log.ring, run)
 
         for w in range(workers):
             supervisor.spawn(f"worker {w}", cpu_list[w % len(cpu_list)], worker_main, w)
@@ -128,8 +133,11 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
             result.captured = [view.capture(w) for w in range(workers)]
         if shared_core is not None:
             result.digests = [shared_core.digest()]
-        result.ring = areas.ring.counters()
+        result.ring = log.ring.counters()
+        result.huge_pages = areas.receive.huge_pages
         return result
     finally:
         supervisor.stop(grace=0.0)
         areas.close()
+        if shared is not None:
+            shared.close()

@@ -1,132 +1,343 @@
 # cython: language_level=3
 """The sequencer: the single writer of the event log (compiled loop).
 
-It does as little as possible, because it is the serial fraction:
+It is the serial fraction, so it does only what must be done once:
 
 1. drains the request queue into REC_REQUEST records (so every application
    request enters the log at one position, seen by all replicas);
-2. takes frames from the device (runtime/intake.pxd) straight into ring
-   memory -- one copy, done by the kernel -- through the input frame stages
-   (faults, pcap), and publishes each as a REC_FRAME record;
-3. when the link is idle, publishes REC_TICK records so timers fire;
-4. writes REC_DIGEST records for the replica-divergence check and
-   REC_CHECKPOINT records for worker recovery.
+2. reads frames from the device with a header/data split, as a NIC with
+   header split does: one readv() puts the headers into a small buffer and
+   the payload straight at the log's data tail, where it stays (the kernel's
+   copy is the only one before the workers' owned copies);
+3. validates each frame once for every replica (IPv4, addresses, TCP header,
+   checksum unless the device vouched for it, options) and writes its
+   64-byte descriptor: a REC_SEGMENT that says everything a replica needs, a
+   REC_DROPPED with the reason, or, for what a descriptor cannot carry (SYN
+   options, SACK blocks, urgent data, ICMP), the whole frame as REC_FRAME;
+4. coalesces consecutive in-order segments of one flow into one descriptor
+   (runtime/describe.pxd: Linux's GRO rules), so replicas run the core once
+   per aggregate;
+5. publishes REC_TICK when idle (timers), REC_DIGEST for the replica
+   divergence check and REC_CHECKPOINT for worker recovery.
 
-Time stamps come from CLOCK_MONOTONIC here and only here: replicas never
-read a clock.  When idle it sleeps in poll() on the device and an eventfd that
-applications write only when it says it is asleep.
+When the input frame stages are active (faults, pcap), frames are read whole
+into a buffer, passed through the stages, and what comes out is described the
+same way.  Time stamps come from CLOCK_MONOTONIC here and only here: replicas
+never read a clock.  When idle it sleeps in poll() on the device and an
+eventfd that applications write only when it says it is asleep.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memmove
 
 from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u32, atomic_store_release_u32,
-                              atomic_fence_seq_cst, monotonic_ns, read)
-from misdtcp._ring cimport (BroadcastRing, Ring, ring_try_reserve, ring_wait_space, ring_commit, ring_stop)
+                              atomic_fence_seq_cst, iovec, monotonic_ns, read, readv)
+from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, RING_MAX_DATA, ring_claim, ring_commit,
+                            ring_data_grow, ring_data_tail, ring_has_room, ring_last_pending, ring_stop,
+                            ring_wait_space)
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
-from misdtcp.frameio.stages cimport EMIT_IN_PLACE, EMIT_CORRUPTED, stages_release_due, stages_next_due_ns
-from misdtcp.runtime.intake cimport Intake, INTAKE_MAX_FRAME, intake_round
+from misdtcp.frameio.stages cimport (EMIT_CORRUPTED, FrameStages, stages_apply, stages_next_due_ns,
+                                     stages_release_due)
+from misdtcp.runtime.describe cimport can_coalesce, coalesce, describable, describe_segment
 from misdtcp.runtime.layout cimport RuntimeHeader
 from misdtcp.runtime.queue cimport Message, MessageQueue, MsgQueue, mq_try_take
 from misdtcp.runtime.shm cimport MirroredBuffer
-from misdtcp.runtime.vocabulary cimport REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP, REC_CHECKPOINT
+from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
+                                         REC_CHECKPOINT, REC_DROPPED)
 from misdtcp.runtime.wait cimport WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS
-from misdtcp.wire.frame cimport FRAME_VERIFY_CSUM
-from misdtcp.wire.vnet cimport virtio_net_hdr, vnet_frame_flags, vnet_gso_size
+from misdtcp.wire.drops cimport DROP_NONE
+from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
+from misdtcp.wire.ipv4 cimport IP_HDR_LEN, IP_PROTOCOL, IP_VERSION_IHL, IPPROTO_TCP
+from misdtcp.wire.tcp cimport TcpSegment, TCP_DATA_OFFSET
+from misdtcp.wire.validate cimport validate_frame, validate_frame_split
+from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
+
+import ipaddress
 
 cdef enum:
-    BATCH = 64           # frames read per round before looking at requests again
+    BATCH = 64               # frames read per round before looking at requests again
+    MAX_FRAME = 65536 + 64   # the largest frame a device hands over (GSO super-frame + vnet header)
+    HEADER_ROOM = 256        # the header buffer of a split read (vnet + IPv4 + TCP, all options)
+    DEFAULT_SPLIT = VNET_HDR_LEN + IP_HDR_LEN + 32   # vnet + IPv4 + TCP with the timestamp option
+    FRAME_ALIGN = 8          # whole records start 8-aligned in the data area
+
+
+ctypedef struct SequencerStats:
+    uint64_t frames          # frames taken from the device (or the stages)
+    uint64_t split_reads     # frames whose payload landed in place (header split matched)
+    uint64_t moved           # frames that had to be made contiguous (header split missed)
+    uint64_t segments        # REC_SEGMENT descriptors written
+    uint64_t coalesced       # segments folded into the previous descriptor
+    uint64_t whole_frames    # REC_FRAME records
+    uint64_t dropped         # REC_DROPPED descriptors
 
 
 ctypedef struct Sequencer:
     Ring *ring
     RuntimeHeader *h
     MsgQueue *requests
-    Intake intake
+    int fd
+    uint32_t local_addr
+    bint coalesce
+    FrameStages stages
+    uint8_t *frame_buffer        # stages mode: a whole frame is read here first
+    uint8_t header[HEADER_ROOM]  # split reads: the headers land here
+    uint32_t split               # header bytes expected (learned from the last TCP frame)
+    uint64_t now
     uint64_t digest_every
     uint64_t since_digest
     uint64_t digest_round
+    SequencerStats stats
 
 
-cdef char *_reserve(Sequencer *s, uint32_t n) noexcept nogil:
-    """Room for a record, waiting (the one wait policy) while the slowest
-    worker is a whole ring behind; NULL once stopping."""
-    cdef char *p
-    while True:
-        p = ring_try_reserve(s.ring, n)
-        if p != NULL:
-            return p
+# ---------------------------------------------------------------------------
+# Room in the log
+# ---------------------------------------------------------------------------
+
+cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
+    """Wait (the one wait policy) until the log has room; False once stopping.
+    Pending descriptors are published first: the workers must see them to
+    free any room."""
+    while not ring_has_room(s.ring, entries, data_bytes):
+        ring_commit(s.ring)
         if atomic_load_acquire_u32(&s.h.stop):
-            return NULL
-        if ring_wait_space(s.ring, n, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
-            return NULL
+            return False
+        if ring_wait_space(s.ring, entries, data_bytes, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
+            return False
+    return True
 
 
-cdef bint _publish(Sequencer *s, const uint8_t *data, uint32_t n, uint16_t kind, uint16_t flags,
-                   uint16_t gso_size, uint64_t now) noexcept nogil:
-    """A record whose payload is copied in (requests, ticks, frames that went
-    through the fault injector's pool or were duplicated)."""
-    cdef char *p = _reserve(s, n)
-    if p == NULL:
+cdef bint _record(Sequencer *s, uint8_t kind, const uint8_t *data, uint32_t n, uint64_t now) noexcept nogil:
+    """A record whose bytes are copied into the data area (requests, ticks, digests)."""
+    cdef Descriptor *d
+    cdef uint32_t padded = (n + FRAME_ALIGN - 1) & ~(<uint32_t>FRAME_ALIGN - 1)
+    if not _room(s, 1, padded):
         return False
+    d = ring_claim(s.ring, padded)
+    d.kind = kind
+    d.frame_flags = 0
+    d.length = n
+    d.now_ns = now
     if n:
-        memcpy(p, data, n)
-    ring_commit(s.ring, n, kind, flags, gso_size, 0, 0, now)
+        memcpy(ring_data_tail(s.ring), data, n)
+    ring_data_grow(s.ring, padded)
     s.h.sequencer_records += 1
     return True
 
 
-cdef uint8_t *_frame_buffer(void *context, uint32_t room) noexcept nogil:
-    """The device reads the next frame straight into ring memory."""
-    return <uint8_t *>_reserve(<Sequencer *>context, room)
-
-
-cdef void _frame_in(void *context, uint8_t *frame, uint32_t n, uint32_t how) noexcept nogil:
-    """Publish one frame: where it lies in the ring if it is still there,
-    else as a copy; then a digest record every `digest_every` frames."""
-    cdef Sequencer *s = <Sequencer *>context
-    cdef const virtio_net_hdr *v = <const virtio_net_hdr *>frame
-    cdef uint16_t flags = FRAME_VERIFY_CSUM if how & EMIT_CORRUPTED else vnet_frame_flags(v)
-    cdef uint8_t dbuf[8]
-    if how & EMIT_IN_PLACE:
-        ring_commit(s.ring, n, REC_FRAME, flags, vnet_gso_size(v), 0, 0, s.intake.now)
-        s.h.sequencer_records += 1
-    elif not _publish(s, frame, n, REC_FRAME, flags, vnet_gso_size(v), s.intake.now):
-        return
+cdef void _count_frame(Sequencer *s) noexcept nogil:
+    """A digest record every `digest_every` frames (replica divergence check)."""
+    cdef Descriptor *d
     s.since_digest += 1
     if s.digest_every and s.since_digest >= s.digest_every:
         s.since_digest = 0
-        memcpy(dbuf, &s.digest_round, 8)
-        _publish(s, dbuf, 8, REC_DIGEST, 0, 0, s.intake.now)
-        s.digest_round += 1
+        if _room(s, 1, 0):
+            d = ring_claim(s.ring, 0)
+            d.kind = REC_DIGEST
+            d.seq = <uint32_t>s.digest_round
+            d.length = 0
+            d.now_ns = s.now
+            s.digest_round += 1
+
+
+# ---------------------------------------------------------------------------
+# Describing frames
+# ---------------------------------------------------------------------------
+
+cdef void _dropped(Sequencer *s, int reason) noexcept nogil:
+    cdef Descriptor *d = ring_claim(s.ring, 0)        # the caller made room for one
+    d.kind = REC_DROPPED
+    d.reason = <uint8_t>reason
+    d.length = 0
+    d.now_ns = s.now
+    s.stats.dropped += 1
+
+
+cdef void _whole_frame(Sequencer *s, uint32_t n, uint16_t flags, uint16_t gso) noexcept nogil:
+    """The frame lies whole at the data tail: publish it as a REC_FRAME record."""
+    cdef Descriptor *d = ring_claim(s.ring, 0)
+    d.kind = REC_FRAME
+    d.frame_flags = flags
+    d.gso_size = gso
+    d.length = n
+    d.now_ns = s.now
+    ring_data_grow(s.ring, (n + FRAME_ALIGN - 1) & ~(<uint32_t>FRAME_ALIGN - 1))
+    s.stats.whole_frames += 1
+
+
+cdef void _segment(Sequencer *s, const TcpSegment *seg, uint16_t flags, uint16_t gso,
+                   uint32_t payload_at) noexcept nogil:
+    """A describable segment whose payload lies `payload_at` bytes past the
+    data tail: fold it into the pending descriptor when it continues it, else
+    describe it in a new one."""
+    cdef Descriptor *last = ring_last_pending(s.ring)
+    cdef Descriptor *d
+    if s.coalesce and payload_at == 0 and last != NULL and last.data + last.length == s.ring.data_tail \
+            and can_coalesce(last, seg, flags, gso):
+        coalesce(last, seg, gso)
+        ring_data_grow(s.ring, seg.payload_len)
+        s.stats.coalesced += 1
+        return
+    d = ring_claim(s.ring, 0)
+    describe_segment(d, seg, flags, gso, s.now)
+    d.data += payload_at
+    ring_data_grow(s.ring, payload_at + seg.payload_len)
+    s.stats.segments += 1
+
+
+cdef void _frame_at_tail(Sequencer *s, uint32_t n, uint16_t flags, uint16_t gso) noexcept nogil:
+    """A whole frame (virtio-net header + IP packet) lies at the data tail:
+    describe it.  The caller made room for two descriptors and the frame."""
+    cdef uint8_t *f = <uint8_t *>ring_data_tail(s.ring)
+    cdef TcpSegment seg
+    cdef int r = validate_frame(f + VNET_HDR_LEN, n - VNET_HDR_LEN, flags, gso, s.local_addr, &seg)
+    s.stats.frames += 1
+    if r == DROP_NONE and describable(&seg):
+        # the payload stays where it lies, after the headers
+        _segment(s, &seg, flags, gso, VNET_HDR_LEN + seg.payload_off)
+    elif r == DROP_NONE or r == 255:           # FRAME_IS_ICMP, or a segment no descriptor carries
+        _whole_frame(s, n, flags, gso)
+    else:
+        _dropped(s, r)
+    _count_frame(s)
+
+
+cdef uint32_t _header_length(const uint8_t *h, uint32_t n) noexcept nogil:
+    """vnet + IPv4 + TCP header bytes of a TCP/IPv4 frame whose first n bytes
+    are at h, or 0 when they do not tell (not IPv4/TCP, or too short)."""
+    cdef uint32_t ihl
+    if n < VNET_HDR_LEN + IP_HDR_LEN or (h[VNET_HDR_LEN + IP_VERSION_IHL] >> 4) != 4 or \
+            h[VNET_HDR_LEN + IP_PROTOCOL] != IPPROTO_TCP:
+        return 0
+    ihl = (h[VNET_HDR_LEN + IP_VERSION_IHL] & 0x0f) * 4
+    if n < VNET_HDR_LEN + ihl + 20:
+        return 0
+    return VNET_HDR_LEN + ihl + (h[VNET_HDR_LEN + ihl + TCP_DATA_OFFSET] >> 4) * 4
+
+
+cdef void _split_frame(Sequencer *s, uint32_t n) noexcept nogil:
+    """A frame read split: its first `split` bytes in s.header, the rest at
+    the data tail.  When the headers were exactly `split` bytes long the
+    payload is already in place; otherwise the frame is made whole at the
+    tail (a memmove, only when a flow's header length changes) and the next
+    reads expect the new length."""
+    cdef const virtio_net_hdr *v = <const virtio_net_hdr *>s.header
+    cdef uint16_t flags = vnet_frame_flags(v)
+    cdef uint16_t gso = vnet_gso_size(v)
+    cdef uint32_t length = _header_length(s.header, s.split if n > s.split else n)
+    cdef TcpSegment seg
+    cdef int r
+    cdef uint8_t *tail = <uint8_t *>ring_data_tail(s.ring)
+    if n >= s.split and length == s.split:
+        r = validate_frame_split(s.header + VNET_HDR_LEN, s.split - VNET_HDR_LEN, tail, n - VNET_HDR_LEN,
+                                 flags, gso, s.local_addr, &seg)
+        if r == DROP_NONE and describable(&seg):
+            s.stats.frames += 1
+            s.stats.split_reads += 1
+            _segment(s, &seg, flags, gso, 0)
+            _count_frame(s)
+            return
+    # make the frame whole at the tail
+    if n > s.split:
+        memmove(tail + s.split, tail, n - s.split)
+        memcpy(tail, s.header, s.split)
+    else:
+        memcpy(tail, s.header, n)
+    s.stats.moved += 1
+    if n > length >= VNET_HDR_LEN + IP_HDR_LEN + 20 and length <= HEADER_ROOM:
+        s.split = length            # a frame with payload: its flow's header length
+    _frame_at_tail(s, n, flags, gso)
+
+
+cdef void _staged_frame(void *context, uint8_t *frame, uint32_t n, uint32_t how) noexcept nogil:
+    """The input stages' emitter: a whole frame that came through faults and
+    capture is copied to the data tail and described."""
+    cdef Sequencer *s = <Sequencer *>context
+    cdef const virtio_net_hdr *v = <const virtio_net_hdr *>frame
+    cdef uint16_t flags = FRAME_VERIFY_CSUM if how & EMIT_CORRUPTED else vnet_frame_flags(v)
+    if not _room(s, 2, n + FRAME_ALIGN):
+        return
+    memcpy(ring_data_tail(s.ring), frame, n)
+    _frame_at_tail(s, n, flags, vnet_gso_size(v))
+
+
+cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
+    """Up to BATCH frames from the device into the log; returns how many."""
+    cdef uint32_t count = 0
+    cdef long n
+    cdef iovec iov[2]
+    while count < BATCH:
+        if s.stages.faults != NULL or s.stages.pcap != NULL:
+            n = read(s.fd, s.frame_buffer, MAX_FRAME)
+            if n <= <long>VNET_HDR_LEN:
+                break
+            s.now = monotonic_ns()
+            stages_apply(&s.stages, s.frame_buffer, <uint32_t>n, s.now, _staged_frame, s)
+        else:
+            if not _room(s, 2, MAX_FRAME + HEADER_ROOM):
+                break
+            iov[0].iov_base = s.header
+            iov[0].iov_len = s.split
+            iov[1].iov_base = ring_data_tail(s.ring)
+            iov[1].iov_len = MAX_FRAME
+            n = readv(s.fd, iov, 2)
+            if n <= <long>VNET_HDR_LEN:
+                break
+            s.now = monotonic_ns()
+            _split_frame(s, <uint32_t>n)
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
+               str local_address, uint64_t digest_every, FaultInjector faults, PcapWriter pcap,
+               bint coalesce_segments) except -1:
+    s.ring = &ring.ring
+    s.h = <RuntimeHeader *>block.base if block is not None else NULL
+    s.requests = &requests.queue if requests is not None else NULL
+    s.fd = device_fd
+    s.local_addr = int(ipaddress.IPv4Address(local_address))
+    s.coalesce = coalesce_segments
+    s.stages.faults = &faults.state if faults is not None else NULL
+    s.stages.pcap = &pcap.file if pcap is not None else NULL
+    s.stages.pcap_offset_ns = pcap.realtime_offset_ns if pcap is not None else 0
+    s.frame_buffer = <uint8_t *>malloc(MAX_FRAME)
+    if s.frame_buffer == NULL:
+        raise MemoryError()
+    s.split = DEFAULT_SPLIT
+    s.now = 0
+    s.digest_every = digest_every
+    s.since_digest = 0
+    s.digest_round = 0
+    s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
+    s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
+    return 0
 
 
 def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
-                  int wake_fd, *, uint64_t tick_ns=5000000, uint64_t digest_every=0,
-                  FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_bytes=0):
+                  int wake_fd, *, str local_address, uint64_t tick_ns=5000000, uint64_t digest_every=0,
+                  FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_every=0,
+                  bint coalesce_segments=True):
     """Run until the runtime's stop flag is set; then publish REC_STOP.
-    With `pcap`, every frame that enters the log is captured (after fault
-    injection: what the stack really received)."""
+    `checkpoint_every`: a REC_CHECKPOINT whenever that many data-area bytes
+    or a quarter of the descriptors went by (0: none).  With `pcap`, every
+    frame that enters the log is captured (after fault injection: what the
+    stack really received).  Returns the sequencer's counters."""
     cdef Sequencer s
     cdef Message message
-    cdef uint64_t now, last = 0, last_checkpoint = 0
+    cdef uint64_t now, last = 0, last_checkpoint_data = 0, last_checkpoint_entries = 0
+    cdef uint64_t quarter = ring.entries // 4
     cdef uint32_t got
     cdef pollfd fds[2]
     cdef int timeout_ms
     cdef int64_t due
-    cdef uint8_t dbuf[8]
-    s.ring = &ring.ring
-    s.h = <RuntimeHeader *>block.base
-    s.requests = &requests.queue
-    s.digest_every = digest_every
-    s.since_digest = 0
-    s.digest_round = 0
-    s.intake.fd = device_fd
-    s.intake.batch = BATCH
-    s.intake.now = 0
-    s.intake.stages.faults = &faults.state if faults is not None else NULL
-    s.intake.stages.pcap = &pcap.file if pcap is not None else NULL
-    s.intake.stages.pcap_offset_ns = pcap.realtime_offset_ns if pcap is not None else 0
+    cdef uint8_t scratch[8]
+    _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments)
     with nogil:
         fds[0].fd = device_fd
         fds[0].events = POLLIN
@@ -138,57 +349,182 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             got = 0
             # 1. application requests, in the order they were posted
             while mq_try_take(s.requests, &message):
-                if not _publish(&s, <const uint8_t *>&message, sizeof(Message), REC_REQUEST, 0, 0, now):
+                if not _record(&s, REC_REQUEST, <const uint8_t *>&message, sizeof(Message), now):
                     break
                 got += 1
-            # 2. frames, read straight into the ring
-            got += intake_round(&s.intake, _frame_buffer, _frame_in, &s)
+            # 2. frames, their payload read straight into the log
+            got += _read_frames(&s)
+            # held frames that are due (reorder / delay)
+            s.now = monotonic_ns()
+            got += stages_release_due(&s.stages, s.now, _staged_frame, &s)
             # recovery checkpoints: workers snapshot their state here and the
             # ring reclaims space only up to the latest one
-            if checkpoint_bytes and s.ring.ctl.producer.cursor - last_checkpoint >= checkpoint_bytes:
-                last_checkpoint = s.ring.ctl.producer.cursor
-                _publish(&s, dbuf, 0, REC_CHECKPOINT, 0, 0, now)
-            # held frames that are due (reorder / delay)
-            got += stages_release_due(&s.intake.stages, monotonic_ns(), _frame_in, &s)
+            if checkpoint_every and (s.ring.data_tail - last_checkpoint_data >= checkpoint_every or
+                                     s.ring.ctl.producer.cursor + s.ring.pending - last_checkpoint_entries
+                                     >= quarter):
+                last_checkpoint_data = s.ring.data_tail
+                last_checkpoint_entries = s.ring.ctl.producer.cursor + s.ring.pending
+                _record(&s, REC_CHECKPOINT, scratch, 0, now)
+            ring_commit(s.ring)
             if got:
                 last = now
                 continue
             # 3. idle: a tick when timers may be due, then sleep in poll()
             now = monotonic_ns()
             if now - last >= tick_ns:
-                _publish(&s, dbuf, 0, REC_TICK, 0, 0, now)
+                _record(&s, REC_TICK, scratch, 0, now)
+                ring_commit(s.ring)
                 last = now
             timeout_ms = <int>(tick_ns // 1000000) or 1
-            due = stages_next_due_ns(&s.intake.stages)
+            due = stages_next_due_ns(&s.stages)
             if due - <int64_t>now < <int64_t>timeout_ms * 1000000:
                 timeout_ms = <int>((due - <int64_t>now) // 1000000) + 1
             atomic_store_release_u32(&s.h.sequencer_sleeping, 1)
             atomic_fence_seq_cst()
             if mq_try_take(s.requests, &message):
                 atomic_store_release_u32(&s.h.sequencer_sleeping, 0)
-                _publish(&s, <const uint8_t *>&message, sizeof(Message), REC_REQUEST, 0, 0, monotonic_ns())
+                _record(&s, REC_REQUEST, <const uint8_t *>&message, sizeof(Message), monotonic_ns())
+                ring_commit(s.ring)
                 continue
             poll(fds, 2, timeout_ms)
             atomic_store_release_u32(&s.h.sequencer_sleeping, 0)
             if fds[1].revents & POLLIN:
-                read(wake_fd, dbuf, 8)
+                read(wake_fd, scratch, 8)
         # the end of the log
-        if s.intake.stages.pcap != NULL:
-            pcap_flush(s.intake.stages.pcap)
-        memcpy(dbuf, &s.digest_round, 8)
-        _publish_stop(s.ring, dbuf, monotonic_ns())
+        if s.stages.pcap != NULL:
+            pcap_flush(s.stages.pcap)
+        _publish_stop(&s)
+    free(s.frame_buffer)
+    return dict(s.stats)
 
 
-cdef void _publish_stop(Ring *rg, uint8_t *dbuf, uint64_t now) noexcept nogil:
+cdef void _publish_stop(Sequencer *s) noexcept nogil:
     # STOP may find the ring full if a worker is dead; give up after a wait.
-    cdef char *p = ring_try_reserve(rg, 8)
-    if p == NULL:
-        if ring_wait_space(rg, 8, WAIT_SPIN, WAIT_TIMEOUT_NS) != 0:
-            ring_stop(rg)
+    cdef Descriptor *d
+    ring_commit(s.ring)
+    if not ring_has_room(s.ring, 1, 0):
+        if ring_wait_space(s.ring, 1, 0, WAIT_SPIN, WAIT_TIMEOUT_NS) != 0:
+            ring_stop(s.ring)
             return
-        p = ring_try_reserve(rg, 8)
-        if p == NULL:
-            ring_stop(rg)
-            return
-    memcpy(p, dbuf, 8)
-    ring_commit(rg, 8, REC_STOP, 0, 0, 0, 0, now)
+    d = ring_claim(s.ring, 0)
+    if d == NULL:
+        ring_stop(s.ring)
+        return
+    d.kind = REC_STOP
+    d.length = 0
+    d.seq = <uint32_t>s.digest_round
+    d.now_ns = monotonic_ns()
+    ring_commit(s.ring)
+
+
+# ---------------------------------------------------------------------------
+# A log writer for the replay source and the sequencer's own benchmark
+# ---------------------------------------------------------------------------
+
+cdef class LogWriter:
+    """The sequencer's describing, usable without a device: frames handed in
+    from Python (the replay source, which models a NIC with header/data
+    split) go through exactly the code a live sequencer runs, and so do the
+    records.  Nothing waits: the ring must be large enough for the log."""
+    cdef Sequencer s
+    cdef BroadcastRing ring_owner
+
+    def __cinit__(self, BroadcastRing ring, str local_address, *, bint coalesce=True):
+        self.ring_owner = ring
+        _init(&self.s, ring, None, None, -1, local_address, 0, None, None, coalesce)
+
+    def __dealloc__(self):
+        free(self.s.frame_buffer)
+
+    def frame(self, const uint8_t[::1] frame, uint64_t now):
+        """One frame (virtio-net header + IP packet), as a split read of the
+        device would have delivered it; returns False if the log is full."""
+        cdef uint32_t n = <uint32_t>frame.shape[0]
+        cdef uint32_t head
+        if n > MAX_FRAME:
+            raise ValueError(f"a frame of {n} bytes is larger than any device delivers")
+        if not ring_has_room(self.s.ring, 2, MAX_FRAME + HEADER_ROOM):
+            return False
+        self.s.now = now
+        head = self.s.split if n > self.s.split else n
+        memcpy(self.s.header, &frame[0], head)
+        if n > head:
+            memcpy(ring_data_tail(self.s.ring), &frame[head], n - head)
+        _split_frame(&self.s, n)
+        return True
+
+    def record(self, uint8_t kind, const uint8_t[::1] data=None, uint64_t now=0, uint32_t seq=0):
+        """A record (REC_REQUEST with a Message, REC_TICK, REC_DIGEST with
+        its round in `seq`, REC_STOP); returns False if the log is full."""
+        cdef uint32_t n = 0 if data is None else <uint32_t>data.shape[0]
+        cdef Descriptor *d
+        if not ring_has_room(self.s.ring, 1, n + FRAME_ALIGN):
+            return False
+        d = ring_claim(self.s.ring, n + FRAME_ALIGN)
+        d.kind = kind
+        d.frame_flags = 0
+        d.length = n
+        d.seq = seq
+        d.now_ns = now
+        if n:
+            memcpy(ring_data_tail(self.s.ring), &data[0], n)
+        ring_data_grow(self.s.ring, (n + FRAME_ALIGN - 1) & ~(<uint32_t>FRAME_ALIGN - 1))
+        return True
+
+    def commit(self):
+        """Publish what is pending (a device read batch ends here)."""
+        ring_commit(self.s.ring)
+
+    @property
+    def counters(self):
+        return dict(self.s.stats)
+
+
+def bench_describe(BroadcastRing ring, const uint8_t[::1] blob, offsets, str local_address, uint64_t rounds,
+                   bint describe=True, bint coalesce=True):
+    """The sequencer's per-frame cost on frames already in memory (bench/).
+
+    Each frame of `blob` (at `offsets`, plus the end) is handed over as a
+    split read would deliver it -- its headers copied to the header buffer,
+    its payload to the data tail (the copy the kernel's readv would make) --
+    and described (`describe`), or, as before descriptors, published whole
+    as a REC_FRAME (`describe=False`).  The ring is drained by pretending
+    every consumer released everything after each batch.  Returns the
+    nanoseconds spent, the frames handed over and the sequencer counters
+    (a first, untimed round touches every page of the log)."""
+    cdef Sequencer s
+    cdef uint32_t nf = len(offsets) - 1
+    cdef uint64_t[::1] offs
+    cdef uint64_t i, r, start, spent = 0, frames = 0
+    cdef uint32_t n, head, c
+    cdef uint64_t off
+    import array
+    offs = array.array("Q", offsets)
+    _init(&s, ring, None, None, -1, local_address, 0, None, None, coalesce)
+    with nogil:
+        for r in range(rounds + 1):         # round 0 warms up: every page of the log touched once
+            for i in range(nf):
+                off = offs[i]
+                n = <uint32_t>(offs[i + 1] - off)
+                s.now = i + 1
+                start = monotonic_ns()
+                if describe:
+                    head = s.split if n > s.split else n
+                    memcpy(s.header, &blob[off], head)
+                    if n > head:
+                        memcpy(ring_data_tail(s.ring), &blob[off + head], n - head)
+                    _split_frame(&s, n)
+                else:
+                    memcpy(ring_data_tail(s.ring), &blob[off], n)
+                    _whole_frame(&s, n, vnet_frame_flags(<const virtio_net_hdr *>&blob[off]),
+                                 vnet_gso_size(<const virtio_net_hdr *>&blob[off]))
+                if (i + 1) % BATCH == 0 or i + 1 == nf:
+                    ring_commit(s.ring)
+                    for c in range(s.ring.n_consumers):
+                        s.ring.ctl.consumers[c].cursor = s.ring.ctl.producer.cursor
+                        s.ring.ctl.consumers[c].data_cursor = s.ring.ctl.producer.data_cursor
+                if r:
+                    spent += monotonic_ns() - start
+                    frames += 1
+    free(s.frame_buffer)
+    return spent, frames, dict(s.stats)

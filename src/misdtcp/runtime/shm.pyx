@@ -25,7 +25,7 @@ from cpython.buffer cimport PyBuffer_FillInfo
 from libc.stdint cimport uint64_t
 
 from misdtcp._system cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED,
-                              MFD_CLOEXEC, PROT_NONE, PROT_READ, PROT_WRITE, _SC_PAGESIZE, close, dup, errno,
+                              MFD_CLOEXEC, MFD_HUGETLB, PROT_NONE, PROT_READ, PROT_WRITE, _SC_PAGESIZE, close, dup, errno,
                               fstat, ftruncate, memfd_create, mmap, munmap, stat, sysconf)
 
 
@@ -68,26 +68,67 @@ cdef int shm_create(const char *name, uint64_t size) noexcept nogil:
     return fd
 
 
+cdef int shm_create_huge(const char *name, uint64_t size) noexcept nogil:
+    """A memfd of ``size`` zero bytes backed by huge pages (MFD_HUGETLB), or
+    -errno when the system offers none (no huge-page pool, or ``size`` not a
+    multiple of HUGE_PAGE).  Pages come from the pool when they are mapped:
+    a mapping can still fail with ENOMEM, and callers fall back then too."""
+    cdef int fd
+    cdef int error
+    if size % HUGE_PAGE:
+        return -22                      # EINVAL
+    fd = memfd_create(name, MFD_CLOEXEC | MFD_HUGETLB)
+    if fd < 0:
+        return -errno
+    if ftruncate(fd, <long>size) != 0:
+        error = errno
+        close(fd)
+        return -error
+    return fd
+
+
 cdef char *mirror_map(int fd, uint64_t offset, uint64_t size, int *error) noexcept nogil:
     """Map file bytes [offset, offset+size) twice back to back; NULL and *error on failure.
 
-    The PROT_NONE reservation claims 2*size of address space first so the two
+    Regions that are whole huge pages are mapped at a huge-page boundary, so
+    the same call maps a huge-page memfd (which requires it) and a normal one."""
+    if size % HUGE_PAGE == 0 and offset % HUGE_PAGE == 0:
+        return mirror_map_aligned(fd, offset, size, HUGE_PAGE, error)
+    return mirror_map_aligned(fd, offset, size, 0, error)
+
+
+cdef char *mirror_map_aligned(int fd, uint64_t offset, uint64_t size, uint64_t align,
+                              int *error) noexcept nogil:
+    """mirror_map, with the first byte at a multiple of `align` (huge pages
+    must be mapped at huge-page boundaries; 0: any page boundary).
+
+    The PROT_NONE reservation claims the address space first so the two
     MAP_FIXED mappings cannot land on anything else; MAP_FIXED then replaces
-    the reservation's pages in place.
-    """
-    cdef void *base = mmap(NULL, 2 * size, PROT_NONE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    the reservation's pages in place, and the unused slack of an aligned
+    reservation is given back."""
+    cdef uint64_t slack = align if align else 0
+    cdef char *reserved = <char *>mmap(NULL, 2 * size + slack, PROT_NONE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    cdef char *base
     cdef void *first
     cdef void *second
-    if base == MAP_FAILED:
+    cdef uint64_t lead
+    if <void *>reserved == MAP_FAILED:
         error[0] = errno
         return NULL
+    base = reserved
+    if align:
+        lead = (align - (<uint64_t>reserved % align)) % align
+        base = reserved + lead
+        if lead:
+            munmap(reserved, lead)
+        if slack - lead:
+            munmap(base + 2 * size, slack - lead)
     first = mmap(base, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, <long>offset)
     if first != MAP_FAILED:
-        second = mmap(<char *>base + size, size, PROT_READ | PROT_WRITE,
-                      MAP_SHARED | MAP_FIXED, fd, <long>offset)
+        second = mmap(base + size, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, <long>offset)
         if second != MAP_FAILED:
-            return <char *>base
+            return base
     error[0] = errno
     munmap(base, 2 * size)
     return NULL
@@ -128,21 +169,37 @@ cdef class MirroredBuffer:
         self.base = NULL
         self.size = 0
         self.exports = 0
+        self.huge_pages = False
 
-    def __init__(self, uint64_t size, *, str name="misdtcp-buffer"):
+    def __init__(self, uint64_t size, *, str name="misdtcp-buffer", bint huge_pages=False):
+        """`huge_pages`: back the buffer by huge pages where the system offers
+        them (a huge-page pool, a size that is whole huge pages); otherwise,
+        and if mapping them fails, fall back to normal pages
+        (``self.huge_pages`` says which it got)."""
+        cdef int fd
         check_size(size)
         encoded = name.encode()
+        if huge_pages:
+            fd = shm_create_huge(encoded, size)
+            if fd >= 0:
+                try:
+                    self._attach(fd, size, HUGE_PAGE)
+                    self.huge_pages = True
+                    return
+                except OSError:
+                    pass                # no pages in the pool: normal pages instead
         fd = shm_create(encoded, size)
         if fd < 0:
             raise os_error("memfd_create", -fd)
-        self._attach(fd, size)
+        self._attach(fd, size, 0)
 
-    cdef _attach(self, int fd, uint64_t size):
+    cdef _attach(self, int fd, uint64_t size, uint64_t align):
         """Map ``fd`` (which this object now owns) mirrored."""
         cdef int error_code = 0
         self.fd = fd
         self.size = size
-        self.base = mirror_map(fd, 0, size, &error_code)
+        self.base = mirror_map_aligned(fd, 0, size, align, &error_code) if align else \
+            mirror_map(fd, 0, size, &error_code)
         if self.base == NULL:
             error = os_error("mmap", error_code)
             self._release()
@@ -159,7 +216,7 @@ cdef class MirroredBuffer:
         except BaseException:
             close(own)
             raise
-        self._attach(own, size)
+        self._attach(own, size, 0)
         return self
 
     cdef void _release(self) noexcept:

@@ -1,19 +1,22 @@
 # The runtime's one vocabulary, shared by the C loops and the control path
 # (runtime/vocabulary.pyx gives the same names to Python as IntEnums):
 #
-# * records -- what the sequencer writes into the log (RecordHeader.kind);
+# * records -- what the sequencer writes into the log (Descriptor.kind);
 # * requests -- what an application asks of the core, carried by the request
 #   queue and then by REC_REQUEST records (Message.kind);
 # * events -- what the core tells an application, carried by the event queue
 #   (Message.kind); they are the core's notify codes (N_* in _tcpcore.pxd).
 
 cdef enum:
-    REC_FRAME = 1        # bytes read from the device (virtio_net_hdr + IP packet)
+    REC_FRAME = 1        # a whole frame in the data area (virtio_net_hdr + IP packet): what a
+                         # descriptor cannot describe (SYN options, SACK blocks, ICMP, urgent data)
     REC_REQUEST = 2      # an application request drained from the request queue (a Message)
     REC_TICK = 3         # idle timer tick: only now_ns matters
-    REC_DIGEST = 4       # debug: replicas compare a state digest at this position
+    REC_DIGEST = 4       # debug: replicas compare a state digest at this position (round in `seq`)
     REC_STOP = 5         # end of the log
     REC_CHECKPOINT = 6   # workers snapshot their replica state here (recovery)
+    REC_SEGMENT = 7      # a TCP segment described by the descriptor itself, payload in the data area
+    REC_DROPPED = 8      # a frame the sequencer's validation dropped (`reason`)
 
 cdef enum:
     REQ_LISTEN = 1       # a = port, b = backlog

@@ -15,6 +15,8 @@ class Record(enum.IntEnum):
     DIGEST = REC_DIGEST
     STOP = REC_STOP
     CHECKPOINT = REC_CHECKPOINT
+    SEGMENT = REC_SEGMENT
+    DROPPED = REC_DROPPED
 
 
 class Request(enum.IntEnum):

@@ -239,20 +239,32 @@ cdef inline uint32_t write_tcp_header(uint8_t *p, uint16_t sport, uint16_t dport
     return hlen
 
 
-cdef inline int parse_tcp(const uint8_t *f, uint32_t frame_flags, TcpSegment *seg) noexcept nogil:
+cdef inline int parse_tcp(const uint8_t *f, uint32_t head, const uint8_t *rest, uint32_t frame_flags,
+                          TcpSegment *seg) noexcept nogil:
     """Validate and parse the TCP header that follows a parsed IPv4 header
-    (seg.tcp_off and seg.ip_len are set from it)."""
+    (seg.tcp_off and seg.ip_len are set from it).
+
+    The frame's first `head` bytes are at f; a frame read split in two (the
+    headers into one buffer, the payload straight to its place) continues at
+    `rest`.  The TCP header itself must lie within the head."""
     cdef uint32_t off = seg.tcp_off
     cdef uint32_t l4len = seg.ip_len - off
-    cdef uint32_t hlen
+    cdef uint32_t hlen, first
+    cdef uint64_t sum
     cdef const uint8_t *t = f + off
-    if l4len < TCP_HDR_LEN:
+    if l4len < TCP_HDR_LEN or off + TCP_HDR_LEN > head:
         return DROP_TCP_HEADER
     hlen = (t[TCP_DATA_OFFSET] >> 4) * 4
-    if hlen < TCP_HDR_LEN or hlen > l4len:
+    if hlen < TCP_HDR_LEN or hlen > l4len or off + hlen > head:
         return DROP_TCP_HEADER
     if (frame_flags & FRAME_VERIFY_CSUM) or not (frame_flags & (FRAME_CSUM_PARTIAL | FRAME_CSUM_VALID)):
-        if csum_fold(csum_partial(t, l4len, csum_pseudo_v4(f + IP_SOURCE, f + IP_DESTINATION, IPPROTO_TCP, l4len))) != 0xffff:
+        first = head - off if l4len > head - off else l4len
+        sum = csum_partial(t, first, csum_pseudo_v4(f + IP_SOURCE, f + IP_DESTINATION, IPPROTO_TCP, l4len))
+        if first < l4len:
+            # `first` is the TCP header length here: a multiple of 4, so the
+            # second part's 16-bit words line up with the first's
+            sum = csum_partial(rest, l4len - first, sum)
+        if csum_fold(sum) != 0xffff:
             return DROP_TCP_CHECKSUM
     seg.sport = rd16(t + TCP_SOURCE_PORT)
     seg.dport = rd16(t + TCP_DESTINATION_PORT)
