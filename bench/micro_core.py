@@ -10,10 +10,15 @@ its Copy actions but nobody applies them.  The frame loop runs in C
 figure is parse + acceptability + reassembly bookkeeping + ACK policy (an
 ACK built every second frame) + window accounting.
 
-Cases (time per loop = per frame, or per ACK):
-  core_inorder_frame   in-order frames                    (target <= 150 ns)
+Cases (time per loop = per frame, per descriptor, or per ACK):
+  core_inorder_frame   in-order frames, parsed and validated by the core
   core_ooo_frame       groups of 8: 7 out of order (each answered at once
                        with a SACK-carrying ACK), then the hole fill
+  core_descriptor      in-order segment descriptors, as a replica gets them
+                       from the log (validated once by the sequencer): the
+                       fast path (header prediction)      (target <= 15 ns)
+  core_descriptor_slow the same with the fast path off
+  core_descriptor_x16  descriptors of 16 coalesced segments (per descriptor)
   core_ack_build       one pure ACK built (IPv4 + TCP + timestamps)
 
     .venv/bin/python bench/micro_core.py --fast
@@ -23,7 +28,7 @@ import pyperf
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw, raw
 
-from misdtcp._tcpcore import TcpCore, bench_acks, bench_frames
+from misdtcp._tcpcore import TcpCore, bench_acks, bench_descriptors, bench_frames
 
 STACK, KERNEL = "10.77.0.2", "10.77.0.1"
 MS = 1_000_000
@@ -70,6 +75,16 @@ def frames_case(order, **replica):
     return run, core
 
 
+def descriptors_case(segments=1, fast_path=True):
+    core, conn, blob, offsets = established_core(fast_path=fast_path)
+
+    def run(loops):
+        t0 = pyperf.perf_counter()
+        bench_descriptors(core, conn, loops, segments=segments)
+        return pyperf.perf_counter() - t0
+    return run
+
+
 def ack_case():
     core, conn, blob, offsets = established_core()
 
@@ -91,6 +106,9 @@ def main():
     # and every other ACK, processes every frame
     split, _ = frames_case(None, replica=0, replicas=2, stripe=16384)
     runner.bench_time_func("core_inorder_frame_replica_0_of_2", split)
+    runner.bench_time_func("core_descriptor", descriptors_case())
+    runner.bench_time_func("core_descriptor_slow", descriptors_case(fast_path=False))
+    runner.bench_time_func("core_descriptor_x16", descriptors_case(segments=16))
     runner.bench_time_func("core_ack_build", ack_case())
 
 

@@ -30,7 +30,12 @@ What the oracle asserts, after every event (`World.check_*`):
 * **determinism** — a single replica and a split pair (replica 0 and 1 of 2)
   fed the same events agree on the digest after every event, the pair's
   Transmits and Copies together are exactly the single replica's, and every
-  replica sees the same notifications.
+  replica sees the same notifications;
+* **the log says the same** — a twin core fed every frame through the
+  sequencer's describing code (a LogWriter: validation once, a descriptor or
+  a whole-frame record or a drop record) and then the log, as workers are,
+  ends every event in the same state with the same segments,
+  notifications and copied bytes as the core fed the frame itself.
 
 `World.still_works()` then checks that the established connection (if the
 script did not legitimately kill it) still takes a valid in-order segment
@@ -43,8 +48,11 @@ import copy
 import struct
 from dataclasses import dataclass, field, replace
 
+from misdtcp._ring import BroadcastRing
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
-from misdtcp.wire.codec import finish_tcp_packet
+from misdtcp.runtime.replay_image import action_bytes, apply_descriptor, release_to
+from misdtcp.runtime.sequencer import LogWriter
+from misdtcp.wire.codec import CSUM_PARTIAL, CSUM_VALID, VERIFY_CSUM, finish_tcp_packet
 
 MS = 1_000_000
 STACK = 0x0A4D0002          # 10.77.0.2
@@ -246,8 +254,52 @@ class ConnModel:
     peer_fin: bool = False
 
 
+class LogTwin:
+    """A core fed through the log: every frame goes through the sequencer's
+    describing code into a small ring and then, position by position, into
+    the core, exactly as a worker gets it."""
+
+    def __init__(self, core: TcpCore):
+        self.core = core
+        self.ring = BroadcastRing(1 << 10, 1 << 20, 1, name="misdtcp-fuzz-log")
+        self.writer = LogWriter(self.ring, "10.77.0.2", coalesce=False)
+        self.seen = 0
+
+    @staticmethod
+    def vnet(flags, gso):
+        """The virtio-net header a device would have put in front of the frame."""
+        # VERIFY (checksums must be checked whatever the device said) is a
+        # header that vouches for nothing
+        vflags = 0 if flags & VERIFY_CSUM else 2 if flags & CSUM_VALID else 1 if flags & CSUM_PARTIAL else 0
+        return struct.pack("<BBHHHHH", vflags, 1 if gso else 0, 0, gso, 0, 0, 0)
+
+    def frame(self, frame, now, flags, gso):
+        """Returns [(actions, bytes of each Copy)] for every log position the frame made."""
+        if gso > 0xFFFF:
+            # no device can say this (virtio's gso_size is 16 bits): the frame goes in directly
+            actions = self.core.frame(frame, now, flags, gso)
+            return [(actions, [bytes(frame[a.frame_offset:a.frame_offset + a.length])
+                               for a in actions if isinstance(a, Copy)])]
+        if not self.writer.frame(self.vnet(flags, gso) + bytes(frame), now):
+            raise InvariantError("the fuzzing log is full (it is released after every frame)")
+        self.writer.commit()
+        out = []
+        while self.seen < self.ring.available():
+            actions = apply_descriptor(self.core, self.ring, self.seen)
+            copies = [action_bytes(self.ring, self.seen, a.frame_offset, a.length)
+                      for a in actions if isinstance(a, Copy)]
+            out.append((actions, copies))
+            self.seen += 1
+        release_to(self.ring, 0, self.seen)
+        return out
+
+    def close(self):
+        self.ring.close()
+
+
 class World:
-    """One core under test plus a split pair of replicas, and the oracle."""
+    """One core under test plus a split pair of replicas, a twin fed through
+    the log, and the oracle."""
 
     def __init__(self, split=True, **config):
         cfg = dict(CONFIG, **config)
@@ -255,6 +307,7 @@ class World:
         self._core_args = [cfg] + ([dict(cfg, replica=i, replicas=2) for i in range(2)] if split else [])
         self.core = TcpCore("10.77.0.2", **cfg)
         self.pair = [TcpCore("10.77.0.2", **kw) for kw in self._core_args[1:]]
+        self.twin = LogTwin(TcpCore("10.77.0.2", **cfg))
         self.now = 1_000 * MS
         self.models: dict[int, ConnModel] = {}
         self.sent: dict[int, int] = {}          # handle -> send-stream bytes posted
@@ -276,6 +329,9 @@ class World:
             n.load_state(c.state_bytes())
             fresh.append(n)
         w.core, w.pair = fresh[0], fresh[1:]
+        twin = TcpCore("10.77.0.2", **self._core_args[0])
+        twin.load_state(self.core.state_bytes())
+        w.twin = LogTwin(twin)
         w.models = copy.deepcopy(self.models)
         w.sent = dict(self.sent)
         w.dead = dict(self.dead)
@@ -329,10 +385,13 @@ class World:
             self.sources.add(struct.pack("!I", int.from_bytes(bytes(map(int, args[0].split("."))), "big")))
         if kind == "frame":
             actions = self._all(lambda c: c.frame(frame, now, flags, gso))
+            self._check_twin(actions, self.twin.frame(frame, now, flags, gso), frame)
         elif kind == "tick":
             actions = self._all(lambda c: c.tick(now))
+            self._check_twin(actions, [(self.twin.core.tick(now), [])], frame)
         else:
             actions = self._all(lambda c: getattr(c, kind)(*args, now=now))
+            self._check_twin(actions, [(getattr(self.twin.core, kind)(*args, now=now), [])], frame)
         check(self.core.action_overflow == 0, "action list overflowed")
         after = self._snapshot()
         self._check_actions(actions, before, after, frame)
@@ -340,6 +399,25 @@ class World:
         if kind == "frame":
             self._check_accounting(frame, actions, before, after, drops0, stats0, seg0, echo0)
         return actions
+
+    def _check_twin(self, actions, positions, frame):
+        """The core fed through the log ends the event where the core fed the
+        frame did: same state, same segments and notifications, the same
+        bytes copied to the same stream offsets."""
+        check(self.twin.core.digest() == self.core.digest(), "the log and the frame path diverged",
+              self.log[-1:])
+        check(self.twin.core.drops() == self.core.drops(), "the log counted drops differently",
+              self.twin.core.drops(), self.core.drops())
+        twin_actions = [a for acts, _ in positions for a in acts]
+        key = repr
+        check(sorted((a for a in twin_actions if not isinstance(a, Copy)), key=key) ==
+              sorted((a for a in actions if not isinstance(a, Copy)), key=key),
+              "the log path sent or notified differently")
+        twin_copies = sorted((a.handle, a.stream_offset, data) for acts, datas in positions
+                             for a, data in zip([x for x in acts if isinstance(x, Copy)], datas))
+        copies = sorted((a.handle, a.stream_offset, bytes(frame[a.frame_offset:a.frame_offset + a.length]))
+                        for a in actions if isinstance(a, Copy))
+        check(twin_copies == copies, "the log path copied different bytes")
 
     # -- the oracle ---------------------------------------------------------
     def _model(self, h, snap):

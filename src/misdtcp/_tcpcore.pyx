@@ -2401,6 +2401,46 @@ def bench_frames(TcpCore core, uint32_t handle, frames_blob, offsets, uint64_t n
     return produced
 
 
+def bench_descriptors(TcpCore core, uint32_t handle, uint64_t n_descriptors, uint32_t segment=1448,
+                      uint32_t segments=1, uint32_t consume_every=32, uint64_t step_ns=1000):
+    """Feed n_descriptors in-order segment descriptors of connection `handle`
+    through core_entry: what a replica does per descriptor of the log, with
+    no frame to parse.  Each carries `segments` segments of `segment` bytes
+    (coalesced when > 1).  Every `consume_every` descriptors the application
+    consumes everything received.  Copy actions are produced but not
+    applied; the action list is reset after every descriptor.  Returns the
+    number of actions produced."""
+    cdef Conn *c = core_conn(core.st, handle)
+    cdef Descriptor d
+    cdef uint64_t i, produced = 0
+    if c == NULL:
+        raise ValueError("no such connection")
+    memset(&d, 0, sizeof(d))
+    d.tcp_flags = TH_ACK
+    d.window = 65535
+    d.segments = <uint16_t>segments
+    d.saddr = c.raddr
+    d.sport = c.rport
+    d.dport = c.lport
+    d.ack = c.snd_una
+    d.has_ts = c.ts_ok
+    d.tsval = c.ts_recent
+    d.length = segment * segments
+    d.gso_size = <uint16_t>(segment if segments > 1 else 0)
+    d.now_ns = core.st.now_ns
+    with nogil:
+        for i in range(n_descriptors):
+            d.seq = c.rcv_nxt
+            d.now_ns += step_ns
+            core_entry(core.st, &core.rx, &d)
+            produced += core.rx.nactions
+            core.rx.nactions = 0
+            if consume_every and (i + 1) % consume_every == 0:
+                core_app_consumed(core.st, &core.rx, handle, c.rcv_nxt_off, d.now_ns)
+                core.rx.nactions = 0
+    return produced
+
+
 def bench_acks(TcpCore core, uint32_t handle, uint64_t n):
     """Build n pure ACKs (window, timestamps, SACK blocks if any) for
     `handle`, resetting the action list each time."""

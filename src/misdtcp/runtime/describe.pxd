@@ -48,7 +48,7 @@ cdef inline void describe_segment(Descriptor *d, const TcpSegment *seg, uint16_t
     d.sport = seg.sport
     d.dport = seg.dport
     d.length = seg.payload_len
-    d.gso_size = gso_size if seg.payload_len > gso_size else 0
+    d.gso_size = gso_size               # as the device said: the core reads the segment size from it
     d.reason = 0
     d.now_ns = now
 

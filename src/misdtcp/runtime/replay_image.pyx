@@ -9,7 +9,7 @@ it builds.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
 
-from misdtcp._ring cimport BroadcastRing, Descriptor, Ring, ring_data, ring_descriptor
+from misdtcp._ring cimport BroadcastRing, Descriptor, Ring, ring_data, ring_descriptor, ring_release
 from misdtcp._tcpcore cimport TcpCore, core_entry, core_frame, core_dropped, core_tick
 from misdtcp.runtime.executor cimport apply_request
 from misdtcp.runtime.vocabulary cimport REC_SEGMENT, REC_FRAME, REC_DROPPED, REC_REQUEST, REC_TICK
@@ -98,3 +98,25 @@ def apply_descriptor(TcpCore core, BroadcastRing ring, uint64_t seqno):
     elif d.kind == REC_TICK:
         core_tick(core.st, &core.rx, d.now_ns)
     return core._drain(frame)
+
+
+def action_bytes(BroadcastRing ring, uint64_t seqno, uint32_t offset, uint32_t length):
+    """The bytes a Copy action of log position `seqno` refers to (its
+    frame_offset counts from the payload of a REC_SEGMENT, from the IP
+    header of a REC_FRAME): for checking copies made from the log."""
+    cdef Ring *rg = &ring.ring
+    cdef const Descriptor *d = ring_descriptor(rg, seqno)
+    cdef const char *p = ring_data(rg, d.data)
+    if d.kind == REC_FRAME:
+        p += VNET_HDR_LEN
+    return p[offset:offset + length]
+
+
+def release_to(BroadcastRing ring, uint32_t consumer_id, uint64_t seqno):
+    """Release every log position before `seqno` for `consumer_id` (a Python
+    consumer that applied them with apply_descriptor)."""
+    cdef Ring *rg = &ring.ring
+    cdef uint64_t start = rg.ctl.consumers[consumer_id].cursor
+    if seqno == start:
+        return
+    ring_release(rg, consumer_id, seqno, ring_descriptor(rg, seqno - 1).data_end, seqno - start)
