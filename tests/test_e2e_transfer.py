@@ -142,6 +142,59 @@ def test_iperf3_test_after_test_and_truthful_results():
         assert 0.9 * sent <= received <= sent
 
 
+# iperf3's client after TEST_END drains reverse streams with *blocking* reads
+# of whole blocks, while its reads during the test were non-blocking and cut
+# blocks anywhere: only the end of the stream (the server closes it at
+# TEST_END, as iperf3's own server does) ends that last read.  This client
+# does the same with a read size that never divides the block.
+REVERSE_DRAIN_CLIENT = """
+import json, os, socket, struct, sys, time
+addr = {addr!r}
+cookie = b"misdtcp-reverse-drain-test-cookie-00"[:36] + b"\\0"
+ctrl = socket.create_connection((addr, 5201), timeout=10)
+ctrl.sendall(cookie)
+def state():
+    b = ctrl.recv(1)
+    return struct.unpack("!b", b)[0] if b else None
+assert state() == 9                                   # PARAM_EXCHANGE
+params = json.dumps({{"tcp": True, "time": 1, "parallel": 1, "reverse": True, "len": 131072}}).encode()
+ctrl.sendall(struct.pack("!I", len(params)) + params)
+assert state() == 10                                  # CREATE_STREAMS
+data = socket.create_connection((addr, 5201), timeout=10)
+data.sendall(cookie)
+assert state() == 1 and state() == 2                  # TEST_START, TEST_RUNNING
+data.setblocking(False)
+got, end = 0, time.monotonic() + 1.0
+while time.monotonic() < end:
+    try:
+        chunk = data.recv(100003)
+    except BlockingIOError:
+        continue
+    got += len(chunk)
+ctrl.sendall(struct.pack("!b", 4))                     # TEST_END
+data.setblocking(True)
+data.settimeout(15)
+while True:                                          # drain: the server must end the stream
+    chunk = data.recv(131072)
+    if not chunk:
+        break
+    got += len(chunk)
+print(json.dumps({{"received": got, "next_state": state()}}), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_iperf3_reverse_streams_end_at_test_end():
+    with serving("iperf3", workers=2) as (ns, stack):
+        proc = ns.python(["-c", REVERSE_DRAIN_CLIENT.format(addr=STACK_ADDR)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rc, out, err = finish(proc, timeout=60)
+        assert rc == 0, err
+        result = json.loads(out)
+        assert result["received"] > 1 << 20
+        assert result["next_state"] == 13                 # EXCHANGE_RESULTS follows
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("strategy,workers", [("single", 1), ("mimd", 2), ("misd", 3)])
 def test_every_strategy_delivers_exactly(strategy, workers):

@@ -181,6 +181,14 @@ class Iperf3Server:
             if s.sender:
                 s.thread.join(2.0)
                 s.end = s.end or time.monotonic()
+                # As iperf3's own server does, the streams we send on end at
+                # TEST_END: the client drains them with blocking reads of whole
+                # blocks after the test and would wait forever for the rest of
+                # a block its earlier non-blocking reads had cut.
+                try:
+                    s.conn.shutdown()
+                except (ConnectionError, OSError, StackError):
+                    pass
         elapsed = time.monotonic() - t0
         cpu1 = os.times()
         _state(ctrl, EXCHANGE_RESULTS)
