@@ -20,6 +20,7 @@ from misdtcp._ring import BroadcastRing
 from misdtcp.runtime.queue import MessageQueue
 from misdtcp.runtime.shm import MirroredBuffer
 from misdtcp.runtime.vocabulary import Record, Request
+from misdtcp.runtime import wait
 from misdtcp.runtime.wait import WaitStatus
 from misdtcp.testing import ring_harness
 
@@ -256,6 +257,28 @@ def test_consumer_wait_times_out_without_records():
         assert ring.wait(0, spin=10, timeout=0.05) == WaitStatus.TIMEOUT
         assert 0.04 < time.monotonic() - started < 1.0
         assert ring.counters()["consumers"][0]["timeouts"] == 1
+
+
+def test_spin_budget_shrinks_when_spinning_never_pays():
+    """A waiter whose peer never publishes while it spins ends up spinning
+    only the floor before it parks (the adaptive half of the wait policy)."""
+    with BroadcastRing(16, DATA, n_consumers=1) as ring:
+        for _ in range(12):
+            assert ring.wait(0, spin=512, timeout=0.001) == WaitStatus.TIMEOUT
+        consumer = ring.counters()["consumers"][0]
+        assert consumer["parks"] == 12
+        assert consumer["spin_budget"] == wait.SPIN_FLOOR
+
+
+def test_spin_budget_grows_to_the_ceiling_while_spinning_pays_and_halves_when_it_does_not():
+    budgets = [wait.first_budget(512)]
+    for _ in range(8):
+        budgets.append(wait.next_budget(budgets[-1], 512, paid=True))
+    assert budgets[0] == 128 and budgets[-1] == 512
+    assert all(a < b for a, b in zip(budgets, budgets[1:5]))
+    assert wait.next_budget(512, 512, paid=False) == 256
+    assert wait.next_budget(wait.SPIN_FLOOR, 512, paid=False) == wait.SPIN_FLOOR
+    assert wait.next_budget(100, 64, paid=True) == 64
 
 
 def in_thread(function, *args):

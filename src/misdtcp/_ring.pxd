@@ -56,7 +56,6 @@ ctypedef struct RingProducerStats:     # written by the producer only
     uint64_t full_waits                # a claim found no room and had to wait
     uint64_t wakes                     # FUTEX_WAKE calls for sleeping consumers
     WaitCounters wait                  # how the waits for room ended
-    uint8_t _pad[8]
 
 ctypedef struct RingWaitLine:          # one per direction of waiting
     uint32_t eventcount                # futex word: epoch << 1 | "someone may sleep" bit
@@ -71,7 +70,7 @@ ctypedef struct RingConsumerSlot:      # two lines, written by its consumer only
     uint64_t bytes
     uint64_t wakes                     # FUTEX_WAKE calls for the sleeping producer
     WaitCounters wait                  # how this consumer's waits ended
-    uint8_t _pad_stats[16]
+    uint8_t _pad_stats[8]
 
 ctypedef struct RingControl:
     RingInfoLine info

@@ -652,6 +652,8 @@ cdef class BroadcastRing:
             "sleeps": atomic_load_relaxed_u64(&p.wait.sleeps),
             "wakes": atomic_load_relaxed_u64(&p.wakes),
             "timeouts": atomic_load_relaxed_u64(&p.wait.timeouts),
+            "parks": p.wait.parks,
+            "spin_budget": p.wait.budget,
         }
         consumers = []
         for i in range(self.ring.n_consumers):
@@ -665,6 +667,8 @@ cdef class BroadcastRing:
                 "sleeps": atomic_load_relaxed_u64(&c.wait.sleeps),
                 "wakes": atomic_load_relaxed_u64(&c.wakes),
                 "timeouts": atomic_load_relaxed_u64(&c.wait.timeouts),
+                "parks": c.wait.parks,
+                "spin_budget": c.wait.budget,
             })
         return {"producer": producer, "consumers": consumers}
 

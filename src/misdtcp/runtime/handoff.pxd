@@ -28,7 +28,6 @@ ctypedef struct HandoffControl:        # one per helper: producer line, consumer
     uint8_t _pad_room[56]
     WaitCounters helper_waits
     WaitCounters leader_waits
-    uint8_t _pad_stats[16]
 
 ctypedef struct Handoff:               # process-local handle
     HandoffControl *ctl

@@ -40,13 +40,13 @@ ctypedef struct MessageQueueControl:
     uint64_t taken                     # statistics, consumer-written
     uint64_t consumer_wakes            # wakes sent to sleeping posters
     WaitCounters consumer_waits
-    uint8_t _pad_head[16]
+    uint8_t _pad_head[8]
     MessageQueueWait consumer_wait     # the consumer sleeps here for messages
     MessageQueueWait poster_wait       # posters sleep here for a free slot
     uint64_t poster_full_waits         # statistics shared by posters (atomic adds,
     uint64_t poster_wakes              # only on the slow path)
     WaitCounters poster_waits
-    uint8_t _pad_poster[24]
+    uint8_t _pad_poster[16]
 
 ctypedef struct MsgQueue:              # process-local handle
     MessageQueueControl *ctl

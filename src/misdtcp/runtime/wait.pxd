@@ -2,15 +2,19 @@
 # that waits for another process -- ring consumers and the producer, the
 # message queues, the start barrier, mimd's lock -- waits the same way:
 #
-#     spin   : re-check the condition with PAUSE in between, at most
-#              WAIT_SPIN times (tens of microseconds: enough to cover a peer
-#              that is running, short against a scheduler tick);
+#     spin   : re-check the condition with PAUSE in between -- at most the
+#              waiter's adapted budget of PAUSEs, never more than the
+#              caller's ceiling, and never longer than WAIT_SPIN_NS;
 #     park   : announce ourselves on an eventcount, re-check, then sleep on
 #              its futex word, at most `timeout_ns` (callers pass ~50 ms, so
 #              a dead peer is noticed).
 #
-# With more processes than cores (this machine has 2) pure spinning starves
-# the very process being waited for, so the spin phase is bounded.
+# The budget adapts per waiter (it lives in the waiter's WaitCounters): a wait
+# that ended while spinning grows it by half, a wait that had to park halves
+# it.  Spinning pays when the peer is running on another core and is about to
+# publish; with more processes than cores (this machine has 2) it starves the
+# very process being waited for, parks follow, and the budget shrinks to a
+# few PAUSEs -- a waiter then costs its core almost nothing.
 #
 # Eventcount (a futex word per direction of waiting): ``epoch << 1 | S``,
 # S meaning "someone may be asleep".
@@ -39,16 +43,22 @@ cdef enum:
     WAIT_STOPPED = 2    # the stop flag is set (and the condition does not hold)
 
 cdef enum:
-    # PAUSEs before parking.  A PAUSE is ~40-140 cycles, so this is some tens
-    # of microseconds.
-    WAIT_SPIN = 1000
+    # The ceiling of PAUSEs before parking.  A PAUSE is ~40-140 cycles, so the
+    # ceiling alone could mean tens of microseconds; WAIT_SPIN_NS bounds it in
+    # time whatever a PAUSE costs on the machine.
+    WAIT_SPIN = 512
+    WAIT_SPIN_NS = 10000
+    WAIT_SPIN_FLOOR = 8          # the adapted budget never drops below this
+    WAIT_SPIN_CLOCK_EVERY = 64   # PAUSEs between clock reads while spinning
     # Every park is bounded so a caller notices a dead peer within 50 ms.
     WAIT_TIMEOUT_NS = 50000000
 
-ctypedef struct WaitCounters:
+ctypedef struct WaitCounters:   # one per waiter (ring consumer, producer, queue side)
     uint64_t spins      # waits satisfied while spinning
     uint64_t sleeps     # futex sleeps
     uint64_t timeouts   # waits that gave up
+    uint32_t budget     # the adapted spin budget in PAUSEs (0: not yet adapted)
+    uint32_t parks      # waits that had to park (the budget's evidence)
 
 # The condition waited on: True when it holds.  It may act (a poster's
 # condition is "my message went in").
@@ -94,25 +104,64 @@ cdef inline bint flag_set(const uint32_t *flag) noexcept nogil:
     return flag != NULL and atomic_load_relaxed_u32(flag) != 0
 
 
+cdef inline uint32_t spin_budget(WaitCounters *counters, uint32_t ceiling) noexcept nogil:
+    """How many PAUSEs this wait may spin: the waiter's adapted budget, within
+    the caller's ceiling (a waiter without counters spins the ceiling)."""
+    cdef uint32_t b
+    if counters == NULL or ceiling == 0:
+        return ceiling
+    b = counters.budget
+    if b == 0:
+        b = ceiling // 4 if ceiling // 4 > WAIT_SPIN_FLOOR else WAIT_SPIN_FLOOR
+        counters.budget = b
+    return b if b < ceiling else ceiling
+
+
+cdef inline void spin_paid(WaitCounters *counters, uint32_t ceiling) noexcept nogil:
+    """The condition came true while spinning: spinning pays, allow more."""
+    cdef uint32_t b
+    if counters != NULL:
+        b = counters.budget + counters.budget // 2 + WAIT_SPIN_FLOOR
+        counters.budget = b if b < ceiling else ceiling
+        atomic_fetch_add_u64(&counters.spins, 1)
+
+
+cdef inline void spin_wasted(WaitCounters *counters) noexcept nogil:
+    """The wait had to park: the spinning was wasted, allow less."""
+    if counters != NULL:
+        counters.budget = counters.budget // 2 if counters.budget // 2 > WAIT_SPIN_FLOOR else WAIT_SPIN_FLOOR
+        counters.parks += 1
+
+
 cdef inline int wait_for(wait_ready_fn ready, void *context, uint32_t *eventcount,
                          const uint32_t *stop, uint32_t spin, uint64_t timeout_ns,
                          WaitCounters *counters) noexcept nogil:
     """Wait until ready(context): WAIT_READY, WAIT_STOPPED once *stop is set
     (the condition is checked first, so a consumer drains before it stops),
-    or WAIT_TIMEOUT after timeout_ns.  `stop` and `counters` may be NULL."""
-    cdef uint32_t i, seen
-    cdef uint64_t deadline, now
+    or WAIT_TIMEOUT after timeout_ns.  `spin` is the ceiling of PAUSEs before
+    parking; the waiter's `counters` (may be NULL: spin the ceiling, count
+    nothing) carry the adapted budget.  `stop` may be NULL."""
+    cdef uint32_t i, seen, budget
+    cdef uint64_t deadline, now, spin_until = 0
     if ready(context):
         return WAIT_READY
-    for i in range(spin):
+    budget = spin_budget(counters, spin)
+    for i in range(budget):
         cpu_relax()
         if ready(context):
-            if counters != NULL:
-                atomic_fetch_add_u64(&counters.spins, 1)
+            spin_paid(counters, spin)
             return WAIT_READY
         if flag_set(stop):
             return WAIT_STOPPED
+        if i % WAIT_SPIN_CLOCK_EVERY == WAIT_SPIN_CLOCK_EVERY - 1:
+            now = monotonic_ns()
+            if spin_until == 0:
+                spin_until = now + WAIT_SPIN_NS
+            elif now >= spin_until:
+                break
     deadline = monotonic_ns() + timeout_ns
+    if budget:
+        spin_wasted(counters)
     while True:
         seen = ec_prepare_sleep(eventcount)
         if ready(context):

@@ -7,6 +7,8 @@ copy progress or send-buffer room in shared memory, the supervisor waiting
 for children -- uses the same shape here: re-check, then sleep for a time
 that grows from ``first`` to ``longest``, under an optional ``Deadline``.
 """
+from libc.string cimport memset
+
 import enum
 import time
 
@@ -20,6 +22,27 @@ class WaitStatus(enum.IntEnum):
 
 DEFAULT_SPIN = WAIT_SPIN
 DEFAULT_TIMEOUT_NS = WAIT_TIMEOUT_NS
+SPIN_FLOOR = WAIT_SPIN_FLOOR
+SPIN_NS = WAIT_SPIN_NS
+
+
+def first_budget(uint32_t ceiling):
+    """The spin budget a new waiter starts with under `ceiling`."""
+    cdef WaitCounters c
+    memset(&c, 0, sizeof(c))
+    return spin_budget(&c, ceiling)
+
+
+def next_budget(uint32_t budget, uint32_t ceiling, bint paid):
+    """The budget after one wait that ended while spinning (`paid`) or parked."""
+    cdef WaitCounters c
+    memset(&c, 0, sizeof(c))
+    c.budget = budget
+    if paid:
+        spin_paid(&c, ceiling)
+    else:
+        spin_wasted(&c)
+    return c.budget
 
 
 class Deadline:
