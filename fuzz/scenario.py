@@ -76,7 +76,7 @@ PARSE_DROPS = ("ip_truncated", "ip_version", "ip_header_length", "ip_checksum", 
                "tcp_options", "tcp_flags", "bad_gso")
 
 CONFIG = dict(secret=7, rcvbuf=RCVBUF, sndbuf=RCVBUF, max_connections=64, backlog=8,
-              stripe=512, mss=1460, action_capacity=4096)
+              stripe=512, send_stripe=2048, mss=1460, action_capacity=4096)
 
 
 # ---------------------------------------------------------------------------
@@ -348,9 +348,17 @@ class World:
         d = self.core.digest()
         check(all(c.digest() == d for c in self.pair), "replicas diverged", self.log[-1:])
         key = lambda a: tuple(a)
+        # `ordered` marks where the owner changes: a single replica has none
         single_tx = sorted((a for a in ref if isinstance(a, Transmit)), key=key)
-        pair_tx = sorted((a for o in outs for a in o if isinstance(a, Transmit)), key=key)
+        pair_tx = sorted((a._replace(ordered=False) for o in outs for a in o if isinstance(a, Transmit)), key=key)
         check(single_tx == pair_tx, "split replicas did not emit exactly the single replica's segments")
+        # per connection, consecutive data segments: the second is marked
+        # ordered exactly when another replica owns it
+        owners = sorted((a.handle, a.index, r, a.ordered) for r, o in enumerate(outs) for a in o
+                        if isinstance(a, Transmit) and a.index is not None)
+        check(all(ordered == (r != pr) for (ph, pi, pr, _), (h, i, r, ordered) in zip(owners, owners[1:])
+                  if h == ph and i == pi + 1),
+              "a data segment of a new owner is not marked ordered, or one of the same owner is", owners)
         pc = _merge_copies([a for o in outs for a in o if isinstance(a, Copy)])
         check(_merge_copies([a for a in ref if isinstance(a, Copy)]) == pc,
               "split replicas did not copy exactly the single replica's bytes")

@@ -214,11 +214,14 @@ def test_state_snapshot_restores_a_replica():
     assert other.conn(conn) == cores[0].conn(conn)
 
 
-def test_send_side_replicas_split_data_segments():
-    """Sender-side ownership: data segments round-robin over replicas."""
+def test_send_side_replicas_own_data_segments_by_stripe_in_order():
+    """Sender-side ownership: a data segment belongs to the replica that owns
+    the stripe of its first byte; the first segment of each new owner is
+    marked ordered, with its index in the connection's segment order."""
     n = 3
-    cores = [TcpCore(STACK, secret=7, replica=i, replicas=n) for i in range(n)]
-    single = TcpCore(STACK, secret=7)
+    stripe = 4 * 1448
+    cores = [TcpCore(STACK, secret=7, replica=i, replicas=n, send_stripe=stripe) for i in range(n)]
+    single = TcpCore(STACK, secret=7, send_stripe=stripe)
     peer = Peer()
     now = 1000 * MS
 
@@ -236,8 +239,13 @@ def test_send_side_replicas_split_data_segments():
     all_do("accepted", conn, now=now)
     res, ref = all_do("send", conn, 10 * 1448, now=now)
     mine = [[a for a in acts if isinstance(a, Transmit)] for acts in res]
-    assert sorted(a for m in mine for a in m) == sorted(a for a in ref if isinstance(a, Transmit))
-    assert all(len(m) in (3, 4) for m in mine)              # 10 segments over 3 replicas
+    # the same segments as one core sends, each built by exactly one replica
+    assert sorted(a._replace(ordered=False) for m in mine for a in m) == \
+        sorted(a for a in ref if isinstance(a, Transmit))
+    assert [[a.offset // stripe for a in m] for m in mine] == [[0] * 4, [1] * 4, [2] * 2]
+    assert [a.index for m in mine for a in m] == list(range(10))
+    assert [a.index for m in mine for a in m if a.ordered] == [4, 8]
+    assert not any(a.ordered for a in ref if isinstance(a, Transmit))
 
 
 # --- bad input --------------------------------------------------------------

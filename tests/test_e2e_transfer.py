@@ -142,6 +142,28 @@ def test_iperf3_test_after_test_and_truthful_results():
         assert 0.9 * sent <= received <= sent
 
 
+@needs_iperf3
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reverse_sends_in_order_without_spurious_recovery(workers):
+    """misdtcp sending (iperf3 -R) with no loss anywhere: the segments leave
+    in sequence order whichever worker writes them, so the kernel receiver
+    never sees a hole, never sends duplicate ACKs, and the sender never
+    enters fast retransmit."""
+    with serving("iperf3", workers=workers) as (ns, stack):
+        rc, result = iperf3(ns, "-R", seconds=3)
+        assert rc == 0, result.get("error")
+        assert result["end"]["sum_received"]["bytes"] > 16 << 20
+        assert wait_for(lambda: stack.core_stats()[0]["segs_out"] > 1000, timeout=5)
+        stats, _ = stack.core_stats()
+        assert stats["fast_retransmits"] == 0
+        assert stats["retransmits"] <= stats["segs_out"] // 1000
+        if workers > 1:
+            # the segments really were written by both workers
+            sent = [c["segments_sent"] for c in stack.worker_counters()]
+            assert min(sent) > max(sent) // 4
+
+
 # iperf3's client after TEST_END drains reverse streams with *blocking* reads
 # of whole blocks, while its reads during the test were non-blocking and cut
 # blocks anywhere: only the end of the stream (the server closes it at

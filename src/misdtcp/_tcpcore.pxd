@@ -46,6 +46,10 @@ cdef enum:
     TX_PAYLOAD_STREAM = 1   # send stream [stream_off, +length); TCP checksum field holds the pseudo-header sum
     TX_PAYLOAD_FRAME = 2    # input frame [frame_off, +length); checksums complete (ICMP echo reply)
     TX_RETRANSMIT = 0x10
+    TX_SEQUENCED = 0x20     # a data or FIN segment: Action.pad is its index in the connection's
+                            # data-segment order (the order they must reach the wire in)
+    TX_ORDERED = 0x40       # ... and the first of a new owner: write it only once the connection's
+                            # earlier segments are written (see _emit_tcp)
 
 # ACT_NOTIFY codes (Action.code); Action.stream_off carries the value
 cdef enum NotifyCode:
@@ -191,7 +195,10 @@ ctypedef struct Conn:
     uint64_t persist_at
     uint64_t timewait_at
     # --- ownership counters (replicated) and statistics ---
-    uint64_t tx_count
+    uint64_t tx_count            # ACKs emitted (their round-robin owner)
+    uint32_t tx_data_index       # data and FIN segments emitted, in order (the write order)
+    uint32_t _pad_tx
+    uint64_t tx_data_stripe      # the send stripe the last of them started in
     uint64_t segs_in
     uint64_t bytes_in
     uint64_t segs_out
@@ -248,6 +255,7 @@ ctypedef struct Replica:
     uint32_t replica             # this replica's index
     uint32_t replicas            # how many replicas share the log
     uint64_t stripe              # bytes per ownership stripe of the receive stream
+    uint64_t send_stripe         # bytes per ownership stripe of the send stream
     Action *actions
     uint32_t nactions
     uint32_t capacity

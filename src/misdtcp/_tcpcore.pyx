@@ -17,8 +17,15 @@ it *emits* only the outputs it owns (`Replica.replica` of `Replica.replicas`):
 
 * payload copies by stripe of receive-stream offset: owner = off // stripe % N,
   so a retransmission cut differently lands on the same owner;
-* ACKs and data segments round-robin by the connection's `tx_count`, which
-  every replica advances identically;
+* pure ACKs round-robin by the connection's `tx_count`, which every replica
+  advances identically;
+* data (and FIN) segments by stripe of send-stream offset: owner =
+  off // send_stripe % N, so one replica writes a whole run of consecutive
+  segments and a retransmission goes to the replica that sent the original.
+  Where the owner changes, the new owner's first segment carries TX_ORDERED
+  and its index in the connection's segment order: the runtime writes it only
+  after the earlier ones are written, so the wire order is the sequence order
+  (a peer that saw segments reordered would take them for losses);
 * control segments (SYN, SYN-ACK, RST, challenge ACKs, probes, ICMP): replica 0.
 
 The segment-arrival processing follows RFC 9293 §3.10.7 step by step: one
@@ -448,8 +455,8 @@ cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks) noexc
 
 
 cdef inline bint _owns_next(Replica *rx, Conn *c) noexcept nogil:
-    """Round-robin ownership of ACKs and data segments over replicas; every
-    replica advances tx_count identically."""
+    """Round-robin ownership of pure ACKs over replicas; every replica
+    advances tx_count identically."""
     cdef bint mine = rx.replicas <= 1 or (c.tx_count % rx.replicas) == rx.replica
     c.tx_count += 1
     return mine
@@ -469,7 +476,9 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     cdef uint64_t sum
     cdef uint16_t csum
     cdef uint32_t slot = _slot_of(st, c)
-    cdef uint32_t nsack, room
+    cdef uint32_t nsack, room, owner = 0, index = 0
+    cdef uint64_t stripe
+    cdef bint ordered = False, sequenced = False
     if flags & TH_ACK:
         c.last_ack_sent = c.rcv_nxt
         c.delack_at = 0
@@ -491,6 +500,18 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     st.ip_ident += 1
     if control:
         mine = rx.replica == 0
+    elif length or (flags & TH_FIN):
+        # data: owned by stripe of its first byte, written in segment order
+        # (the replicated state is the stripe, the same for any replica count)
+        stripe = (stream_off if length else _seq_stream(c, seq)) // rx.send_stripe
+        if rx.replicas > 1:
+            owner = <uint32_t>(stripe % rx.replicas)
+            ordered = owner != <uint32_t>(c.tx_data_stripe % rx.replicas)
+        c.tx_data_stripe = stripe
+        index = c.tx_data_index
+        c.tx_data_index += 1
+        sequenced = True
+        mine = owner == rx.replica
     else:
         mine = _owns_next(rx, c)
     if not mine:
@@ -538,7 +559,9 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
         csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
     memcpy(a.hdr + IP_HDR_LEN + TCP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
-    a.code = (TX_PAYLOAD_STREAM if length else TX_PAYLOAD_NONE) | (TX_RETRANSMIT if rexmit else 0)
+    a.code = (TX_PAYLOAD_STREAM if length else TX_PAYLOAD_NONE) | (TX_RETRANSMIT if rexmit else 0) \
+        | (TX_SEQUENCED | (TX_ORDERED if ordered else 0) if sequenced else 0)
+    a.pad = index
     a.handle = _handle(c, slot)
     a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
     a.csum_start = IP_HDR_LEN
@@ -2056,7 +2079,10 @@ from misdtcp.wire.drops import DROP_NAMES
 
 SLOT_MASK = HANDLE_SLOT_MASK        # handle & SLOT_MASK: the connection's slot
 
-Transmit = namedtuple("Transmit", "handle header source offset length gso_size retransmit")
+# `index`: the segment's place in the connection's data-segment order (None
+# for ACKs and control segments); `ordered`: its owner differs from the
+# previous segment's, so it is written only after that one.
+Transmit = namedtuple("Transmit", "handle header source offset length gso_size retransmit index ordered")
 Transmit.__doc__ = ("Send `header` followed by `length` payload bytes taken from `source` "
                     "('stream': the connection's send stream at `offset`; 'frame': the input "
                     "frame at `offset`; 'none').")
@@ -2101,7 +2127,7 @@ cdef class TcpCore:
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
                   rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
-                  replica=0, replicas=1, stripe=16384, action_capacity=4096,
+                  replica=0, replicas=1, stripe=16384, send_stripe=262144, action_capacity=4096,
                   state_buffer=None, attach=False, fast_path=True):
         cdef CoreConfig cfg
         cdef uint64_t size
@@ -2121,8 +2147,8 @@ cdef class TcpCore:
             raise CoreConfigError(f"congestion control {cc!r} is not one of {sorted(_CC)}")
         if not 1 <= replicas <= 256 or not 0 <= replica < replicas:
             raise CoreConfigError(f"replica {replica} of {replicas} is not valid")
-        if stripe < 512:
-            raise CoreConfigError(f"stripe {stripe} is below 512 bytes")
+        if stripe < 512 or send_stripe < 512:
+            raise CoreConfigError(f"stripe {min(stripe, send_stripe)} is below 512 bytes")
         if not 64 <= action_capacity <= (1 << 20):
             raise CoreConfigError("action_capacity must be between 64 and 1048576")
         cfg.max_conns = max_connections
@@ -2171,6 +2197,7 @@ cdef class TcpCore:
         self.rx.fast_path = fast_path
         self.rx.fast_path_hits = 0
         self.rx.stripe = stripe
+        self.rx.send_stripe = send_stripe
         self.rx.capacity = action_capacity
         self.rx.nactions = 0
         self.rx.overflow = 0
@@ -2205,7 +2232,9 @@ cdef class TcpCore:
                 out.append(Transmit(a.handle, PyBytes_FromStringAndSize(<char *>a.hdr, a.hdr_len),
                                     _SOURCES[a.code & 0x0f],
                                     a.frame_off if (a.code & 0x0f) == TX_PAYLOAD_FRAME else a.stream_off,
-                                    a.length, a.gso_size, bool(a.code & TX_RETRANSMIT)))
+                                    a.length, a.gso_size, bool(a.code & TX_RETRANSMIT),
+                                    a.pad if a.code & TX_SEQUENCED else None,
+                                    bool(a.code & TX_ORDERED)))
             elif a.kind == ACT_COPY:
                 out.append(Copy(a.handle, a.frame_off, a.stream_off, a.length))
             else:

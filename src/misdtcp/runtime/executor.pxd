@@ -37,6 +37,7 @@ ctypedef struct Exec:
     WorkerCounters *cnt
     uint64_t *progress                  # this worker's progress row
     uint64_t *acked
+    uint64_t *sent                      # data segments written per connection (the write order)
     char *capture
     uint64_t capture_size
     uint32_t worker

@@ -16,14 +16,14 @@ then its actions are carried out (``run_actions``: the owned work):
                     events go to the application's event queue, from worker 0
                     only (every replica sees every event).
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
 from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64, atomic_store_release_u32,
-                              monotonic_ns, write)
+                              iovec, monotonic_ns, write, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
-                               TX_PAYLOAD_FRAME,
+                               TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
                                N_READABLE, N_WRITABLE, handle_slot, core_frame, core_entry, core_dropped,
                                core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
@@ -33,14 +33,14 @@ from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport stages_apply, stages_release_due
-from misdtcp.runtime.layout cimport (DIGEST_SLOTS, layout_acked, layout_capture, layout_progress,
-                                     progress_word)
+from misdtcp.runtime.layout cimport (DIGEST_SLOTS, layout_acked, layout_capture, layout_progress, layout_sent,
+                                     progress_offset_of, progress_word)
 from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
                                          REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
                                          REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN)
-from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS
+from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_notify, wait_for
 from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
 from misdtcp.wire.tcp cimport TCP_CHECKSUM
@@ -111,24 +111,79 @@ cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil:
     atomic_store_release_u64(&x.h.stats_ns, now)
 
 
+ctypedef struct _Predecessors:
+    const uint64_t *word
+    uint32_t handle
+    uint32_t index
+
+
+cdef inline uint32_t _sent_count(const uint64_t *word, uint32_t handle) noexcept nogil:
+    """Data segments of the connection written so far (mod 2^32); 0 while
+    the word still belongs to an earlier connection of the slot."""
+    return <uint32_t>progress_offset_of(handle, atomic_load_acquire_u64(word))
+
+
+cdef bint _predecessors_written(void *context) noexcept nogil:
+    cdef _Predecessors *p = <_Predecessors *>context
+    return <int32_t>(_sent_count(p.word, p.handle) - p.index) >= 0
+
+
+cdef bint _take_turn(Exec *x, Action *a, uint64_t *word) noexcept nogil:
+    """A data segment's place in the connection's write order (the ordered
+    hand-off between send owners, see the core's _emit_tcp).  Returns False
+    when the segment must not be written: a replacement replaying records its
+    predecessor already carried out finds it written."""
+    cdef _Predecessors p
+    p.word = word
+    p.handle = a.handle
+    p.index = a.pad
+    if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno and \
+            <int32_t>(_sent_count(word, a.handle) - a.pad) > 0:
+        x.cnt.tx_skipped += 1
+        return False
+    if (a.code & TX_ORDERED) and not _predecessors_written(&p):
+        # the previous owner has not written the segments before this one yet:
+        # wait (it is behind in the log, never waiting for us); after a
+        # timeout write anyway -- order is what we want, not what we need
+        wait_for(_predecessors_written, &p, &x.h.sent_wait.eventcount, &x.h.stop, WAIT_SPIN,
+                 WAIT_TIMEOUT_NS, &x.cnt.order_waits)
+    return True
+
+
+cdef inline void _written(Exec *x, Action *a, uint64_t *word) noexcept nogil:
+    """Publish that the connection's segments up to this one are written."""
+    cdef uint32_t count = a.pad + 1
+    if <int32_t>(count - _sent_count(word, a.handle)) > 0:
+        atomic_store_release_u64(word, progress_word(a.handle, count))
+        if x.nworkers > 1:
+            ec_notify(&x.h.sent_wait.eventcount)
+
+
 cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
+    """Build and hand over one segment.  Payload from the send stream goes to
+    the device with writev straight from the shared send buffer (headers in
+    one iovec, payload in the other: no bounce copy); only the capture sink
+    and the output stages, which need the frame whole, get a copy."""
     cdef virtio_net_hdr *v = <virtio_net_hdr *>x.outbuf
     cdef uint8_t *pkt = x.outbuf + VNET_HDR_LEN
     cdef uint32_t total = a.hdr_len + a.length
-    cdef char *src
+    cdef const uint8_t *src = NULL
+    cdef char *buf
     cdef uint64_t sum
     cdef uint16_t c
     cdef uint32_t l4
+    cdef uint64_t *sent = NULL
+    cdef iovec iov[2]
     vnet_clear(v)
     memcpy(pkt, a.hdr, a.hdr_len)
     if a.length:
         if (a.code & 0x0f) == TX_PAYLOAD_FRAME:
-            memcpy(pkt + a.hdr_len, frame + a.frame_off, a.length)
+            src = frame + a.frame_off
         else:
-            src = _send_buffer(x, handle_slot(a.handle))
-            if src == NULL:
+            buf = _send_buffer(x, handle_slot(a.handle))
+            if buf == NULL:
                 return
-            memcpy(pkt + a.hdr_len, src + (a.stream_off % x.sndbuf), a.length)
+            src = <const uint8_t *>buf + (a.stream_off % x.sndbuf)     # mirrored: contiguous past the wrap
             if x.offload:
                 # the header holds the pseudo-header sum: let the kernel finish
                 v.flags = VNET_F_NEEDS_CSUM
@@ -143,9 +198,28 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
                 pkt[a.csum_start + TCP_CHECKSUM] = 0
                 pkt[a.csum_start + TCP_CHECKSUM + 1] = 0
                 sum = csum_pseudo_v4(pkt + IP_SOURCE, pkt + IP_DESTINATION, IPPROTO_TCP, l4)
-                c = csum_finish(csum_partial(pkt + a.csum_start, l4, sum))
+                sum = csum_partial(pkt + a.csum_start, a.hdr_len - a.csum_start, sum)
+                c = csum_finish(csum_partial(src, a.length, sum))
                 memcpy(pkt + a.csum_start + TCP_CHECKSUM, &c, 2)
-    _emit(x, x.outbuf, VNET_HDR_LEN + total)
+    if a.code & TX_SEQUENCED:
+        sent = &x.sent[handle_slot(a.handle)]
+        if not _take_turn(x, a, sent):
+            return
+    if x.sink == SINK_FD and x.out_stages.faults == NULL and x.out_stages.pcap == NULL:
+        iov[0].iov_base = x.outbuf
+        iov[0].iov_len = VNET_HDR_LEN + a.hdr_len
+        iov[1].iov_base = <void *>src
+        iov[1].iov_len = a.length
+        x.cnt.segments_sent += 1
+        x.cnt.bytes_sent += VNET_HDR_LEN + total
+        if writev(x.out_fd, iov, 2 if a.length else 1) < 0:
+            x.cnt.write_errors += 1
+    else:
+        if a.length:
+            memcpy(pkt + a.hdr_len, src, a.length)
+        _emit(x, x.outbuf, VNET_HDR_LEN + total)
+    if sent != NULL:
+        _written(x, a, sent)
 
 
 cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) noexcept nogil:
@@ -366,6 +440,7 @@ cdef class Executor:
         # one shared state (mimd) publishes its progress into the one shared row
         x.progress = layout_progress(h, 0 if shared_state else worker)
         x.acked = layout_acked(h)
+        x.sent = layout_sent(h)
         x.capture_size = h.capture_size
         x.capture = layout_capture(h, worker)
         x.rcv_fd = rcv_fd

@@ -9,9 +9,13 @@
 #                                         one row per worker (misd), one shared
 #                                         row (mimd, single); rows 64-aligned
 #     acked          [max_conns]          send-stream offset the peer acknowledged
+#     sent           [max_conns]          data segments written to the device, in the
+#                                         connection's segment order (the ordered hand-off
+#                                         between send owners)
 #     capture areas  [nworkers]           frames a capture sink kept (tests)
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from misdtcp._tcpcore cimport CoreStats
+from misdtcp.runtime.wait cimport WaitCounters
 from misdtcp.wire.drops cimport DROP_REASON_COUNT
 
 cdef enum:
@@ -52,7 +56,9 @@ ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its ow
     uint64_t snap_position[2]            # ring position right after each snapshot's checkpoint
     uint64_t restarts                    # times this worker was replaced from a snapshot
     uint64_t cpu_ns                      # this worker's CPU time inside its loop (thread clock)
-    uint64_t pad[7]
+    WaitCounters order_waits             # waits for an earlier owner's segments to be written
+    uint64_t tx_skipped                  # a replacement's segments its predecessor had written
+    uint64_t pad[2]
 
 ctypedef struct WaitWord:                # an eventcount on its own line
     uint32_t eventcount
@@ -80,7 +86,8 @@ ctypedef struct RuntimeHeader:
     uint64_t acked_offset
     uint64_t capture_offset
     uint64_t total_size
-    uint8_t _pad1[16]
+    uint64_t sent_offset
+    uint8_t _pad1[8]
     WaitWord go_wait                     # workers sleep here for the start barrier
     # mimd: the shared claim cursor, the ticket lock and completion in log order,
     # each on its own line (the foil gets no false sharing either)
@@ -93,6 +100,7 @@ ctypedef struct RuntimeHeader:
     uint64_t done_seqno                  # records whose outputs are complete, in log order
     uint8_t _pad5[56]
     WaitWord done_wait
+    WaitWord sent_wait                   # send owners wait here for an earlier owner's segments
     # the sequencer's line
     uint64_t sequencer_records
     uint64_t sequencer_heartbeat_ns
@@ -114,6 +122,12 @@ cdef inline uint64_t *layout_progress(RuntimeHeader *h, uint32_t row) noexcept n
 cdef inline uint64_t *layout_acked(RuntimeHeader *h) noexcept nogil:
     """Acknowledged send-stream offsets (indexed by connection slot)."""
     return <uint64_t *>((<char *>h) + h.acked_offset)
+
+
+cdef inline uint64_t *layout_sent(RuntimeHeader *h) noexcept nogil:
+    """Data segments written per connection slot (a progress word: the
+    handle's generation over the count)."""
+    return <uint64_t *>((<char *>h) + h.sent_offset)
 
 
 cdef inline char *layout_capture(RuntimeHeader *h, uint32_t worker) noexcept nogil:

@@ -30,6 +30,7 @@ _LINE_STARTS = {
     "turn_wait": <uint64_t>&_probe.turn_wait - _base,
     "done_seqno": <uint64_t>&_probe.done_seqno - _base,
     "done_wait": <uint64_t>&_probe.done_wait - _base,
+    "sent_wait": <uint64_t>&_probe.sent_wait - _base,
     "sequencer_records": <uint64_t>&_probe.sequencer_records - _base,
     "counters": <uint64_t>&_probe.counters - _base,
     "digests": <uint64_t>&_probe.digests - _base,
@@ -48,7 +49,7 @@ cdef uint64_t _row_bytes(uint32_t max_conns) noexcept nogil:
 
 def shared_size(uint32_t nworkers, uint32_t max_conns, uint64_t capture_size):
     """Bytes of the runtime's shared bookkeeping block."""
-    return (_line(sizeof(RuntimeHeader)) + MAX_WORKERS * _row_bytes(max_conns) + _row_bytes(max_conns)
+    return (_line(sizeof(RuntimeHeader)) + MAX_WORKERS * _row_bytes(max_conns) + 2 * _row_bytes(max_conns)
             + <uint64_t>nworkers * _line(capture_size))
 
 
@@ -72,7 +73,8 @@ def init_shared(MirroredBuffer block, uint32_t nworkers, uint32_t max_conns, uin
     h.row_bytes = _row_bytes(max_conns)
     h.progress_offset = _line(sizeof(RuntimeHeader))
     h.acked_offset = h.progress_offset + MAX_WORKERS * h.row_bytes
-    h.capture_offset = h.acked_offset + h.row_bytes
+    h.sent_offset = h.acked_offset + h.row_bytes
+    h.capture_offset = h.sent_offset + h.row_bytes
     h.total_size = total
     h.magic = RT_MAGIC
 
@@ -96,6 +98,7 @@ cdef class SharedView:
         ec_wake_all(&self.h.go_wait.eventcount)
         ec_wake_all(&self.h.turn_wait.eventcount)
         ec_wake_all(&self.h.done_wait.eventcount)
+        ec_wake_all(&self.h.sent_wait.eventcount)
 
     @property
     def stopping(self):
