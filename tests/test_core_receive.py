@@ -169,6 +169,28 @@ def test_window_fills_and_reopens_after_consumed():
     assert h.core.conn(conn)["rcv_adv"] == (1001 + 8192 + 4096) % 2**32
 
 
+def test_no_pure_window_update_while_the_peer_has_half_a_window_left():
+    """The application consuming data opens the window, but a pure window
+    update is sent only once the window last offered has shrunk to half of
+    the most we offer (as Linux does): before that, the ACKs of the next data
+    carry the larger window and an update would be a wasted write."""
+    h = Harness.create(rcvbuf=256 * 1024)
+    conn, peer, _ = open_connection(h)
+    most = 256 * 1024                                          # the buffer (the window is scaled)
+    stream = payload(200 * 1024)
+    for lo in range(0, 96 * 1024, 16 * 1024):               # a third of the window in flight
+        h.deliver(peer.segment("A", stream[lo:lo + 16 * 1024]))
+    h.run_timers(50)
+    assert acks(h.call("consumed", conn, 64 * 1024)) == []
+    for lo in range(96 * 1024, 200 * 1024, 16 * 1024):       # most of it now: the peer may stall
+        h.deliver(peer.segment("A", stream[lo:lo + 16 * 1024]))
+    h.run_timers(50)
+    c = h.core.conn(conn)
+    assert 2 * ((c["rcv_adv"] - c["rcv_nxt"]) % 2**32) <= most
+    out = acks(h.call("consumed", conn, 200 * 1024))
+    assert len(out) == 1 and out[0].ack == (1001 + 200 * 1024) % 2**32
+
+
 def test_receiver_sws_avoidance_keeps_right_edge_until_an_mss_frees():
     h = Harness.create(rcvbuf=8192)
     conn, peer, _ = open_connection(h)

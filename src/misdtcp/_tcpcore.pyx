@@ -1947,11 +1947,15 @@ cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t
 
 cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil:
     """The application has consumed the receive stream up to `off`: the
-    window may open.  A window update is sent when the right edge can move
-    by at least 2 segments or half the buffer (RFC 1122 §4.2.3.3)."""
+    window may open.  A pure window update is sent only when the peer may be
+    waiting for it -- the window it was last offered has shrunk to half of
+    the most we could offer or less -- and the new one is at least twice as
+    large (Linux's rule in tcp_cleanup_rbuf); otherwise the next ACK carries
+    it.  The right edge moves by at least 2 segments or half the buffer
+    (receiver SWS avoidance, RFC 1122 §4.2.3.3)."""
     cdef Conn *c
-    cdef int64_t space
-    cdef uint32_t edge, thresh
+    cdef int64_t space, most
+    cdef uint32_t edge, thresh, offered
     _stamp(st, rx, now)
     # after _stamp: the timers it runs may have released the connection
     c = core_conn(st, handle)
@@ -1963,9 +1967,17 @@ cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t
     if c.state < ESTABLISHED or c.state == TIME_WAIT or c.state == CLOSE_WAIT \
             or c.state == CLOSING or c.state == LAST_ACK:
         return 0
+    most = <int64_t>c.rcv_buf
+    if most > (<int64_t>65535 << c.rcv_wscale):
+        most = <int64_t>65535 << c.rcv_wscale
+    offered = <uint32_t>(c.rcv_adv - c.rcv_nxt) if seq_gt(c.rcv_adv, c.rcv_nxt) else 0
+    if 2 * <int64_t>offered > most:
+        return 0                # the peer still has at least half a window to send into
     space = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
-    if space > (<int64_t>65535 << c.rcv_wscale):
-        space = <int64_t>65535 << c.rcv_wscale
+    if space > most:
+        space = most
+    if space < 2 * <int64_t>offered:
+        return 0
     edge = c.rcv_nxt + <uint32_t>space
     thresh = 2 * c.rcv_mss
     if thresh > c.rcv_buf // 2:
