@@ -122,6 +122,7 @@ def test_serve_discard_json_reports_each_connection(ns):
     (["--cpus", "0,999"], "CPU 999 is not available"),
     (["--drop-rate", "2"], "between 0 and 1"),
     (["--app", "gopher"], "invalid choice"),
+    (["--strategy", "mimd", "--placement", "inline"], "only the misd strategy can run replica 0"),
 ])
 def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, needle):
     rc, out, err = run_cli("serve", *args, prefix=("ip", "netns", "exec", ns.name))

@@ -18,11 +18,12 @@ FAULTS = dict(drop=0.01, reorder=0.01, duplicate=0.005, corrupt=0.001, seed=42)
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("placement", ["inline", "separate"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_kernel_to_stack_through_faults_sha256_matches(workers):
+def test_kernel_to_stack_through_faults_sha256_matches(workers, placement):
     total = 64 << 20
     reports = []
-    with serving("discard", workers=workers, reports=reports, faults=FAULTS) as (ns, stack):
+    with serving("discard", workers=workers, reports=reports, faults=FAULTS, placement=placement) as (ns, stack):
         with NftLoss(ns, "misd0", 1, direction="ingress"):
             proc = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=9), str(total)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -38,8 +39,9 @@ def test_kernel_to_stack_through_faults_sha256_matches(workers):
 
 
 @pytest.mark.timeout(300)
-def test_echo_both_directions_through_faults():
-    with serving("echo", workers=2, faults=FAULTS) as (ns, stack):
+@pytest.mark.parametrize("placement", ["inline", "separate"])
+def test_echo_both_directions_through_faults(placement):
+    with serving("echo", workers=2, faults=FAULTS, placement=placement) as (ns, stack):
         with NftLoss(ns, "misd0", 1, direction="ingress") as loss:
             proc = ns.python(["-c", "import json\n" + ECHO_CLIENTS.format(addr=STACK_ADDR), "8", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -65,13 +65,18 @@ print(json.dumps({{"sizes": sizes, "errors": errors}}), flush=True)
 """
 
 
+PLACEMENTS = ["inline", "separate"]
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_kernel_to_discard_256_mib_sha256_matches(workers, offload):
+def test_kernel_to_discard_256_mib_sha256_matches(workers, offload, placement):
     total = 256 << 20
     reports = []
-    with serving("discard", workers=workers, offload=offload, reports=reports) as (ns, stack):
+    with serving("discard", workers=workers, offload=offload, reports=reports, placement=placement) as (ns, stack):
+        assert stack.placement == placement
         proc = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=9), str(total)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         rc, out, err = finish(proc, timeout=240)
@@ -110,10 +115,11 @@ needs_iperf3 = pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3
 
 @needs_iperf3
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("args", [[], ["-R"], ["-P", "4"], ["--bidir"], ["-l", "8K"]],
                          ids=["normal", "reverse", "parallel-4", "bidir", "len-8K"])
-def test_stock_iperf3_client_completes(args):
-    with serving("iperf3", workers=2) as (ns, stack):
+def test_stock_iperf3_client_completes(args, placement):
+    with serving("iperf3", workers=2, placement=placement) as (ns, stack):
         rc, result = iperf3(ns, *args)
         assert rc == 0, result.get("error")
         end = result["end"]
@@ -144,13 +150,14 @@ def test_iperf3_test_after_test_and_truthful_results():
 
 @needs_iperf3
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("workers", [1, 2])
-def test_reverse_sends_in_order_without_spurious_recovery(workers):
+def test_reverse_sends_in_order_without_spurious_recovery(workers, placement):
     """misdtcp sending (iperf3 -R) with no loss anywhere: the segments leave
     in sequence order whichever worker writes them, so the kernel receiver
     never sees a hole, never sends duplicate ACKs, and the sender never
     enters fast retransmit."""
-    with serving("iperf3", workers=workers) as (ns, stack):
+    with serving("iperf3", workers=workers, placement=placement) as (ns, stack):
         rc, result = iperf3(ns, "-R", seconds=3)
         assert rc == 0, result.get("error")
         assert result["end"]["sum_received"]["bytes"] > 16 << 20

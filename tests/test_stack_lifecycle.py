@@ -26,20 +26,24 @@ def memfd_maps():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("strategy,workers", [("misd", 2), ("single", 1), ("mimd", 2)])
-def test_start_stop_leaves_nothing_behind(strategy, workers):
+@pytest.mark.parametrize("strategy,workers,placement", [("misd", 2, "separate"), ("misd", 2, "inline"),
+                                                         ("single", 1, "auto"), ("mimd", 2, "auto")])
+def test_start_stop_leaves_nothing_behind(strategy, workers, placement):
     require_netns()
     ns, tun = make_tun_netns()
     try:
+        import gc
+        gc.collect()                        # earlier tests' garbage is not freed while we count
         shm_before = set(os.listdir("/dev/shm"))
         fds_before = open_fds()
         maps_before = memfd_maps()          # other tests' areas (a cached fuzz log) are not ours
-        stack = Stack(tun, address=STACK, workers=workers, strategy=strategy).start()
-        assert len(stack.processes()) == (1 if strategy == "single" else 1 + workers)
+        stack = Stack(tun, address=STACK, workers=workers, strategy=strategy, placement=placement).start()
+        # inline: replica 0 runs in the sequencer's process
+        assert len(stack.processes()) == (1 if strategy == "single" else
+                                          workers if stack.placement == "inline" else 1 + workers)
         pids = list(stack.processes().values())
         stack.stop()
         del stack
-        import gc
         gc.collect()
         for pid in pids:
             assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
@@ -86,8 +90,8 @@ def test_killed_process_is_detected_within_a_second(victim):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("victim_worker", [0, 1])
-def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker):
+@pytest.mark.parametrize("victim_worker,placement", [(0, "separate"), (1, "separate"), (1, "inline")])
+def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, placement):
     """MISD makes recovery possible: every replica holds the whole state.
     The replacement loads the worker's last checkpoint and replays the log
     from there; the transfer finishes byte-exact."""
@@ -95,7 +99,7 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker):
     require_netns()
     ns, tun = make_tun_netns()
     total = 96 << 20
-    stack = Stack(tun, address=STACK, workers=2, ring_size=8 << 20).start()
+    stack = Stack(tun, address=STACK, workers=2, ring_size=8 << 20, placement=placement).start()
     try:
         listener = stack.listen(9)
         client = ns.python(["-c", SENDER.format(addr=STACK, port=9), str(total)],

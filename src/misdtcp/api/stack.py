@@ -30,6 +30,7 @@ from misdtcp.frameio.faults import FaultConfigError, FaultInjector
 from misdtcp.runtime import strategies
 from misdtcp.runtime.areas import pow2
 from misdtcp.runtime.live import CaptureError, LiveConfig, LiveRuntime
+from misdtcp.runtime.placement import PlacementError
 from misdtcp.runtime.vocabulary import Event, Request
 
 STRATEGIES = strategies.LIVE_STRATEGIES
@@ -44,7 +45,7 @@ class Stack:
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
                  pcap: str | None = None, digest_every: int = 0, recover: bool = True,
                  ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
-                 **core_options):
+                 placement: str = "auto", **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
@@ -52,7 +53,10 @@ class Stack:
         the log and the connection buffers on huge pages where the system
         offers them.  `recover`
         (misd): a worker that dies is replaced from its replica snapshot and
-        replays the log from there; otherwise the stack stops with an error."""
+        replays the log from there; otherwise the stack stops with an error.
+        `placement` (misd): "inline" runs replica 0 inside the sequencer,
+        "separate" gives the sequencer a process of its own, "auto" picks
+        inline when the workers leave no CPU free (runtime/placement.py)."""
         try:
             plan = strategies.get(strategy, live=True)
         except ValueError as exc:
@@ -88,12 +92,16 @@ class Stack:
         self.sndbuf = sndbuf
         self.max_connections = max_connections
         self.offload = offload
-        self.runtime = LiveRuntime(LiveConfig(
-            address=address, strategy=strategy, workers=workers,
-            cpus=list(cpus) if cpus else sorted(os.sched_getaffinity(0)), stripe=stripe,
-            core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
-            offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
-            faults=dict(faults) if faults else None, pcap=pcap, digest_every=digest_every, recover=recover))
+        try:
+            self.runtime = LiveRuntime(LiveConfig(
+                address=address, strategy=strategy, workers=workers,
+                cpus=list(cpus) if cpus else sorted(os.sched_getaffinity(0)), stripe=stripe,
+                core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
+                offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
+                faults=dict(faults) if faults else None, pcap=pcap, digest_every=digest_every, recover=recover,
+                placement=placement))
+        except PlacementError as exc:
+            raise StackError(str(exc)) from None
         self.lock = threading.RLock()
         self._listeners: dict[int, Listener] = {}
         self._conns: dict[int, Connection] = {}
@@ -160,6 +168,11 @@ class Stack:
     def processes(self) -> dict[str, int]:
         """The runtime's processes by role ('sequencer', 'worker 0', ...) and PID."""
         return dict(self.runtime.supervisor.pids)
+
+    @property
+    def placement(self) -> str:
+        """Where the runtime runs replica 0: "inline" (in the sequencer) or "separate"."""
+        return self.runtime.placement.name
 
     @property
     def recoveries(self) -> int:

@@ -16,6 +16,7 @@ from misdtcp.cli.errors import UsageError
 
 APPS = ("iperf3", "echo", "discard")
 STRATEGY_NAMES = ("misd", "single", "mimd")   # misdtcp.runtime.strategies.STRATEGIES, without importing the runtime
+PLACEMENTS = ("auto", "inline", "separate")   # misdtcp.runtime.placement.PLACEMENTS
 
 
 def _rate(name):
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
     s.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
     s.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")
+    s.add_argument("--placement", choices=PLACEMENTS, default="auto",
+                   help="misd: run replica 0 inside the sequencer (inline) or the sequencer apart "
+                        "(separate); auto: inline when the workers leave no CPU free [auto]")
     s.add_argument("--offload", dest="offload", action="store_true", default=True,
                    help="checksum offload and GSO super-frames on the TUN (default)")
     s.add_argument("--no-offload", dest="offload", action="store_false",

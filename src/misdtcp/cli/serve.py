@@ -92,7 +92,7 @@ def serve(args) -> int:
             stack = Stack(tun, address=args.address, workers=args.workers, strategy=args.strategy,
                           cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
                           max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
-                          faults=faults, pcap=args.pcap)
+                          faults=faults, pcap=args.pcap, placement=args.placement)
             stack.start()
         except StackError as exc:
             raise UsageError(str(exc)) from None
@@ -107,7 +107,8 @@ def serve(args) -> int:
         app = _start_app(args.app, stack, port, args.json, stop, log)
         if not args.json:
             print(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
-                  f"({args.strategy}, {args.workers} worker(s), offload {'on' if args.offload else 'off'})",
+                  f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
+                  f"offload {'on' if args.offload else 'off'})",
                   flush=True)
         reporter = Reporter(stack, args.interval, args.json)
         deadline = time.monotonic() + args.duration if args.duration else None

@@ -22,6 +22,8 @@ cpdef enum Sink:
     SINK_CAPTURE = 2    # append to a per-worker capture area (tests)
 
 cdef enum:
+    EXEC_PREFETCH_AHEAD = 8   # descriptors (one cache line each) fetched ahead of the one applied
+    EXEC_MAX_BATCH = 256      # descriptors applied before progress is published and the log released
     MAX_PENDING = 16    # mimd: progress and events of one record, published in log order
     MAX_STORES = 8      # progress words held back until the end of a batch
 
@@ -84,6 +86,8 @@ cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil
 cdef void exec_publish_pending(Exec *x) noexcept nogil
 cdef void exec_flush_held(Exec *x) noexcept nogil
 cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil
+cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noexcept nogil
+cdef void exec_start_walk(Exec *x, Ring *rg, uint32_t consumer_id) noexcept nogil
 cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint64_t now) noexcept nogil
 
 

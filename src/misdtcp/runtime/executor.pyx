@@ -21,14 +21,14 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
 from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64, atomic_store_release_u32,
-                              iovec, monotonic_ns, write, writev)
+                              iovec, monotonic_ns, prefetch, write, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
                                TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
                                N_READABLE, N_WRITABLE, handle_slot, core_frame, core_entry, core_dropped,
                                core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
                                core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_digest)
-from misdtcp._ring cimport BroadcastRing, Ring, ring_data
+from misdtcp._ring cimport BroadcastRing, Ring, ring_data, ring_descriptor, ring_release
 from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
@@ -413,6 +413,48 @@ cdef bint exec_handle(Exec *x, const Descriptor *d, uint64_t seqno) noexcept nog
     if frame != NULL:
         exec_note_latency(x, d.now_ns)
     return not stop
+
+
+cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noexcept nogil:
+    """One batch of a replica's walk through the log: apply the positions
+    from x.loop_seqno up to `end` (at most EXEC_MAX_BATCH), then publish the
+    progress once and release the log once.  The walk's position lives in
+    x.loop_seqno / x.loop_data.  Returns False once REC_STOP was applied."""
+    cdef uint64_t seqno = x.loop_seqno, n = 0
+    cdef const Descriptor *d
+    cdef bint running = True
+    if end - seqno > EXEC_MAX_BATCH:
+        end = seqno + EXEC_MAX_BATCH
+    while seqno != end:
+        d = ring_descriptor(rg, seqno)
+        prefetch(ring_descriptor(rg, seqno + EXEC_PREFETCH_AHEAD))
+        seqno += 1
+        n += 1
+        x.loop_seqno = seqno
+        x.loop_data = d.data_end
+        if not exec_handle(x, d, seqno - 1):
+            running = False
+            break
+    exec_publish_progress(x)
+    x.cnt.records += n
+    x.cnt.position += n
+    # recoverable mode keeps every descriptor since the last checkpoint in
+    # the log, so a replacement can replay them from the snapshot
+    if x.snapshots != NULL:
+        ring_release(rg, consumer_id, x.release_seqno, x.release_data, n)
+    else:
+        ring_release(rg, consumer_id, seqno, x.loop_data, n)
+    exec_flush_held(x)
+    exec_publish_stats(x, monotonic_ns())
+    return running
+
+
+cdef void exec_start_walk(Exec *x, Ring *rg, uint32_t consumer_id) noexcept nogil:
+    """Begin walking the log where this consumer's cursor stands."""
+    x.loop_seqno = rg.ctl.consumers[consumer_id].cursor
+    x.loop_data = rg.ctl.consumers[consumer_id].data_cursor
+    x.release_seqno = x.loop_seqno
+    x.release_data = x.loop_data
 
 
 # -- the Python owner -------------------------------------------------------------

@@ -27,6 +27,7 @@ from misdtcp.runtime import strategies
 from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
 from misdtcp.runtime.loops import run_misd, run_single_device
+from misdtcp.runtime.placement import place
 from misdtcp.runtime.sequencer import run_sequencer
 from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.supervisor import Supervisor
@@ -57,12 +58,15 @@ class LiveConfig:
     digest_every: int = 0
     recover: bool = False
     tick_ns: int = 5_000_000
+    placement: str = "auto"          # runtime/placement.py: auto, inline or separate
 
 
 class LiveRuntime:
     def __init__(self, config: LiveConfig):
         self.config = config
         self.plan = strategies.get(config.strategy, live=True)
+        self.placement = place(config.placement, workers=config.workers, cpus=config.cpus,
+                               replicated=self.plan.replicated)
         self.recover = config.recover and self.plan.replicated
         self.recoveries = 0
         self.areas: SharedAreas | None = None
@@ -94,8 +98,8 @@ class LiveRuntime:
         if self.plan.shared_state:
             TcpCore(c.address, **c.core_config, state_buffer=self.areas.state)
         if self.plan.sequencer:
-            self.supervisor.spawn("sequencer", None, self._sequencer_main)
-            for w in range(c.workers):
+            self.supervisor.spawn("sequencer", self.placement.sequencer_cpu, self._sequencer_main)
+            for w in range(1 if self.placement.inline else 0, c.workers):
                 self.supervisor.spawn(f"worker {w}", self._cpu(w), self._worker_main, w)
         else:
             self.supervisor.spawn("worker 0", self._cpu(0), self._single_main)
@@ -142,7 +146,7 @@ class LiveRuntime:
 
     # -- the processes --------------------------------------------------------------
     def _cpu(self, worker: int) -> int:
-        return self.config.cpus[worker % len(self.config.cpus)]
+        return self.placement.worker_cpus[worker]
 
     def _fault_injector(self, stream: int) -> FaultInjector | None:
         """Direction 0 is kernel->stack (the sequencer); 1 + w is worker w's output."""
@@ -171,10 +175,13 @@ class LiveRuntime:
 
     def _sequencer_main(self) -> None:
         c = self.config
+        inline = self._executor(self._core(0), 0) if self.placement.inline else None
         run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
                       local_address=c.address, tick_ns=c.tick_ns, digest_every=c.digest_every,
                       faults=self._fault_injector(0), pcap=self.pcap,
-                      checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0)
+                      checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0, inline=inline)
+        if inline is not None:
+            inline.flush()
 
     def _worker_main(self, worker: int) -> None:
         ex = self._executor(self._core(worker), worker)

@@ -38,9 +38,10 @@ from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, ring_available, rin
                             ring_release, ring_wait_from)
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.stages cimport EMIT_CORRUPTED, stages_release_due
-from misdtcp.runtime.executor cimport (Exec, Executor, apply_request, exec_apply, exec_flush_held, exec_handle,
-                                      exec_note_latency, exec_publish_pending, exec_publish_progress,
-                                      exec_publish_stats, exec_run_actions)
+from misdtcp.runtime.executor cimport (Exec, Executor, apply_request, exec_apply, exec_batch, exec_flush_held,
+                                      exec_handle, exec_note_latency, exec_publish_pending, exec_publish_progress,
+                                      exec_publish_stats, exec_run_actions, exec_start_walk,
+                                      EXEC_MAX_BATCH, EXEC_PREFETCH_AHEAD)
 from misdtcp.runtime.handoff cimport (CopyWork, Handoff, HandoffQueues, handoff_done, handoff_publish,
                                       handoff_push, handoff_wait)
 from misdtcp.runtime.intake cimport Intake, INTAKE_MAX_FRAME, intake_round
@@ -58,8 +59,8 @@ from misdtcp.wire.tcp cimport TH_SYN, TCP_SEQUENCE, TCP_FLAGS
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
 
 cdef enum:
-    PREFETCH_AHEAD = 8       # descriptors (one cache line each) fetched ahead of the one applied
-    MAX_BATCH = 256          # descriptors applied before progress is published and the log released
+    PREFETCH_AHEAD = EXEC_PREFETCH_AHEAD
+    MAX_BATCH = EXEC_MAX_BATCH
     HANDOFF_END = 0xfffffffe # a mark's handle that tells a helper the log has ended
 
 
@@ -122,50 +123,21 @@ def run_misd(Executor ex, BroadcastRing ring, uint32_t consumer_id, bint prefaul
     """Broadcast strategy: this worker replays every descriptor of the log."""
     cdef Ring *rg = &ring.ring
     cdef Exec *x = &ex.x
-    cdef WorkerCounters *cnt = x.cnt
-    cdef uint64_t seqno, end, n, data_end
-    cdef const Descriptor *d
+    cdef uint64_t end
     cdef bint running = True
     cdef uint64_t cpu0
     ex.attach(ring)
     with nogil:
         _begin(x, rg, prefault)
         cpu0 = thread_cpu_ns()
-        seqno = rg.ctl.consumers[consumer_id].cursor
-        data_end = rg.ctl.consumers[consumer_id].data_cursor
-        x.release_seqno = seqno
-        x.release_data = data_end
+        exec_start_walk(x, rg, consumer_id)
         while running:
             end = ring_available(rg)
-            if end == seqno:
-                if _wait_for_log(x, rg, consumer_id, seqno):
+            if end == x.loop_seqno:
+                if _wait_for_log(x, rg, consumer_id, x.loop_seqno):
                     break
                 continue
-            if end - seqno > MAX_BATCH:
-                end = seqno + MAX_BATCH
-            n = 0
-            while seqno != end:
-                d = ring_descriptor(rg, seqno)
-                prefetch(ring_descriptor(rg, seqno + PREFETCH_AHEAD))
-                seqno += 1
-                data_end = d.data_end
-                x.loop_seqno = seqno
-                x.loop_data = data_end
-                n += 1
-                if not exec_handle(x, d, seqno - 1):
-                    running = False
-                    break
-            exec_publish_progress(x)
-            cnt.records += n
-            cnt.position += n
-            # recoverable mode keeps every descriptor since the last checkpoint
-            # in the log, so a replacement can replay them from the snapshot
-            if x.snapshots != NULL:
-                ring_release(rg, consumer_id, x.release_seqno, x.release_data, n)
-            else:
-                ring_release(rg, consumer_id, seqno, data_end, n)
-            exec_flush_held(x)
-            exec_publish_stats(x, monotonic_ns())
+            running = exec_batch(x, rg, consumer_id, end)
         _end(x, cpu0)
 
 

@@ -18,7 +18,11 @@ It is the serial fraction, so it does only what must be done once:
    (runtime/describe.pxd: Linux's GRO rules), so replicas run the core once
    per aggregate;
 5. publishes REC_TICK when idle (timers), REC_DIGEST for the replica
-   divergence check and REC_CHECKPOINT for worker recovery.
+   divergence check and REC_CHECKPOINT for worker recovery;
+6. with the inline placement, runs replica 0 itself: after each batch it
+   publishes, it walks the new descriptors with worker 0's executor (the
+   same code a worker runs), so where CPUs are scarce the log's first reader
+   costs no process, no wake-up and no cache line moved between cores.
 
 When the input frame stages are active (faults, pcap), frames are read whole
 into a buffer, passed through the stages, and what comes out is described the
@@ -31,15 +35,17 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memmove
 
 from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u32, atomic_store_release_u32,
-                              atomic_fence_seq_cst, iovec, monotonic_ns, read, readv)
-from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, RING_MAX_DATA, ring_claim, ring_commit,
-                            ring_data_grow, ring_data_tail, ring_has_room, ring_last_pending, ring_stop,
-                            ring_wait_space)
+                              atomic_store_release_u64, atomic_fence_seq_cst, iovec, monotonic_ns, read, readv,
+                              thread_cpu_ns)
+from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, RING_MAX_DATA, ring_available, ring_claim,
+                            ring_commit, ring_data_grow, ring_data_tail, ring_has_room, ring_last_pending,
+                            ring_stop, ring_wait_space)
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport (EMIT_CORRUPTED, FrameStages, stages_apply, stages_next_due_ns,
                                      stages_release_due)
 from misdtcp.runtime.describe cimport can_coalesce, coalesce, describable, describe_segment
+from misdtcp.runtime.executor cimport Exec, Executor, exec_batch, exec_start_walk
 from misdtcp.runtime.layout cimport RuntimeHeader
 from misdtcp.runtime.queue cimport Message, MessageQueue, MsgQueue, mq_try_take
 from misdtcp.runtime.shm cimport MirroredBuffer
@@ -88,6 +94,9 @@ ctypedef struct Sequencer:
     uint64_t digest_every
     uint64_t since_digest
     uint64_t digest_round
+    bint drained                 # the last read found the device empty
+    Exec *inline                 # the inline placement: replica 0's executor (consumer 0), else NULL
+    bint inline_running          # it has not applied REC_STOP yet
     SequencerStats stats
 
 
@@ -95,12 +104,31 @@ ctypedef struct Sequencer:
 # Room in the log
 # ---------------------------------------------------------------------------
 
+cdef void _run_inline(Sequencer *s) noexcept nogil:
+    """The inline placement: replica 0 applies what has been published."""
+    cdef uint64_t end
+    if s.inline == NULL:
+        return
+    end = ring_available(s.ring)
+    while s.inline_running and s.inline.loop_seqno != end:
+        s.inline_running = exec_batch(s.inline, s.ring, 0, end)
+    s.inline.cnt.heartbeat_ns = s.now
+
+
+cdef inline void _publish(Sequencer *s) noexcept nogil:
+    """Publish the pending descriptors (and, inline, apply them as replica 0)."""
+    ring_commit(s.ring)
+    _run_inline(s)
+
+
 cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
     """Wait (the one wait policy) until the log has room; False once stopping.
     Pending descriptors are published first: the workers must see them to
     free any room."""
     while not ring_has_room(s.ring, entries, data_bytes):
-        ring_commit(s.ring)
+        _publish(s)
+        if ring_has_room(s.ring, entries, data_bytes):
+            break
         if atomic_load_acquire_u32(&s.h.stop):
             return False
         if ring_wait_space(s.ring, entries, data_bytes, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
@@ -263,14 +291,17 @@ cdef void _staged_frame(void *context, uint8_t *frame, uint32_t n, uint32_t how)
 
 
 cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
-    """Up to BATCH frames from the device into the log; returns how many."""
+    """Up to BATCH frames from the device into the log; returns how many
+    (s.drained: the device had nothing more)."""
     cdef uint32_t count = 0
     cdef long n
     cdef iovec iov[2]
+    s.drained = False
     while count < BATCH:
         if s.stages.faults != NULL or s.stages.pcap != NULL:
             n = read(s.fd, s.frame_buffer, MAX_FRAME)
             if n <= <long>VNET_HDR_LEN:
+                s.drained = n < 0
                 break
             s.now = monotonic_ns()
             stages_apply(&s.stages, s.frame_buffer, <uint32_t>n, s.now, _staged_frame, s)
@@ -283,6 +314,7 @@ cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
             iov[1].iov_len = MAX_FRAME
             n = readv(s.fd, iov, 2)
             if n <= <long>VNET_HDR_LEN:
+                s.drained = n < 0
                 break
             s.now = monotonic_ns()
             _split_frame(s, <uint32_t>n)
@@ -314,6 +346,9 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.digest_every = digest_every
     s.since_digest = 0
     s.digest_round = 0
+    s.drained = False
+    s.inline = NULL
+    s.inline_running = False
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
     s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
     return 0
@@ -322,12 +357,14 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
 def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
                   int wake_fd, *, str local_address, uint64_t tick_ns=5000000, uint64_t digest_every=0,
                   FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_every=0,
-                  bint coalesce_segments=True):
+                  bint coalesce_segments=True, Executor inline=None):
     """Run until the runtime's stop flag is set; then publish REC_STOP.
     `checkpoint_every`: a REC_CHECKPOINT whenever that many data-area bytes
     or a quarter of the descriptors went by (0: none).  With `pcap`, every
     frame that enters the log is captured (after fault injection: what the
-    stack really received).  Returns the sequencer's counters."""
+    stack really received).  `inline`: worker 0's executor, run here as the
+    log's consumer 0 (the inline placement).  Returns the sequencer's
+    counters."""
     cdef Sequencer s
     cdef Message message
     cdef uint64_t now, last = 0, last_checkpoint_data = 0, last_checkpoint_entries = 0
@@ -337,8 +374,17 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
     cdef int timeout_ms
     cdef int64_t due
     cdef uint8_t scratch[8]
+    cdef uint64_t cpu0 = 0
     _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments)
+    if inline is not None:
+        inline.attach(ring)
+        s.inline = &inline.x
+        s.inline_running = True
+        exec_start_walk(s.inline, s.ring, 0)
     with nogil:
+        if s.inline != NULL:
+            s.inline.cnt.start_ns = monotonic_ns()
+            cpu0 = thread_cpu_ns()
         fds[0].fd = device_fd
         fds[0].events = POLLIN
         fds[1].fd = wake_fd
@@ -365,15 +411,18 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
                 last_checkpoint_data = s.ring.data_tail
                 last_checkpoint_entries = s.ring.ctl.producer.cursor + s.ring.pending
                 _record(&s, REC_CHECKPOINT, scratch, 0, now)
-            ring_commit(s.ring)
+            _publish(&s)
             if got:
                 last = now
-                continue
+                if not s.drained:
+                    continue
+                # the device said it is empty: poll() rather than another
+                # read that fails (it returns at once if frames came meanwhile)
             # 3. idle: a tick when timers may be due, then sleep in poll()
             now = monotonic_ns()
             if now - last >= tick_ns:
                 _record(&s, REC_TICK, scratch, 0, now)
-                ring_commit(s.ring)
+                _publish(&s)
                 last = now
             timeout_ms = <int>(tick_ns // 1000000) or 1
             due = stages_next_due_ns(&s.stages)
@@ -384,7 +433,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             if mq_try_take(s.requests, &message):
                 atomic_store_release_u32(&s.h.sequencer_sleeping, 0)
                 _record(&s, REC_REQUEST, <const uint8_t *>&message, sizeof(Message), monotonic_ns())
-                ring_commit(s.ring)
+                _publish(&s)
                 continue
             poll(fds, 2, timeout_ms)
             atomic_store_release_u32(&s.h.sequencer_sleeping, 0)
@@ -394,6 +443,11 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
         if s.stages.pcap != NULL:
             pcap_flush(s.stages.pcap)
         _publish_stop(&s)
+        if s.inline != NULL:
+            _run_inline(&s)
+            s.inline.cnt.end_ns = monotonic_ns()
+            s.inline.cnt.cpu_ns += thread_cpu_ns() - cpu0
+            atomic_store_release_u64(&s.inline.cnt.done, 1)
     free(s.frame_buffer)
     return dict(s.stats)
 
@@ -401,7 +455,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
 cdef void _publish_stop(Sequencer *s) noexcept nogil:
     # STOP may find the ring full if a worker is dead; give up after a wait.
     cdef Descriptor *d
-    ring_commit(s.ring)
+    _publish(s)
     if not ring_has_room(s.ring, 1, 0):
         if ring_wait_space(s.ring, 1, 0, WAIT_SPIN, WAIT_TIMEOUT_NS) != 0:
             ring_stop(s.ring)
