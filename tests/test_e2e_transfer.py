@@ -86,6 +86,11 @@ def test_kernel_to_discard_256_mib_sha256_matches(workers, offload, placement):
         assert wait_for(lambda: reports, timeout=20), "the discard app never reported the connection"
         assert reports[0]["bytes"] == total
         assert reports[0]["sha256"] == digest
+        # the sequencer publishes what it did: every frame it logged, its CPU
+        # time, and (inline) how much of it went to replica 0
+        assert wait_for(lambda: stack.sequencer_counters()["frames"] >= total // 65536, timeout=5)
+        seq = stack.sequencer_counters()
+        assert seq["cpu_ns"] > 0 and (seq["inline_ns"] > 0) == (placement == "inline")
         counters = stack.worker_counters()
         if workers > 1:
             # the payload copies really were split between the workers

@@ -294,6 +294,11 @@ class Stack:
         return result
 
     # -- statistics -----------------------------------------------------------------
+    def sequencer_counters(self) -> dict:
+        """The sequencer's counters: records and frames it logged, frames it
+        coalesced, its CPU time and, inline, the part spent as replica 0."""
+        return self.progress.sequencer()
+
     def worker_counters(self) -> list[dict]:
         return [self.progress.counters(w) for w in range(self.workers)]
 

@@ -101,10 +101,14 @@ ctypedef struct RuntimeHeader:
     uint8_t _pad5[56]
     WaitWord done_wait
     WaitWord sent_wait                   # send owners wait here for an earlier owner's segments
-    # the sequencer's line
+    # the sequencer's line (it publishes its statistics about every millisecond)
     uint64_t sequencer_records
     uint64_t sequencer_heartbeat_ns
-    uint8_t _pad6[48]
+    uint64_t sequencer_frames            # frames taken from the device
+    uint64_t sequencer_coalesced         # of them, folded into the previous descriptor
+    uint64_t sequencer_cpu_ns            # its thread's CPU time so far
+    uint64_t sequencer_inline_ns         # of that, time inside replica 0 (inline placement)
+    uint8_t _pad6[16]
     WorkerCounters counters[MAX_WORKERS]
     uint64_t digests[MAX_WORKERS][DIGEST_SLOTS]
     uint64_t digest_rounds[MAX_WORKERS][DIGEST_SLOTS]

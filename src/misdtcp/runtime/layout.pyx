@@ -116,6 +116,12 @@ cdef class SharedView:
     def sequencer_sleeping(self):
         return atomic_load_acquire_u32(&self.h.sequencer_sleeping) != 0
 
+    def sequencer(self):
+        """The sequencer's published counters (about every millisecond)."""
+        return {"records": self.h.sequencer_records, "frames": self.h.sequencer_frames,
+                "coalesced": self.h.sequencer_coalesced, "cpu_ns": self.h.sequencer_cpu_ns,
+                "inline_ns": self.h.sequencer_inline_ns}
+
     def readable(self, uint32_t handle):
         """Receive stream offset every worker has finished copying up to."""
         cdef uint32_t slot = handle_slot(handle)

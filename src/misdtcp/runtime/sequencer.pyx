@@ -97,6 +97,9 @@ ctypedef struct Sequencer:
     bint drained                 # the last read found the device empty
     Exec *inline                 # the inline placement: replica 0's executor (consumer 0), else NULL
     bint inline_running          # it has not applied REC_STOP yet
+    uint64_t inline_ns           # time spent applying the log as replica 0
+    uint64_t cpu_start_ns        # the thread's CPU clock when the loop began
+    uint64_t stats_published_ns
     SequencerStats stats
 
 
@@ -106,13 +109,29 @@ ctypedef struct Sequencer:
 
 cdef void _run_inline(Sequencer *s) noexcept nogil:
     """The inline placement: replica 0 applies what has been published."""
-    cdef uint64_t end
+    cdef uint64_t end, t0
     if s.inline == NULL:
         return
     end = ring_available(s.ring)
+    if s.inline.loop_seqno == end:
+        return
+    t0 = monotonic_ns()
     while s.inline_running and s.inline.loop_seqno != end:
         s.inline_running = exec_batch(s.inline, s.ring, 0, end)
     s.inline.cnt.heartbeat_ns = s.now
+    s.inline_ns += monotonic_ns() - t0
+
+
+cdef void _publish_stats(Sequencer *s, uint64_t now) noexcept nogil:
+    """About every millisecond: the counters `misdtcp serve` reports (the
+    thread CPU clock is a system call, so not per frame)."""
+    if s.h == NULL or now - s.stats_published_ns < 1000000:
+        return
+    s.stats_published_ns = now
+    s.h.sequencer_frames = s.stats.frames
+    s.h.sequencer_coalesced = s.stats.coalesced
+    s.h.sequencer_cpu_ns = thread_cpu_ns() - s.cpu_start_ns
+    s.h.sequencer_inline_ns = s.inline_ns
 
 
 cdef inline void _publish(Sequencer *s) noexcept nogil:
@@ -349,6 +368,9 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.drained = False
     s.inline = NULL
     s.inline_running = False
+    s.inline_ns = 0
+    s.cpu_start_ns = 0
+    s.stats_published_ns = 0
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
     s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
     return 0
@@ -374,7 +396,6 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
     cdef int timeout_ms
     cdef int64_t due
     cdef uint8_t scratch[8]
-    cdef uint64_t cpu0 = 0
     _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments)
     if inline is not None:
         inline.attach(ring)
@@ -382,9 +403,9 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
         s.inline_running = True
         exec_start_walk(s.inline, s.ring, 0)
     with nogil:
+        s.cpu_start_ns = thread_cpu_ns()
         if s.inline != NULL:
             s.inline.cnt.start_ns = monotonic_ns()
-            cpu0 = thread_cpu_ns()
         fds[0].fd = device_fd
         fds[0].events = POLLIN
         fds[1].fd = wake_fd
@@ -392,6 +413,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
         while not atomic_load_acquire_u32(&s.h.stop):
             now = monotonic_ns()
             s.h.sequencer_heartbeat_ns = now
+            _publish_stats(&s, now)
             got = 0
             # 1. application requests, in the order they were posted
             while mq_try_take(s.requests, &message):
@@ -446,7 +468,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
         if s.inline != NULL:
             _run_inline(&s)
             s.inline.cnt.end_ns = monotonic_ns()
-            s.inline.cnt.cpu_ns += thread_cpu_ns() - cpu0
+            s.inline.cnt.cpu_ns += s.inline_ns
             atomic_store_release_u64(&s.inline.cnt.done, 1)
     free(s.frame_buffer)
     return dict(s.stats)
