@@ -92,6 +92,21 @@ cdef extern from "<sys/uio.h>" nogil:
     ssize_t readv(int fd, const iovec *iov, int iovcnt)
     ssize_t writev(int fd, const iovec *iov, int iovcnt)
 
+cdef extern from "<sys/socket.h>" nogil:   # datagram batches (sendmmsg), packet sockets
+    struct msghdr:
+        void *msg_name
+        unsigned int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    ssize_t sendmsg(int fd, const msghdr *msg, int flags)
+    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
+
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:
         off_t st_size
