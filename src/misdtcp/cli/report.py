@@ -2,8 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Reporter:
@@ -23,7 +34,11 @@ class Reporter:
     def _sample(self):
         workers = self.stack.worker_counters()
         stats, drops = self.stack.core_stats()
-        return {"workers": workers, "stats": stats, "drops": drops}
+        app = os.times()
+        cpu = {role: _process_cpu_s(pid) for role, pid in self.stack.processes().items()}
+        cpu["app"] = app.user + app.system
+        return {"workers": workers, "stats": stats, "drops": drops, "cpu": cpu,
+                "sequencer": self.stack.sequencer_counters()}
 
     def line(self, final=False):
         now = time.monotonic()
@@ -41,6 +56,13 @@ class Reporter:
         waited = sum(c["latency_sum_ns"] - b["latency_sum_ns"] for c, b in zip(cur["workers"], base["workers"]))
         latency_us = waited / frames / 1e3 if frames else 0.0
         drops = {k: v - base["drops"].get(k, 0) for k, v in cur["drops"].items() if v - base["drops"].get(k, 0)}
+        # CPU % of each of the stack's processes, and the sequencer's own
+        # time per frame it read (reading and describing, waits left out)
+        cpu = {role: round(100 * (v - base["cpu"].get(role, 0.0)) / dt, 1) if dt > 0 else 0.0
+               for role, v in cur["cpu"].items()}
+        seq, seq0 = cur["sequencer"], base["sequencer"]
+        frames_read = seq["frames"] - seq0["frames"]
+        seq_ns = (seq["read_ns"] - seq0["read_ns"]) / frames_read if frames_read else None
         record = {
             "event": "summary" if final else "interval",
             "start": round((self.t0 if final else self.last_t) - self.t0, 3),
@@ -51,6 +73,9 @@ class Reporter:
             "retransmits": rexmit,
             "latency_us": round(latency_us, 1),
             "drops": drops,
+            "placement": self.stack.placement,
+            "cpu": cpu,
+            "sequencer": {"frames": frames_read, "ns_per_frame": round(seq_ns, 1) if seq_ns is not None else None},
         }
         if not final:
             self.last, self.last_t = cur, now

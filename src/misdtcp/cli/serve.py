@@ -105,7 +105,11 @@ def serve(args) -> int:
         log = (lambda text: print(json.dumps({"event": "app", "message": text}), flush=True)) if args.json \
             else (lambda text: print(text, flush=True))
         app = _start_app(args.app, stack, port, args.json, stop, log)
-        if not args.json:
+        if args.json:
+            print(json.dumps({"event": "serving", "app": args.app, "address": args.address, "port": port,
+                              "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
+                              "offload": args.offload}), flush=True)
+        else:
             print(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
                   f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
                   f"offload {'on' if args.offload else 'off'})",

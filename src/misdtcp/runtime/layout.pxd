@@ -108,7 +108,8 @@ ctypedef struct RuntimeHeader:
     uint64_t sequencer_coalesced         # of them, folded into the previous descriptor
     uint64_t sequencer_cpu_ns            # its thread's CPU time so far
     uint64_t sequencer_inline_ns         # of that, time inside replica 0 (inline placement)
-    uint8_t _pad6[16]
+    uint64_t sequencer_read_ns           # time reading and describing frames (waits for room left out)
+    uint8_t _pad6[8]
     WorkerCounters counters[MAX_WORKERS]
     uint64_t digests[MAX_WORKERS][DIGEST_SLOTS]
     uint64_t digest_rounds[MAX_WORKERS][DIGEST_SLOTS]

@@ -120,7 +120,7 @@ cdef class SharedView:
         """The sequencer's published counters (about every millisecond)."""
         return {"records": self.h.sequencer_records, "frames": self.h.sequencer_frames,
                 "coalesced": self.h.sequencer_coalesced, "cpu_ns": self.h.sequencer_cpu_ns,
-                "inline_ns": self.h.sequencer_inline_ns}
+                "inline_ns": self.h.sequencer_inline_ns, "read_ns": self.h.sequencer_read_ns}
 
     def readable(self, uint32_t handle):
         """Receive stream offset every worker has finished copying up to."""

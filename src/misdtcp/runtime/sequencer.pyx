@@ -98,6 +98,8 @@ ctypedef struct Sequencer:
     Exec *inline                 # the inline placement: replica 0's executor (consumer 0), else NULL
     bint inline_running          # it has not applied REC_STOP yet
     uint64_t inline_ns           # time spent applying the log as replica 0
+    uint64_t read_ns             # time spent reading and describing frames ...
+    uint64_t room_ns             # ... of which waiting for room in the log (left out)
     uint64_t cpu_start_ns        # the thread's CPU clock when the loop began
     uint64_t stats_published_ns
     SequencerStats stats
@@ -132,6 +134,7 @@ cdef void _publish_stats(Sequencer *s, uint64_t now) noexcept nogil:
     s.h.sequencer_coalesced = s.stats.coalesced
     s.h.sequencer_cpu_ns = thread_cpu_ns() - s.cpu_start_ns
     s.h.sequencer_inline_ns = s.inline_ns
+    s.h.sequencer_read_ns = s.read_ns
 
 
 cdef inline void _publish(Sequencer *s) noexcept nogil:
@@ -143,16 +146,22 @@ cdef inline void _publish(Sequencer *s) noexcept nogil:
 cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
     """Wait (the one wait policy) until the log has room; False once stopping.
     Pending descriptors are published first: the workers must see them to
-    free any room."""
+    free any room.  The time it takes is counted in s.room_ns."""
+    cdef uint64_t t0
+    cdef bint ok = True
+    if ring_has_room(s.ring, entries, data_bytes):
+        return True
+    t0 = monotonic_ns()
     while not ring_has_room(s.ring, entries, data_bytes):
         _publish(s)
         if ring_has_room(s.ring, entries, data_bytes):
             break
-        if atomic_load_acquire_u32(&s.h.stop):
-            return False
-        if ring_wait_space(s.ring, entries, data_bytes, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
-            return False
-    return True
+        if atomic_load_acquire_u32(&s.h.stop) or \
+                ring_wait_space(s.ring, entries, data_bytes, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_STOPPED:
+            ok = False
+            break
+    s.room_ns += monotonic_ns() - t0
+    return ok
 
 
 cdef bint _record(Sequencer *s, uint8_t kind, const uint8_t *data, uint32_t n, uint64_t now) noexcept nogil:
@@ -369,6 +378,8 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.inline = NULL
     s.inline_running = False
     s.inline_ns = 0
+    s.read_ns = 0
+    s.room_ns = 0
     s.cpu_start_ns = 0
     s.stats_published_ns = 0
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
@@ -396,6 +407,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
     cdef int timeout_ms
     cdef int64_t due
     cdef uint8_t scratch[8]
+    cdef uint64_t t0, room0
     _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments)
     if inline is not None:
         inline.attach(ring)
@@ -420,8 +432,12 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
                 if not _record(&s, REC_REQUEST, <const uint8_t *>&message, sizeof(Message), now):
                     break
                 got += 1
-            # 2. frames, their payload read straight into the log
+            # 2. frames, their payload read straight into the log (timed:
+            # the serial stage's cost per frame, waits for room left out)
+            room0 = s.room_ns
+            t0 = monotonic_ns()
             got += _read_frames(&s)
+            s.read_ns += monotonic_ns() - t0 - (s.room_ns - room0)
             # held frames that are due (reorder / delay)
             s.now = monotonic_ns()
             got += stages_release_due(&s.stages, s.now, _staged_frame, &s)
