@@ -1,6 +1,7 @@
 """The Python API against the kernel: active open, sendall, recv/recv_into,
 timeouts, zero-copy views, and the asyncio adapter."""
 import asyncio
+import errno
 import hashlib
 import os
 import subprocess
@@ -67,7 +68,7 @@ def test_recv_view_is_zero_copy_and_recv_into_fills_a_buffer(stack):
         "s.recv(1)\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     client.stdin.write(payload)
     client.stdin.close()
-    conn = listener.accept(timeout=10)
+    conn, _ = listener.accept(timeout=10)
     first = conn.recv_view(max_bytes=1000, timeout=10)
     assert isinstance(first, memoryview) and 0 < len(first) <= 1000
     got = bytearray(first)
@@ -91,7 +92,7 @@ def test_recv_timeout(stack):
         "import socket, time\n"
         f"s = socket.create_connection(({STACK!r}, 7001), timeout=20)\n"
         "time.sleep(3)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    conn = listener.accept(timeout=10)
+    conn, _ = listener.accept(timeout=10)
     with pytest.raises(TimeoutError):
         conn.recv(timeout=0.3)
     finish(client, timeout=20)
@@ -101,8 +102,9 @@ def test_recv_timeout(stack):
 def test_listen_twice_on_one_port_is_an_error(stack):
     ns, s = stack
     s.listen(7002)
-    with pytest.raises(StackError, match="already listening"):
+    with pytest.raises(OSError, match="already listening") as caught:
         s.listen(7002)
+    assert caught.value.errno == errno.EADDRINUSE
 
 
 @pytest.mark.timeout(120)
@@ -138,9 +140,13 @@ def test_asyncio_active_open(stack):
     sink = kernel_sink(ns, 6002, expect=100000)
 
     async def go():
-        conn = await open_connection(s, KERNEL, 6002)
-        await conn.sendall(b"z" * 100000)
-        await conn.shutdown()
+        reader, writer = await open_connection(KERNEL, 6002, stack=s)
+        assert writer.get_extra_info("peername") == (KERNEL, 6002)
+        writer.write(b"z" * 100000)
+        await writer.drain()
+        writer.write_eof()
+        writer.close()
+        await writer.wait_closed()
 
     asyncio.run(asyncio.wait_for(go(), 30))
     rc, out, err = finish(sink, timeout=30)

@@ -72,7 +72,7 @@ def test_an_application_that_stops_reading_closes_the_window_without_growing():
         result = {}
 
         def app():
-            conn = listener.accept(timeout=30)
+            conn, _ = listener.accept(timeout=30)
             result["conn"] = conn
             may_read.wait(60)
             import hashlib

@@ -65,7 +65,7 @@ def test_killed_process_is_detected_within_a_second(victim):
         listener = stack.listen(9)
         client = ns.python(["-c", SENDER.format(addr=STACK, port=9), str(1 << 30)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        conn = listener.accept(timeout=10)
+        conn, _ = listener.accept(timeout=10)
         got = 0
         while got < 8 << 20:
             view = conn.recv_view(timeout=10)
@@ -104,7 +104,7 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, plac
         listener = stack.listen(9)
         client = ns.python(["-c", SENDER.format(addr=STACK, port=9), str(total)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        conn = listener.accept(timeout=10)
+        conn, _ = listener.accept(timeout=10)
         h = hashlib.sha256()
         got = 0
         killed = False

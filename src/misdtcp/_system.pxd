@@ -22,6 +22,7 @@ cdef extern from "atomics.h" nogil:
     void atomic_store_release_u64(uint64_t *p, uint64_t v)
     void atomic_store_relaxed_u64(uint64_t *p, uint64_t v)
     bint atomic_cas_weak_relaxed_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
+    bint atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
     void counter_add_u64(uint64_t *p, uint64_t v)
     uint64_t atomic_fetch_add_u64(uint64_t *p, uint64_t v)
 

@@ -6,6 +6,6 @@ asyncio adapter (``aio``) and the errors they raise (``errors``).
 """
 from misdtcp.api.connection import Connection, Listener
 from misdtcp.api.errors import ConnectionReset, StackError
-from misdtcp.api.stack import STRATEGIES, Stack
+from misdtcp.api.stack import STRATEGIES, PendingConnect, Stack
 
-__all__ = ["Stack", "Listener", "Connection", "StackError", "ConnectionReset", "STRATEGIES"]
+__all__ = ["Stack", "Listener", "Connection", "PendingConnect", "StackError", "ConnectionReset", "STRATEGIES"]

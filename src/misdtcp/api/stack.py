@@ -3,7 +3,7 @@
     stack = Stack(Tun("misd0", address="10.77.0.1/24"), address="10.77.0.2", workers=2)
     with stack:
         listener = stack.listen(5201)
-        conn = listener.accept()
+        conn, (host, port) = listener.accept()
         while view := conn.recv_view():
             consume(view)
             conn.release(view)
@@ -18,14 +18,15 @@ workers, read straight from shared memory.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import threading
 import time
 
 from misdtcp._tcpcore import RESET_NAMES, CoreConfigError, TcpCore
-from misdtcp.api.connection import Connection, Listener
-from misdtcp.api.errors import StackError
+from misdtcp.api.connection import Connection, Listener, Readiness, peer_address
+from misdtcp.api.errors import StackError, address_in_use
 from misdtcp.frameio.faults import FaultConfigError, FaultInjector
 from misdtcp.runtime import strategies
 from misdtcp.runtime.areas import pow2
@@ -105,7 +106,7 @@ class Stack:
         self.lock = threading.RLock()
         self._listeners: dict[int, Listener] = {}
         self._conns: dict[int, Connection] = {}
-        self._connecting: dict[int, list] = {}
+        self._connecting: dict[int, PendingConnect] = {}
         self._next_tag = 1
         self._failure: str | None = None
         self._started = False
@@ -142,7 +143,10 @@ class Stack:
         with self.lock:
             for conn in self._conns.values():
                 conn.closed = True
+                conn._readiness.signal()
             self._conns.clear()
+            for listener in self._listeners.values():
+                listener._readiness.signal()
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -199,8 +203,13 @@ class Stack:
                 self._failure = message
             for listener in self._listeners.values():
                 listener._cond.notify_all()
+                listener._readiness.signal()
             for conn in self._conns.values():
                 conn._cond.notify_all()
+                conn._readiness.signal()
+            for pending in self._connecting.values():
+                pending._done("the stack stopped")
+            self._connecting.clear()
 
     def _dispatch(self) -> None:
         last_watch = 0.0
@@ -208,7 +217,7 @@ class Stack:
         while not self._stopping:
             events.wait(timeout=0.05)
             for message in events.drain():
-                self._on_event(message.kind, message.handle, message.a)
+                self._on_event(message.kind, message.handle, message.a, message.b, message.c)
             now = time.monotonic()
             if now - last_watch > 0.1 and not self._stopping:
                 last_watch = now
@@ -219,10 +228,15 @@ class Stack:
                     self.runtime.areas.view.request_stop()
                     return
 
-    def _on_event(self, kind, handle, value) -> None:
+    def _on_event(self, kind, handle, value, peer=0, lport=0) -> None:
         with self.lock:
-            if kind == Event.ACCEPTED:
-                conn = Connection(self, handle)
+            if kind == Event.READABLE or kind == Event.WRITABLE:
+                # a readiness message: an interest the connection armed is met
+                conn = self._conns.get(handle)
+                if conn is not None:
+                    conn._signal()
+            elif kind == Event.ACCEPTED:
+                conn = Connection(self, handle, peer_address(peer), lport)
                 self._conns[handle] = conn
                 listener = self._listeners.get(value)
                 if listener is None:
@@ -230,17 +244,15 @@ class Stack:
                     return
                 listener._established(conn)
             elif kind == Event.CONNECTED:
-                waiting = self._connecting.pop(value, None)
-                conn = Connection(self, handle)
+                pending = self._connecting.pop(value, None)
+                conn = Connection(self, handle, peer_address(peer), lport)
                 self._conns[handle] = conn
-                if waiting is not None:
-                    waiting.append(conn)
-                    waiting[0].set()
+                if pending is not None:
+                    pending._done(conn)
             elif kind == Event.CONNECT_FAILED:
-                waiting = self._connecting.pop(value, None)
-                if waiting is not None:
-                    waiting.append(RESET_NAMES.get(handle, "failed"))
-                    waiting[0].set()
+                pending = self._connecting.pop(value, None)
+                if pending is not None:
+                    pending._done(RESET_NAMES.get(handle, "failed"))
             else:
                 conn = self._conns.get(handle)
                 if conn is None:
@@ -265,7 +277,7 @@ class Stack:
         backlog = max(1, min(backlog, self.max_connections))
         with self.lock:
             if port in self._listeners:
-                raise StackError(f"port {port} is already listening")
+                raise address_in_use(port)
             listener = Listener(self, port)
             self._listeners[port] = listener
         self.post(Request.LISTEN, 0, port, backlog)
@@ -276,22 +288,38 @@ class Stack:
         with self.lock:
             self._listeners.pop(port, None)
 
-    def connect(self, address: str, port: int, *, local_port: int | None = None,
-                timeout: float = 10.0) -> Connection:
-        raddr = int(ipaddress.IPv4Address(address))
+    def connect_start(self, address: str, port: int, *, local_port: int | None = None) -> PendingConnect:
+        """Begin an active open; the result is a `PendingConnect` whose
+        fileno() turns readable once it succeeded or failed (asyncio)."""
+        try:
+            raddr = int(ipaddress.IPv4Address(address))
+        except ValueError:
+            raise StackError(f"{address!r} is not an IPv4 address") from None
+        if not 1 <= port <= 65535:
+            raise StackError(f"port {port} is outside 1..65535")
         with self.lock:
             tag = self._next_tag
             self._next_tag += 1
-            waiting = [threading.Event()]
-            self._connecting[tag] = waiting
+            pending = PendingConnect(self, address, port)
+            self._connecting[tag] = pending
         lport = local_port or (32768 + (tag * 7919) % 28000)
         self.post(Request.CONNECT, 0, raddr, (port << 16) | lport, tag)
-        if not waiting[0].wait(timeout):
-            raise TimeoutError(f"connecting to {address}:{port} timed out")
-        result = waiting[1]
-        if isinstance(result, str):
-            raise ConnectionRefusedError(f"connection to {address}:{port} failed ({result})")
-        return result
+        return pending
+
+    def connect(self, address: str, port: int, *, local_port: int | None = None,
+                timeout: float = 10.0) -> Connection:
+        """Open a connection to address:port (ConnectionRefusedError, TimeoutError)."""
+        return self.connect_start(address, port, local_port=local_port).wait(timeout)
+
+    def connection_table(self) -> tuple[int, list[dict]]:
+        """Every connection as worker 0 last published it (``misdtcp ss``):
+        (published at, monotonic ns; rows), each row with each worker's share."""
+        when, rows = self.progress.connection_table()
+        for row in rows:
+            row["workers"] = self.progress.shares(row["handle"])
+            row["acked"] = self.progress.acked(row["handle"])
+            row["readable"] = self.progress.readable(row["handle"])
+        return when, rows
 
     # -- statistics -----------------------------------------------------------------
     def sequencer_counters(self) -> dict:
@@ -309,3 +337,44 @@ class Stack:
         """The core's statistics (retransmits, challenge ACKs, ...) and its
         drop counters by reason, as last published by worker 0."""
         return self.progress.core_stats(), self.progress.core_drops()
+
+
+class PendingConnect:
+    """An active open under way: wait(), or wait on fileno() and then result()."""
+
+    def __init__(self, stack: Stack, address: str, port: int):
+        self.stack = stack
+        self.address = address
+        self.port = port
+        self._outcome = None
+        self._event = threading.Event()
+        self._readiness = Readiness(stack.lock)
+
+    def _done(self, outcome) -> None:
+        """The event thread: the connection, or why it failed (lock held)."""
+        self._outcome = outcome
+        self._event.set()
+        self._readiness.signal()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def fileno(self) -> int:
+        fd = self._readiness.fileno()
+        if self._event.is_set():
+            self._readiness.signal()
+        return fd
+
+    def result(self) -> Connection:
+        outcome = self._outcome
+        self._readiness.close()
+        if isinstance(outcome, str):
+            raise ConnectionRefusedError(errno.ECONNREFUSED,
+                                         f"connection to {self.address}:{self.port} failed ({outcome})")
+        return outcome
+
+    def wait(self, timeout: float | None = 10.0) -> Connection:
+        if not self._event.wait(timeout):
+            self._readiness.close()
+            raise TimeoutError(errno.ETIMEDOUT, f"connecting to {self.address}:{self.port} timed out")
+        return self.result()

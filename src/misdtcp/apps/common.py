@@ -57,7 +57,7 @@ def accept_loop(listener, handle, stop: threading.Event | None = None):
 
     while stop is None or not stop.is_set():
         try:
-            conn = listener.accept(timeout=0.2)
+            conn, _ = listener.accept(timeout=0.2)
         except TimeoutError:
             continue
         except StackError:

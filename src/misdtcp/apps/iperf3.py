@@ -94,7 +94,7 @@ class Iperf3Server:
     def serve(self, stop: threading.Event | None = None):
         while stop is None or not stop.is_set():
             try:
-                conn = self.listener.accept(timeout=0.2)
+                conn, _ = self.listener.accept(timeout=0.2)
             except TimeoutError:
                 continue
             except StackError:

@@ -58,6 +58,14 @@ static inline int atomic_cas_weak_relaxed_u64(uint64_t *p, uint64_t *expected, u
                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
+/* Strong CAS, sequentially consistent: claiming a one-shot flag (readiness:
+ * exactly one of several workers may post the notification it arms). */
+static inline int atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, expected, desired, 0,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
 /* A statistics counter written by exactly one process: a plain (relaxed)
  * load+store, not a locked add, so it costs nothing on the hot path and a
  * reader in another process still never sees a torn value. */

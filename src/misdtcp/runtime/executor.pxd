@@ -12,7 +12,8 @@ from misdtcp._tcpcore cimport TcpCore, CoreState, Replica, Action
 from misdtcp._ring cimport Ring
 from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.stages cimport FrameStages
-from misdtcp.runtime.layout cimport RuntimeHeader, WorkerCounters
+from misdtcp.runtime.layout cimport ConnShare, RuntimeHeader, WorkerCounters
+from misdtcp.runtime.readiness cimport ReadyTouched
 from misdtcp.runtime.queue cimport MsgQueue
 
 # Where transmitted segments go.
@@ -76,6 +77,10 @@ ctypedef struct Exec:
     uint32_t pending_kind[16]
     uint32_t pending_handle[16]
     uint64_t pending_value[16]
+    # readiness and `misdtcp ss` (runtime/readiness.pxd, runtime/conntable.pxd)
+    bint readiness                      # tell armed applications about the progress published
+    ReadyTouched touched
+    ConnShare *shares                   # this worker's per-connection counters
 
 
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil
@@ -86,6 +91,7 @@ cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil
 cdef void exec_publish_pending(Exec *x) noexcept nogil
 cdef void exec_flush_held(Exec *x) noexcept nogil
 cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil
+cdef void exec_signal_ready(Exec *x) noexcept nogil
 cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noexcept nogil
 cdef void exec_start_walk(Exec *x, Ring *rg, uint32_t consumer_id) noexcept nogil
 cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint64_t now) noexcept nogil

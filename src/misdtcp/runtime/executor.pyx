@@ -24,6 +24,7 @@ from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64,
                               iovec, monotonic_ns, prefetch, write, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
                                TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
+                               NO_CONN, Conn, core_conn, N_ACCEPTED, N_CONNECTED,
                                N_READABLE, N_WRITABLE, handle_slot, core_frame, core_entry, core_dropped,
                                core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
@@ -33,9 +34,11 @@ from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport stages_apply, stages_release_due
-from misdtcp.runtime.layout cimport (DIGEST_SLOTS, layout_acked, layout_capture, layout_progress, layout_sent,
-                                     progress_offset_of, progress_word)
+from misdtcp.runtime.conntable cimport conntable_publish
+from misdtcp.runtime.layout cimport (ConnShare, DIGEST_SLOTS, layout_acked, layout_capture, layout_progress,
+                                     layout_sent, layout_shares, progress_offset_of, progress_word)
 from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post
+from misdtcp.runtime.readiness cimport READY_READ, READY_WRITE, ready_signal, ready_touch
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
                                          REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
@@ -108,7 +111,28 @@ cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil:
     x.stats_published_ns = now
     memcpy(&x.h.core_stats, &x.st.stats, sizeof(x.st.stats))
     memcpy(&x.h.core_drops[0], &x.st.drops[0], sizeof(x.st.drops))
+    conntable_publish(x.h, x.st, now)
     atomic_store_release_u64(&x.h.stats_ns, now)
+
+
+cdef void exec_signal_ready(Exec *x) noexcept nogil:
+    """End of a batch, after its progress is published: post READABLE/
+    WRITABLE to applications that armed an interest this batch's progress
+    satisfied (runtime/readiness.pxd)."""
+    if x.readiness:
+        ready_signal(x.h, x.events, &x.touched)
+
+
+cdef inline ConnShare *_share(Exec *x, uint32_t handle) noexcept nogil:
+    """This worker's counters for one connection (`misdtcp ss`), reset
+    when the slot changes hands."""
+    cdef ConnShare *s = &x.shares[handle_slot(handle)]
+    if s.handle != handle:
+        s.handle = handle
+        s.bytes_copied = 0
+        s.segments_sent = 0
+        s.bytes_sent = 0
+    return s
 
 
 ctypedef struct _Predecessors:
@@ -224,6 +248,7 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
 
 cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) noexcept nogil:
     cdef Message message
+    cdef Conn *peer
     if not x.post_events:
         return
     if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno:
@@ -233,6 +258,13 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
     message.a = value
     message.b = 0
     message.c = 0
+    if kind == N_ACCEPTED or kind == N_CONNECTED:
+        # the application learns who the peer is with the connection itself
+        # (accept() returns the address); b = raddr << 16 | rport, c = lport
+        peer = core_conn(x.st, handle)
+        if peer != NULL:
+            message.b = (<uint64_t>peer.raddr << 16) | peer.rport
+            message.c = peer.lport
     if mq_post(x.events, &message, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_READY:
         x.cnt.events_posted += 1
 
@@ -268,6 +300,7 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
     cdef uint32_t i
     cdef Action *a
     cdef char *dst
+    cdef ConnShare *share
     for i in range(rx.nactions):
         a = &rx.actions[i]
         if a.kind == ACT_COPY:
@@ -276,8 +309,13 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
                 memcpy(dst + (a.stream_off % x.rcvbuf), frame + a.frame_off, a.length)
                 x.cnt.copies += 1
                 x.cnt.bytes_copied += a.length
+                _share(x, a.handle).bytes_copied += a.length
         elif a.kind == ACT_TRANSMIT:
             _transmit(x, a, frame)
+            if a.handle != NO_CONN:
+                share = _share(x, a.handle)
+                share.segments_sent += 1
+                share.bytes_sent += a.hdr_len + a.length
         elif a.kind != ACT_NOTIFY:
             pass                            # carried out already (the leader's hand-off)
         elif x.defer_progress:
@@ -291,9 +329,11 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
             # every copy of this worker up to a.stream_off is done (copies
             # come before the notify in the action list)
             _hold(x, &x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+            ready_touch(&x.touched, a.handle, READY_READ)
         elif a.code == N_WRITABLE:
             if x.worker == 0:
                 _hold(x, &x.acked[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+                ready_touch(&x.touched, a.handle, READY_WRITE)
         else:
             # lifecycle events never overtake the progress before them
             exec_publish_progress(x)
@@ -323,9 +363,11 @@ cdef void exec_publish_pending(Exec *x) noexcept nogil:
         if x.pending_kind[i] == N_READABLE:
             atomic_store_release_u64(&x.progress[handle_slot(x.pending_handle[i])],
                                      progress_word(x.pending_handle[i], x.pending_value[i]))
+            ready_touch(&x.touched, x.pending_handle[i], READY_READ)
         elif x.pending_kind[i] == N_WRITABLE:
             atomic_store_release_u64(&x.acked[handle_slot(x.pending_handle[i])],
                                      progress_word(x.pending_handle[i], x.pending_value[i]))
+            ready_touch(&x.touched, x.pending_handle[i], READY_WRITE)
         else:
             _post_event(x, x.pending_kind[i], x.pending_handle[i], x.pending_value[i])
     x.npending = 0
@@ -445,6 +487,7 @@ cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noex
     else:
         ring_release(rg, consumer_id, seqno, x.loop_data, n)
     exec_flush_held(x)
+    exec_signal_ready(x)
     exec_publish_stats(x, monotonic_ns())
     return running
 
@@ -485,6 +528,8 @@ cdef class Executor:
         x.sent = layout_sent(h)
         x.capture_size = h.capture_size
         x.capture = layout_capture(h, worker)
+        x.shares = layout_shares(h, worker)
+        x.readiness = True
         x.rcv_fd = rcv_fd
         x.snd_fd = snd_fd
         x.rcvbuf = h.rcvbuf
@@ -529,6 +574,15 @@ cdef class Executor:
     def measure_latency(self, bint value):
         """Live traffic: the stamp-to-output latency is worth its ~20 ns per frame."""
         self.x.measure_latency = value
+
+    @property
+    def readiness(self):
+        return self.x.readiness
+
+    @readiness.setter
+    def readiness(self, bint value):
+        """Off only to measure what readiness costs (bench/readiness.py)."""
+        self.x.readiness = value
 
     @property
     def events_after_seqno(self):

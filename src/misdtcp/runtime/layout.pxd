@@ -13,7 +13,10 @@
 #                                         connection's segment order (the ordered hand-off
 #                                         between send owners)
 #     capture areas  [nworkers]           frames a capture sink kept (tests)
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+#     ready          [max_conns]          interests the application armed (readiness.pxd)
+#     conn table     [max_conns]          every connection as worker 0 last published it
+#     shares         [nworkers][max_conns] what each worker did for each connection
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from misdtcp._tcpcore cimport CoreStats
 from misdtcp.runtime.wait cimport WaitCounters
 from misdtcp.wire.drops cimport DROP_REASON_COUNT
@@ -117,6 +120,52 @@ ctypedef struct RuntimeHeader:
     uint64_t stats_ns                    # when worker 0 last published them
     CoreStats core_stats
     uint64_t core_drops[DROP_REASON_COUNT]
+    # geometry of the areas added for `misdtcp ss` and readiness (set once)
+    uint64_t ready_offset
+    uint64_t conntable_offset
+    uint64_t shares_offset
+    uint64_t shares_row_bytes
+    # worker 0's connection table: a seqlock (odd while it writes), when, how many rows
+    uint64_t conntable_seq
+    uint64_t conntable_ns
+    uint64_t conntable_rows
+
+
+ctypedef struct ReadyWant:               # one slot's armed interests (runtime/readiness.pxd), 16 bytes
+    uint64_t read                        # progress_word(handle, seen + 1): tell me once readable end > seen
+    uint64_t write                       # progress_word(handle, acked + 1): tell me once acked > that
+
+ctypedef struct ConnInfo:                # 128 bytes: one connection as worker 0 last published it
+    uint32_t handle
+    uint8_t in_use
+    uint8_t state
+    uint16_t lport
+    uint32_t raddr
+    uint16_t rport
+    uint16_t snd_mss
+    uint32_t cwnd
+    uint32_t ssthresh
+    uint32_t snd_wnd
+    uint32_t rcv_wnd
+    uint64_t srtt_ns
+    uint64_t rttvar_ns
+    uint64_t rto_ns
+    uint64_t retransmits
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint64_t segs_in
+    uint64_t segs_out
+    uint64_t rcv_nxt_off                 # receive stream offset of rcv_nxt
+    uint64_t consumed_off                # what the application consumed (as the log delivered it)
+    uint64_t snd_end_off                 # send stream bytes the application provided
+    uint64_t snd_una_off                 # send stream offset of snd_una
+
+ctypedef struct ConnShare:               # 32 bytes: what one worker did for one connection slot
+    uint32_t handle                      # the connection these counts belong to
+    uint32_t _pad
+    uint64_t bytes_copied
+    uint64_t segments_sent
+    uint64_t bytes_sent
 
 
 cdef inline uint64_t *layout_progress(RuntimeHeader *h, uint32_t row) noexcept nogil:
@@ -137,6 +186,18 @@ cdef inline uint64_t *layout_sent(RuntimeHeader *h) noexcept nogil:
 
 cdef inline char *layout_capture(RuntimeHeader *h, uint32_t worker) noexcept nogil:
     return (<char *>h) + h.capture_offset + <uint64_t>worker * h.capture_size
+
+
+cdef inline ReadyWant *layout_ready(RuntimeHeader *h) noexcept nogil:
+    return <ReadyWant *>((<char *>h) + h.ready_offset)
+
+
+cdef inline ConnInfo *layout_conntable(RuntimeHeader *h) noexcept nogil:
+    return <ConnInfo *>((<char *>h) + h.conntable_offset)
+
+
+cdef inline ConnShare *layout_shares(RuntimeHeader *h, uint32_t worker) noexcept nogil:
+    return <ConnShare *>((<char *>h) + h.shares_offset + worker * h.shares_row_bytes)
 
 
 cdef inline uint64_t progress_word(uint32_t handle, uint64_t offset) noexcept nogil:

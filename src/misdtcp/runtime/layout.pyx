@@ -8,7 +8,8 @@ this Python view read the same numbers.
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
-from misdtcp._system cimport (atomic_load_acquire_u32, atomic_load_acquire_u64, atomic_store_release_u32)
+from misdtcp._system cimport (atomic_fence_seq_cst, atomic_load_acquire_u32, atomic_load_acquire_u64,
+                              atomic_store_release_u32, atomic_store_release_u64)
 from misdtcp._tcpcore cimport CoreStats, handle_slot
 from misdtcp.runtime.shm cimport MirroredBuffer
 from misdtcp.runtime.wait cimport ec_wake_all
@@ -35,6 +36,8 @@ _LINE_STARTS = {
     "counters": <uint64_t>&_probe.counters - _base,
     "digests": <uint64_t>&_probe.digests - _base,
 }
+if sizeof(ConnInfo) != 128 or sizeof(ConnShare) != 32 or sizeof(ReadyWant) != 16:
+    raise ImportError("misdtcp.runtime.layout: ConnInfo, ConnShare or ReadyWant changed size")
 if sizeof(WorkerCounters) != 5 * LINE or sizeof(WaitWord) != LINE or any(v % LINE for v in _LINE_STARTS.values()):
     raise ImportError(f"misdtcp.runtime.layout: the shared header is not laid out on cache lines: {_LINE_STARTS}")
 
@@ -50,7 +53,13 @@ cdef uint64_t _row_bytes(uint32_t max_conns) noexcept nogil:
 def shared_size(uint32_t nworkers, uint32_t max_conns, uint64_t capture_size):
     """Bytes of the runtime's shared bookkeeping block."""
     return (_line(sizeof(RuntimeHeader)) + MAX_WORKERS * _row_bytes(max_conns) + 2 * _row_bytes(max_conns)
-            + <uint64_t>nworkers * _line(capture_size))
+            + <uint64_t>nworkers * _line(capture_size) + _extra_size(nworkers, max_conns))
+
+
+cdef uint64_t _extra_size(uint32_t nworkers, uint32_t max_conns) noexcept nogil:
+    """The readiness words, the connection table and the per-worker shares."""
+    return (_line(<uint64_t>max_conns * sizeof(ReadyWant)) + _line(<uint64_t>max_conns * sizeof(ConnInfo))
+            + <uint64_t>nworkers * _line(<uint64_t>max_conns * sizeof(ConnShare)))
 
 
 def init_shared(MirroredBuffer block, uint32_t nworkers, uint32_t max_conns, uint64_t rcvbuf,
@@ -75,8 +84,21 @@ def init_shared(MirroredBuffer block, uint32_t nworkers, uint32_t max_conns, uin
     h.acked_offset = h.progress_offset + MAX_WORKERS * h.row_bytes
     h.sent_offset = h.acked_offset + h.row_bytes
     h.capture_offset = h.sent_offset + h.row_bytes
+    h.ready_offset = h.capture_offset + <uint64_t>nworkers * h.capture_size
+    h.conntable_offset = h.ready_offset + _line(<uint64_t>max_conns * sizeof(ReadyWant))
+    h.shares_offset = h.conntable_offset + _line(<uint64_t>max_conns * sizeof(ConnInfo))
+    h.shares_row_bytes = _line(<uint64_t>max_conns * sizeof(ConnShare))
     h.total_size = total
     h.magic = RT_MAGIC
+
+
+cdef dict _conn_info(ConnInfo *r):
+    return {"handle": r.handle, "state": r.state, "lport": r.lport, "raddr": r.raddr, "rport": r.rport,
+            "snd_mss": r.snd_mss, "cwnd": r.cwnd, "ssthresh": r.ssthresh, "snd_wnd": r.snd_wnd,
+            "rcv_wnd": r.rcv_wnd, "srtt_ns": r.srtt_ns, "rttvar_ns": r.rttvar_ns, "rto_ns": r.rto_ns,
+            "retransmits": r.retransmits, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
+            "segs_in": r.segs_in, "segs_out": r.segs_out, "rcv_nxt_off": r.rcv_nxt_off,
+            "consumed_off": r.consumed_off, "snd_end_off": r.snd_end_off, "snd_una_off": r.snd_una_off}
 
 
 cdef class SharedView:
@@ -141,6 +163,75 @@ cdef class SharedView:
     def acked(self, uint32_t handle):
         """Send stream offset the peer has acknowledged (0 for a new connection)."""
         return progress_offset_of(handle, atomic_load_acquire_u64(&layout_acked(self.h)[handle_slot(handle)]))
+
+    # -- readiness (runtime/readiness.pxd): the application's side -------------
+    def arm_read(self, uint32_t handle, uint64_t seen):
+        """Ask the workers for one READABLE message once the readable end
+        passes `seen`; returns the readable end read after arming (the caller
+        does not wait if it already passed).  Dekker's pattern with the
+        workers: store, full fence, load -- they store progress, fence, load
+        this word -- so at least one side sees the other."""
+        cdef ReadyWant *want = &layout_ready(self.h)[handle_slot(handle)]
+        atomic_store_release_u64(&want.read, progress_word(handle, seen + 1))
+        atomic_fence_seq_cst()
+        return self.readable(handle)
+
+    def arm_write(self, uint32_t handle, uint64_t seen):
+        """Ask for one WRITABLE message once the acknowledged send offset
+        passes `seen`; returns the acknowledged offset read after arming."""
+        cdef ReadyWant *want = &layout_ready(self.h)[handle_slot(handle)]
+        atomic_store_release_u64(&want.write, progress_word(handle, seen + 1))
+        atomic_fence_seq_cst()
+        return self.acked(handle)
+
+    def disarm(self, uint32_t handle):
+        cdef ReadyWant *want = &layout_ready(self.h)[handle_slot(handle)]
+        atomic_store_release_u64(&want.read, 0)
+        atomic_store_release_u64(&want.write, 0)
+
+    def armed(self, uint32_t handle):
+        """(read, write): whether each interest is still armed (not yet told)."""
+        cdef ReadyWant *want = &layout_ready(self.h)[handle_slot(handle)]
+        return (progress_offset_of(handle, atomic_load_acquire_u64(&want.read)) != 0,
+                progress_offset_of(handle, atomic_load_acquire_u64(&want.write)) != 0)
+
+    # -- the connection table (worker 0 publishes it with the statistics) -------
+    def connection_table(self):
+        """Every connection as worker 0 last published it: (published_ns,
+        [dict per connection]).  A seqlock: retried while worker 0 writes."""
+        cdef uint64_t before, after, rows, i
+        cdef ConnInfo *table = layout_conntable(self.h)
+        cdef ConnInfo row
+        for _ in range(1000):
+            before = atomic_load_acquire_u64(&self.h.conntable_seq)
+            if before & 1:
+                continue
+            rows = self.h.conntable_rows
+            out = []
+            for i in range(min(rows, self.h.max_conns)):
+                row = table[i]
+                if row.in_use:
+                    out.append(_conn_info(&row))
+            when = self.h.conntable_ns
+            atomic_fence_seq_cst()
+            after = atomic_load_acquire_u64(&self.h.conntable_seq)
+            if before == after:
+                return when, out
+        return 0, []
+
+    def shares(self, uint32_t handle):
+        """Per worker: bytes copied, segments and bytes sent for this connection."""
+        cdef uint32_t w
+        cdef ConnShare s
+        out = []
+        for w in range(self.h.nworkers):
+            s = layout_shares(self.h, w)[handle_slot(handle)]
+            if s.handle == handle:
+                out.append({"bytes_copied": s.bytes_copied, "segments_sent": s.segments_sent,
+                            "bytes_sent": s.bytes_sent})
+            else:
+                out.append({"bytes_copied": 0, "segments_sent": 0, "bytes_sent": 0})
+        return out
 
     def core_stats(self):
         """The core's replicated statistics as worker 0 last published them."""

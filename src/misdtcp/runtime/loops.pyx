@@ -41,7 +41,8 @@ from misdtcp.frameio.stages cimport EMIT_CORRUPTED, stages_release_due
 from misdtcp.runtime.executor cimport (Exec, Executor, apply_request, exec_apply, exec_batch, exec_flush_held,
                                       exec_handle, exec_note_latency, exec_publish_pending, exec_publish_progress,
                                       exec_publish_stats, exec_run_actions, exec_start_walk,
-                                      EXEC_MAX_BATCH, EXEC_PREFETCH_AHEAD)
+                                      EXEC_MAX_BATCH, EXEC_PREFETCH_AHEAD, exec_signal_ready)
+from misdtcp.runtime.readiness cimport READY_READ, ready_touch
 from misdtcp.runtime.handoff cimport (CopyWork, Handoff, HandoffQueues, handoff_done, handoff_publish,
                                       handoff_push, handoff_wait)
 from misdtcp.runtime.intake cimport Intake, INTAKE_MAX_FRAME, intake_round
@@ -282,6 +283,7 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers, bint prefault=T
             atomic_store_release_u64(&h.done_seqno, seqno + 1)
             ec_notify(&h.done_wait.eventcount)
             exec_flush_held(x)
+            exec_signal_ready(x)
             exec_publish_stats(x, monotonic_ns())
             atomic_store_release_u64(&cnt.inflight, <uint64_t>-1)
             cnt.records += 1
@@ -411,6 +413,7 @@ def run_leader(Executor ex, BroadcastRing ring, HandoffQueues queues, uint32_t n
             cnt.position += n
             ring_release(rg, 0, seqno, data_end, n)
             exec_flush_held(x)
+            exec_signal_ready(x)
             exec_publish_stats(x, monotonic_ns())
         for i in range(1, nworkers):
             work.source = data_end
@@ -451,12 +454,14 @@ def run_helper(Executor ex, BroadcastRing ring, HandoffQueues queues, uint32_t w
                     if w.handle != NO_CONN and w.handle != HANDOFF_END:
                         atomic_store_release_u64(&x.progress[handle_slot(w.handle)],
                                                  progress_word(w.handle, w.stream_off))
+                        ready_touch(&x.touched, w.handle, READY_READ)
                     ring_release(rg, worker, w.release, w.source, w.release - records)
                     records = w.release
                     if w.handle == HANDOFF_END:
                         running = False
                 head += 1
             handoff_done(q, head)
+            exec_signal_ready(x)
             cnt.records = records
             cnt.position = records
         _end(x, cpu0)
@@ -612,6 +617,7 @@ def run_single_device(Executor ex, int device_fd, MessageQueue requests, int wak
             exec_publish_progress(x)
             cnt.records += got
             exec_flush_held(x)
+            exec_signal_ready(x)
             now = monotonic_ns()
             exec_publish_stats(x, now)
             if got:
