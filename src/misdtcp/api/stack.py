@@ -44,15 +44,16 @@ class Stack:
                  strategy: str = "misd", cpus=None, stripe: int = 16384,
                  rcvbuf: int = 4 << 20, sndbuf: int = 4 << 20, max_connections: int = 64,
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
-                 pcap: str | None = None, digest_every: int = 0, recover: bool = True,
+                 pcap: str | None = None, pcap_snaplen: int = 262144, digest_every: int = 0, recover: bool = True,
                  ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
                  placement: str = "auto", **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
-        `seed`).  `pcap`: a file capturing both directions.  `huge_pages`:
-        the log and the connection buffers on huge pages where the system
-        offers them.  `recover`
+        `seed`).  `pcap`: a file ('-': standard output) capturing both
+        directions in time order, `pcap_snaplen` bytes of each frame.
+        `huge_pages`: the log and the connection buffers on huge pages where
+        the system offers them.  `recover`
         (misd): a worker that dies is replaced from its replica snapshot and
         replays the log from there; otherwise the stack stops with an error.
         `placement` (misd): "inline" runs replica 0 inside the sequencer,
@@ -72,6 +73,8 @@ class Stack:
             ipaddress.IPv4Address(address)
         except ValueError:
             raise StackError(f"{address!r} is not an IPv4 address") from None
+        if not 64 <= pcap_snaplen <= 262144:
+            raise StackError(f"the capture snaplen must be between 64 and 262144, not {pcap_snaplen}")
         if faults:
             try:
                 FaultInjector(**faults)
@@ -99,8 +102,8 @@ class Stack:
                 cpus=list(cpus) if cpus else sorted(os.sched_getaffinity(0)), stripe=stripe,
                 core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
                 offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
-                faults=dict(faults) if faults else None, pcap=pcap, digest_every=digest_every, recover=recover,
-                placement=placement))
+                faults=dict(faults) if faults else None, pcap=pcap, pcap_snaplen=pcap_snaplen,
+                digest_every=digest_every, recover=recover, placement=placement))
         except PlacementError as exc:
             raise StackError(str(exc)) from None
         self.lock = threading.RLock()

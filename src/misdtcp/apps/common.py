@@ -24,7 +24,7 @@ class ConnectionReport:
     """Byte count and SHA-256 of what one connection received."""
 
     def __init__(self, remote=None):
-        self.remote = remote
+        self.remote = remote            # (address, port) of the peer
         self.bytes = 0
         self.sha = hashlib.sha256()
         self.started = time.monotonic()
@@ -34,8 +34,11 @@ class ConnectionReport:
         self.sha.update(view)
 
     def as_dict(self, app: str) -> dict:
-        return {"event": "closed", "app": app, "bytes": self.bytes, "sha256": self.sha.hexdigest(),
-                "seconds": round(time.monotonic() - self.started, 6)}
+        record = {"event": "closed", "app": app, "bytes": self.bytes, "sha256": self.sha.hexdigest(),
+                  "seconds": round(time.monotonic() - self.started, 6)}
+        if self.remote:
+            record["address"], record["port"] = self.remote
+        return record
 
 
 _print_lock = threading.Lock()
@@ -50,9 +53,10 @@ def emit_json(record: dict):
     emit(json.dumps(record, sort_keys=True))
 
 
-def accept_loop(listener, handle, stop: threading.Event | None = None):
+def accept_loop(listener, handle, stop: threading.Event | None = None, on_accept=None):
     """Accept connections until `stop` is set or the stack stops, running
-    `handle(conn)` for each on its own thread."""
+    `handle(conn)` for each on its own thread; `on_accept(conn)` first (the
+    "Accepted connection from ..." line)."""
     from misdtcp.api import StackError
 
     while stop is None or not stop.is_set():
@@ -60,6 +64,8 @@ def accept_loop(listener, handle, stop: threading.Event | None = None):
             conn, _ = listener.accept(timeout=0.2)
         except TimeoutError:
             continue
-        except StackError:
+        except (StackError, OSError):
             return                      # the stack stopped (or failed): nothing more to serve
+        if on_accept is not None:
+            on_accept(conn)
         threading.Thread(target=handle, args=(conn,), daemon=True).start()

@@ -9,7 +9,7 @@ DEFAULT_PORT = 9
 
 
 def serve_connection(conn, *, report, hash_data: bool = True):
-    summary = ConnectionReport()
+    summary = ConnectionReport(conn.remote)
     try:
         while True:
             view = conn.recv_view()
@@ -29,6 +29,7 @@ def serve_connection(conn, *, report, hash_data: bool = True):
     return summary
 
 
-def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None):
+def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None,
+          on_accept=None):
     """Serve until `stop` is set; `report(dict)` is called for every closed connection."""
-    accept_loop(stack.listen(port), lambda conn: serve_connection(conn, report=report), stop)
+    accept_loop(stack.listen(port), lambda conn: serve_connection(conn, report=report), stop, on_accept)

@@ -16,7 +16,7 @@ DEFAULT_PORT = 7
 
 
 def serve_connection(conn, *, report, max_owed: int):
-    summary = ConnectionReport()
+    summary = ConnectionReport(conn.remote)
     try:
         while True:
             while conn.unsent() > max_owed:
@@ -44,8 +44,9 @@ def serve_connection(conn, *, report, max_owed: int):
     return summary
 
 
-def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None):
+def serve(stack, port: int = DEFAULT_PORT, *, report=None, stop: threading.Event | None = None,
+          on_accept=None):
     """Serve until `stop` is set; `report(dict)` is called for every closed connection."""
     max_owed = stack.sndbuf // 2
     accept_loop(stack.listen(port), lambda conn: serve_connection(conn, report=report, max_owed=max_owed),
-                stop)
+                stop, on_accept)

@@ -81,10 +81,16 @@ class Stream:
 
 
 class Iperf3Server:
-    def __init__(self, stack, port: int = DEFAULT_PORT, *, log=emit):
+    """`log(text)` gets iperf3's lines; `on_accept(conn)` each control
+    connection (the "Accepted connection from ..." line); `on_test_end(ok)`
+    each test's end (`misdtcp serve -1` stops there)."""
+
+    def __init__(self, stack, port: int = DEFAULT_PORT, *, log=emit, on_accept=None, on_test_end=None):
         self.stack = stack
         self.port = port
         self.log = log
+        self.on_accept = on_accept
+        self.on_test_end = on_test_end
         self.listener = stack.listen(port)
         self.tests = 0
         self.busy = threading.Lock()
@@ -97,7 +103,7 @@ class Iperf3Server:
                 conn, _ = self.listener.accept(timeout=0.2)
             except TimeoutError:
                 continue
-            except StackError:
+            except (StackError, OSError):
                 return                  # the stack stopped (or failed)
             threading.Thread(target=self._route, args=(conn,), daemon=True).start()
 
@@ -120,8 +126,12 @@ class Iperf3Server:
             finally:
                 conn.close()
             return
+        if self.on_accept is not None:
+            self.on_accept(conn)
+        ok = False
         try:
             self._test(conn, cookie)
+            ok = True
         except (ConnectionError, TimeoutError, ValueError, OSError, StackError) as exc:
             self.log(f"iperf3: test ended abnormally: {exc}")
         finally:
@@ -129,6 +139,8 @@ class Iperf3Server:
                 self.pending_streams.pop(cookie, None)
             self.busy.release()
             conn.close()
+            if self.on_test_end is not None:
+                self.on_test_end(ok)
 
     def _test(self, ctrl, cookie):
         self.tests += 1
@@ -161,6 +173,9 @@ class Iperf3Server:
             else:
                 sender = reverse
             streams.append(Stream(c, sid, sender, block))
+            if c.remote:
+                self.log(f"[{sid:3d}] local {self.stack.address} port {self.port} connected to "
+                         f"{c.remote[0]} port {c.remote[1]}")
         stop = threading.Event()
         _state(ctrl, TEST_START)
         _state(ctrl, TEST_RUNNING)
@@ -220,5 +235,6 @@ class Iperf3Server:
             s.conn.close()
 
 
-def serve(stack, port: int = DEFAULT_PORT, *, stop: threading.Event | None = None, log=emit):
-    Iperf3Server(stack, port, log=log).serve(stop)
+def serve(stack, port: int = DEFAULT_PORT, *, stop: threading.Event | None = None, log=emit, on_accept=None,
+          on_test_end=None):
+    Iperf3Server(stack, port, log=log, on_accept=on_accept, on_test_end=on_test_end).serve(stop)

@@ -1,20 +1,23 @@
-"""`misdtcp serve` and `misdtcp demo`.
+"""`misdtcp serve`, `misdtcp client`, `misdtcp ss` and `misdtcp demo`.
 
-    misdtcp serve [--app iperf3|echo|discard] [--workers N] [--strategy misd|single|mimd] ...
-    misdtcp demo  [--seconds S] [--max-workers N]
+    misdtcp serve  [-p PORT] [-i SECONDS] [-1] [-J | --json-stream] [--app iperf3|echo|discard|sink] ...
+    misdtcp client HOST [-p PORT] [-t SECONDS] [-P N] [-R] [-J] [--workers N] ...
+    misdtcp ss     [--tun NAME] [--json]
+    misdtcp demo   [--seconds S] [--max-workers N] [--plot FILE]
 
-Errors people hit (no /dev/net/tun, no permission, a bad address, a busy
+`serve` and `client` take iperf3's flags where they mean the same.  Errors
+people hit (no /dev/net/tun, no CAP_NET_ADMIN, a bad address or port, a busy
 device, too many workers for the CPUs given) are one sentence and exit 2.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from misdtcp import __version__
 from misdtcp.cli.errors import UsageError
 
-APPS = ("iperf3", "echo", "discard")
+APPS = ("iperf3", "echo", "discard", "sink")
 STRATEGY_NAMES = ("misd", "single", "mimd")   # misdtcp.runtime.strategies.STRATEGIES, without importing the runtime
 PLACEMENTS = ("auto", "inline", "separate")   # misdtcp.runtime.placement.PLACEMENTS
 
@@ -31,14 +34,41 @@ def _rate(name):
     return parse
 
 
-def _positive(name, minimum=1):
+def _positive(name, minimum=1, maximum=None):
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number") from None
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, not {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {maximum}, not {value}")
+        return value
+    return parse
+
+
+def _port(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a port number, not {text!r}") from None
+        if not 1 <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"{name} {value} is outside 1..65535")
+        return value
+    return parse
+
+
+def _seconds(name, allow_zero=True):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, not {text!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"{name} must be {'0 or more' if allow_zero else 'positive'}, "
+                                             f"not {value:g}")
         return value
     return parse
 
@@ -48,48 +78,90 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"misdtcp: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="misdtcp", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("serve", help="attach to a TUN device and serve an app")
-    s.add_argument("--tun", default="misd0", help="TUN device name [misd0]")
-    s.add_argument("--address", default="10.77.0.2", help="the stack's own address [10.77.0.2]")
-    s.add_argument("--kernel-address", default="10.77.0.1/24",
+def _device_options(p: argparse.ArgumentParser) -> None:
+    """The TUN and the stack, as `serve` and `client` set them up."""
+    p.add_argument("--tun", default="misd0", help="TUN device name [misd0]")
+    p.add_argument("-B", "--bind", "--address", dest="address", default="10.77.0.2",
+                   help="the stack's own address [10.77.0.2]")
+    p.add_argument("--kernel-address", default="10.77.0.1/24",
                    help="address/prefix given to the kernel side of the TUN [10.77.0.1/24]")
-    s.add_argument("--app", choices=APPS, default="iperf3", help="application [iperf3]")
-    s.add_argument("--port", type=_positive("--port"), help="port [5201, 7 or 9 by app]")
-    s.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
-    s.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
-    s.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")
-    s.add_argument("--placement", choices=PLACEMENTS, default="auto",
+    p.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
+    p.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")
+    p.add_argument("--placement", choices=PLACEMENTS, default="auto",
                    help="misd: run replica 0 inside the sequencer (inline) or the sequencer apart "
                         "(separate); auto: inline when the workers leave no CPU free [auto]")
-    s.add_argument("--offload", dest="offload", action="store_true", default=True,
+    p.add_argument("--offload", dest="offload", action="store_true", default=True,
                    help="checksum offload and GSO super-frames on the TUN (default)")
-    s.add_argument("--no-offload", dest="offload", action="store_false",
+    p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="plain MTU-sized frames with full checksums")
-    s.add_argument("--mtu", type=_positive("--mtu", 576), default=1500, help="[1500]")
-    s.add_argument("--stripe", type=_positive("--stripe", 512), default=16384,
+    p.add_argument("--mtu", type=_positive("--mtu", 576), default=1500, help="[1500]")
+    p.add_argument("--stripe", type=_positive("--stripe", 512), default=16384,
                    help="bytes per payload ownership stripe [16384]")
-    s.add_argument("--rcvbuf", type=_positive("--rcvbuf", 16384), default=4 << 20, help="[4194304]")
-    s.add_argument("--sndbuf", type=_positive("--sndbuf", 16384), default=4 << 20, help="[4194304]")
-    s.add_argument("--max-connections", type=_positive("--max-connections"), default=64, help="[64]")
-    s.add_argument("--drop-rate", type=_rate("--drop-rate"), default=0.0)
-    s.add_argument("--corrupt-rate", type=_rate("--corrupt-rate"), default=0.0)
-    s.add_argument("--duplicate-rate", type=_rate("--duplicate-rate"), default=0.0)
-    s.add_argument("--reorder-rate", type=_rate("--reorder-rate"), default=0.0)
-    s.add_argument("--delay-ms", type=float, default=0.0)
-    s.add_argument("--fault-seed", type=int, default=1)
-    s.add_argument("--pcap", help="capture both directions to this pcap file")
-    s.add_argument("--interval", type=float, default=1.0, help="seconds between reports [1]")
-    s.add_argument("--json", action="store_true", help="JSON lines instead of text")
-    s.add_argument("--duration", type=float, default=0.0,
+    p.add_argument("--rcvbuf", type=_positive("--rcvbuf", 16384), default=4 << 20, help="[4194304]")
+    p.add_argument("--sndbuf", type=_positive("--sndbuf", 16384), default=4 << 20, help="[4194304]")
+    p.add_argument("--max-connections", type=_positive("--max-connections"), default=64, help="[64]")
+    p.add_argument("--drop-rate", type=_rate("--drop-rate"), default=0.0)
+    p.add_argument("--corrupt-rate", type=_rate("--corrupt-rate"), default=0.0)
+    p.add_argument("--duplicate-rate", type=_rate("--duplicate-rate"), default=0.0)
+    p.add_argument("--reorder-rate", type=_rate("--reorder-rate"), default=0.0)
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--fault-seed", type=int, default=1)
+    p.add_argument("--pcap", metavar="FILE", help="capture both directions, in time order, to FILE ('-': stdout)")
+    p.add_argument("--pcap-snaplen", type=_positive("--pcap-snaplen", 64, 262144), default=262144,
+                   help="bytes kept of each captured frame, as tcpdump -s [262144]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="misdtcp", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"misdtcp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="attach to a TUN device and serve an app (iperf3's server flags)")
+    _device_options(s)
+    s.add_argument("--app", choices=APPS, default="iperf3", help="application [iperf3]")
+    s.add_argument("-p", "--port", type=_port("--port"), help="port [5201, 7, 9 or 9 by app]")
+    s.add_argument("-i", "--interval", type=_seconds("--interval"), default=1.0,
+                   help="seconds between reports; 0 turns them off [1]")
+    s.add_argument("-1", "--one-off", action="store_true", help="serve one test (or connection), then exit 0")
+    out = s.add_mutually_exclusive_group()
+    out.add_argument("-J", "--json", action="store_true", help="JSON lines instead of text")
+    out.add_argument("--json-stream", action="store_true",
+                     help="iperf3's --json-stream: start, interval and end events in iperf3's schema")
+    s.add_argument("--logfile", metavar="FILE", help="append the output to FILE instead of standard output")
+    s.add_argument("-I", "--pidfile", metavar="FILE", help="write the process ID to FILE while serving")
+    s.add_argument("-V", "-v", "--version", action="version", version=f"misdtcp {__version__}")
+    s.add_argument("--duration", type=_seconds("--duration"), default=0.0,
                    help="stop after this many seconds (0: until SIGINT/SIGTERM)")
 
-    d = sub.add_parser("demo", help="iperf3 into misdtcp inside a private network namespace")
-    d.add_argument("--seconds", type=float, default=3.0, help="length of each iperf3 run [3]")
+    c = sub.add_parser("client", help="the iperf3 client, against a stock `iperf3 -s` on the kernel side")
+    c.add_argument("host", help="the iperf3 server (the kernel side of the TUN, e.g. 10.77.0.1)")
+    _device_options(c)
+    c.add_argument("-p", "--port", type=_port("--port"), default=5201, help="server port [5201]")
+    c.add_argument("-t", "--time", type=_seconds("--time", allow_zero=False), default=10.0,
+                   help="seconds to transmit [10]")
+    c.add_argument("-P", "--parallel", type=_positive("--parallel", 1, 128), default=1, help="streams [1]")
+    c.add_argument("-R", "--reverse", action="store_true", help="the server sends, misdtcp receives")
+    c.add_argument("-l", "--length", type=_positive("--length", 1, 1 << 24), default=128 * 1024,
+                   help="bytes per write [131072]")
+    c.add_argument("-i", "--interval", type=_seconds("--interval"), default=1.0,
+                   help="seconds between reports; 0 turns them off [1]")
+    c.add_argument("-J", "--json", action="store_true", help="one JSON document in iperf3's schema")
+    c.add_argument("--connect-timeout", type=_seconds("--connect-timeout", allow_zero=False), default=10.0,
+                   help="seconds to wait for the server [10]")
+    c.add_argument("-V", "-v", "--version", action="version", version=f"misdtcp {__version__}")
+
+    q = sub.add_parser("ss", help="the live connection table of a running `misdtcp serve`")
+    q.add_argument("--tun", default="misd0", help="the TUN of the serve to ask [misd0]")
+    q.add_argument("--json", action="store_true", help="JSON instead of ss-style text")
+
+    d = sub.add_parser("demo", help="the project's point, measured: kernel reference, misdtcp, replay scaling")
+    d.add_argument("--seconds", type=_seconds("--seconds", allow_zero=False), default=3.0,
+                   help="length of each iperf3 run [3]")
     d.add_argument("--max-workers", type=_positive("--max-workers"), default=4)
+    d.add_argument("--replay-mib", type=_positive("--replay-mib", 8), default=64,
+                   help="MiB replayed per scaling run [64]")
+    d.add_argument("--plot", default="demo.png", help="where to write the plot (PNG) [demo.png]")
     return parser
 
 
@@ -97,12 +169,21 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            if os.geteuid() != 0:
-                raise UsageError("misdtcp serve needs root (CAP_NET_ADMIN) to create and configure a TUN device")
+            from misdtcp.cli.capabilities import require_net_admin
+            require_net_admin("misdtcp serve")
             from misdtcp.cli.serve import serve
             return serve(args)
+        if args.command == "client":
+            from misdtcp.cli.capabilities import require_net_admin
+            require_net_admin("misdtcp client")
+            from misdtcp.cli.client import run_client
+            return run_client(args)
+        if args.command == "ss":
+            from misdtcp.cli.ss import run_ss
+            return run_ss(args)
         from misdtcp.cli.demo import run_demo
-        return run_demo(seconds=args.seconds, max_workers=args.max_workers)
+        return run_demo(seconds=args.seconds, max_workers=args.max_workers, replay_mib=args.replay_mib,
+                        plot=args.plot)
     except UsageError as exc:
         print(f"misdtcp: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,17 @@
-"""`misdtcp serve`'s interval lines: like iperf3's, one per interval and a summary."""
+"""`misdtcp serve`'s interval lines: like iperf3's, counting both
+directions, quiet while idle, and a summary over the time something moved.
+
+Every interval: bytes received (copied into receive buffers by the workers)
+and sent (payload the core put on the wire), each worker's share of the
+copies and of the segments sent, retransmissions, the mean time a frame
+spends in the stack, drops by reason.  In --json-stream mode the same
+interval is an iperf3 "interval" event, one stream per connection."""
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
+
+from misdtcp.cli.output import Output
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -18,58 +25,71 @@ def _process_cpu_s(pid: int) -> float:
 
 
 class Reporter:
-    """Every interval: throughput, each worker's share of copies and sent
-    segments, retransmissions, drops by reason (like iperf3's lines)."""
-
-    def __init__(self, stack, interval: float, as_json: bool, out=sys.stdout):
+    def __init__(self, stack, out: Output):
         self.stack = stack
-        self.interval = interval
-        self.as_json = as_json
         self.out = out
         self.t0 = time.monotonic()
         self.last_t = self.t0
         self.last = self._sample()
         self.first = self.last
+        self.active = 0.0              # seconds of intervals in which bytes moved
+        self.cpu0 = os.times()
 
     def _sample(self):
         workers = self.stack.worker_counters()
         stats, drops = self.stack.core_stats()
+        _, rows = self.stack.connection_table()
         app = os.times()
         cpu = {role: _process_cpu_s(pid) for role, pid in self.stack.processes().items()}
         cpu["app"] = app.user + app.system
         return {"workers": workers, "stats": stats, "drops": drops, "cpu": cpu,
-                "sequencer": self.stack.sequencer_counters()}
+                "sequencer": self.stack.sequencer_counters(), "conns": {row["handle"]: row for row in rows}}
 
-    def line(self, final=False):
+    @staticmethod
+    def _delta(cur, base):
+        copied = [c["bytes_copied"] - b["bytes_copied"] for c, b in zip(cur["workers"], base["workers"])]
+        segments = [c["segments_sent"] - b["segments_sent"] for c, b in zip(cur["workers"], base["workers"])]
+        sent = cur["stats"].get("data_bytes_out", 0) - base["stats"].get("data_bytes_out", 0)
+        rexmit = cur["stats"].get("retransmits", 0) - base["stats"].get("retransmits", 0)
+        frames = sum(c["frames"] - b["frames"] for c, b in zip(cur["workers"], base["workers"]))
+        waited = sum(c["latency_sum_ns"] - b["latency_sum_ns"] for c, b in zip(cur["workers"], base["workers"]))
+        drops = {k: v - base["drops"].get(k, 0) for k, v in cur["drops"].items() if v - base["drops"].get(k, 0)}
+        return copied, segments, sent, rexmit, (waited / frames / 1e3 if frames else 0.0), drops
+
+    def line(self, final: bool = False) -> bool:
+        """Report the interval since the last line (or, final, the whole run);
+        returns False when nothing moved and nothing was printed."""
         now = time.monotonic()
         cur = self._sample()
         base = self.first if final else self.last
-        dt = (now - self.t0) if final else (now - self.last_t)
-        copied = [c["bytes_copied"] - b["bytes_copied"] for c, b in zip(cur["workers"], base["workers"])]
-        sent = [c["segments_sent"] - b["segments_sent"] for c, b in zip(cur["workers"], base["workers"])]
-        total = sum(copied)
-        gbps = total * 8 / dt / 1e9 if dt > 0 else 0.0
-        rexmit = cur["stats"].get("retransmits", 0) - base["stats"].get("retransmits", 0)
-        # time from the sequencer's stamp to a frame's outputs being done,
-        # averaged over the frames the workers handled in this interval
-        frames = sum(c["frames"] - b["frames"] for c, b in zip(cur["workers"], base["workers"]))
-        waited = sum(c["latency_sum_ns"] - b["latency_sum_ns"] for c, b in zip(cur["workers"], base["workers"]))
-        latency_us = waited / frames / 1e3 if frames else 0.0
-        drops = {k: v - base["drops"].get(k, 0) for k, v in cur["drops"].items() if v - base["drops"].get(k, 0)}
-        # CPU % of each of the stack's processes, and the sequencer's own
-        # time per frame it read (reading and describing, waits left out)
-        cpu = {role: round(100 * (v - base["cpu"].get(role, 0.0)) / dt, 1) if dt > 0 else 0.0
+        copied, segments, sent, rexmit, latency_us, drops = self._delta(cur, base)
+        received = sum(copied)
+        dt = now - self.last_t
+        if not final:
+            self.last, self.last_t = cur, now
+            if received == 0 and sent == 0 and not drops:
+                return False                  # idle: iperf3 prints nothing between tests either
+            self.active += dt
+            seconds, start = dt, self.last_t - dt - self.t0
+        else:
+            seconds, start = self.active, 0.0
+        total = received + sent
+        gbps = total * 8 / seconds / 1e9 if seconds > 0 else 0.0
+        # CPU % of each of the stack's processes (over the wall time since the
+        # base), and the sequencer's own time per frame it read
+        wall = (now - self.t0) if final else dt
+        cpu = {role: round(100 * (v - base["cpu"].get(role, 0.0)) / wall, 1) if wall > 0 else 0.0
                for role, v in cur["cpu"].items()}
         seq, seq0 = cur["sequencer"], base["sequencer"]
         frames_read = seq["frames"] - seq0["frames"]
         seq_ns = (seq["read_ns"] - seq0["read_ns"]) / frames_read if frames_read else None
         record = {
             "event": "summary" if final else "interval",
-            "start": round((self.t0 if final else self.last_t) - self.t0, 3),
-            "end": round(now - self.t0, 3),
-            "bytes": total, "gbps": round(gbps, 3),
-            "copied_share": [round(c / total, 3) if total else 0.0 for c in copied],
-            "segments_sent": sent,
+            "start": round(start, 3), "end": round(now - self.t0, 3),
+            "seconds": round(seconds, 3),
+            "bytes": total, "bytes_received": received, "bytes_sent": sent, "gbps": round(gbps, 3),
+            "copied_share": [round(c / received, 3) if received else 0.0 for c in copied],
+            "segments_sent": segments,
             "retransmits": rexmit,
             "latency_us": round(latency_us, 1),
             "drops": drops,
@@ -77,15 +97,54 @@ class Reporter:
             "cpu": cpu,
             "sequencer": {"frames": frames_read, "ns_per_frame": round(seq_ns, 1) if seq_ns is not None else None},
         }
+        if final:
+            record["active_seconds"] = round(self.active, 3)
+        self.out.record(record)
+        self.out.event("end" if final else "interval", self._iperf3(cur, base, start, seconds, final))
+        share = "/".join(f"{s * 100:.0f}%" for s in record["copied_share"])
+        drop_text = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"
+        span = f"active {seconds:6.2f} s" if final else f"{record['start']:7.2f}-{record['end']:7.2f} s"
+        self.out.text(f"[{span}] {'total' if final else '':5} received {received / 1e6:9.1f} MB  "
+                      f"sent {sent / 1e6:9.1f} MB  {gbps:7.2f} Gbit/s  copies {share}  "
+                      f"segments {'/'.join(map(str, segments))}  retransmits {rexmit}  "
+                      f"latency {latency_us:.0f} us  drops: {drop_text}")
+        return True
+
+    def _iperf3(self, cur, base, start, seconds, final) -> dict:
+        """The interval (or end) in iperf3's --json-stream schema."""
+        streams = []
+        for handle, row in cur["conns"].items():
+            before = base["conns"].get(handle, {})
+            got = row["bytes_in"] - before.get("bytes_in", 0)
+            put = row["bytes_out"] - before.get("bytes_out", 0)
+            if not got and not put and not final:
+                continue
+            sender = put > got
+            n = put if sender else got
+            streams.append({
+                "socket": handle, "start": round(start, 6), "end": round(start + seconds, 6),
+                "seconds": round(seconds, 6), "bytes": n,
+                "bits_per_second": n * 8 / seconds if seconds > 0 else 0.0,
+                "retransmits": row["retransmits"] - before.get("retransmits", 0),
+                "snd_cwnd": row["cwnd"], "rtt": row["srtt_ns"] // 1000, "rttvar": row["rttvar_ns"] // 1000,
+                "pmtu": row["snd_mss"] + 40, "omitted": False, "sender": sender})
+        copied, _, sent, rexmit, _, _ = self._delta(cur, base)
+
+        def total(n, sender):
+            return {"start": round(start, 6), "end": round(start + seconds, 6), "seconds": round(seconds, 6),
+                    "bytes": n, "bits_per_second": n * 8 / seconds if seconds > 0 else 0.0,
+                    "retransmits": rexmit if sender else 0, "omitted": False, "sender": sender}
         if not final:
-            self.last, self.last_t = cur, now
-        if self.as_json:
-            text = json.dumps(record, sort_keys=True)
-        else:
-            share = "/".join(f"{s * 100:.0f}%" for s in record["copied_share"])
-            drop_text = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"
-            label = "total" if final else ""
-            text = (f"[{record['start']:7.2f}-{record['end']:7.2f} s] {label:5} {total / 1e6:10.1f} MB "
-                    f"{gbps:7.2f} Gbit/s  copies {share}  segments {'/'.join(map(str, sent))}  "
-                    f"retransmits {rexmit}  latency {latency_us:.0f} us  drops: {drop_text}")
-        print(text, file=self.out, flush=True)
+            received = sum(copied)
+            sender = sent > received
+            return {"streams": streams, "sum": total(sent if sender else received, sender)}
+        cpu = os.times()
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        user = cpu.user - self.cpu0.user
+        system = cpu.system - self.cpu0.system
+        return {"streams": streams, "sum_sent": total(sent, True), "sum_received": total(sum(copied), False),
+                "cpu_utilization_percent": {"host_total": 100 * (user + system) / elapsed,
+                                            "host_user": 100 * user / elapsed,
+                                            "host_system": 100 * system / elapsed,
+                                            "remote_total": 0.0, "remote_user": 0.0, "remote_system": 0.0},
+                "sender_tcp_congestion": "cubic", "receiver_tcp_congestion": "cubic"}

@@ -1,12 +1,14 @@
-"""`misdtcp serve`: attach to a TUN device and serve an app until stopped.
+"""`misdtcp serve`: attach to a TUN device and serve an app until stopped
+(or, with -1, for one test), with iperf3's server flags.
 
-Mistakes people make (a bad address, no /dev/net/tun, too many workers for
-the CPUs given, a busy device) are one sentence (UsageError, exit status 2).
+While it runs it answers `misdtcp ss` on its control socket (cli/control.py).
+Mistakes people make (a bad address or port, no /dev/net/tun, too many
+workers for the CPUs given, a busy device, an unwritable pid or log file)
+are one sentence (UsageError, exit status 2).
 """
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import signal
 import sys
@@ -14,9 +16,10 @@ import threading
 import time
 
 from misdtcp.cli.errors import UsageError
+from misdtcp.cli.output import JSON, JSON_STREAM, TEXT, Output
 from misdtcp.cli.report import Reporter
 
-DEFAULT_PORTS = {"iperf3": 5201, "echo": 7, "discard": 9}
+DEFAULT_PORTS = {"iperf3": 5201, "echo": 7, "discard": 9, "sink": 9}
 
 
 def _cpu_list(text: str) -> list[int]:
@@ -60,8 +63,6 @@ def _check_serve_args(args):
         raise UsageError("at most 16 workers are supported")
     if args.rcvbuf % 4096 or args.sndbuf % 4096:
         raise UsageError("--rcvbuf and --sndbuf must be multiples of 4096")
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
     if args.delay_ms < 0:
         raise UsageError("--delay-ms must not be negative")
     if not os.path.exists("/dev/net/tun"):
@@ -69,84 +70,148 @@ def _check_serve_args(args):
     return cpus
 
 
-def serve(args) -> int:
-    cpus = _check_serve_args(args)
+def fault_settings(args) -> dict | None:
+    if any((args.drop_rate, args.corrupt_rate, args.duplicate_rate, args.reorder_rate, args.delay_ms)):
+        return dict(drop=args.drop_rate, corrupt=args.corrupt_rate, duplicate=args.duplicate_rate,
+                    reorder=args.reorder_rate, delay=1.0 if args.delay_ms else 0.0,
+                    delay_ms=args.delay_ms, seed=args.fault_seed)
+    return None
+
+
+def open_device_and_stack(args, cpus):
+    """The TUN (kernel side at --kernel-address) and a started stack on it,
+    as `serve` and `client` both set them up."""
     from misdtcp.api import Stack, StackError
     from misdtcp.device.tun import DeviceError, Tun
 
-    port = args.port or DEFAULT_PORTS[args.app]
-    faults = None
-    if any((args.drop_rate, args.corrupt_rate, args.duplicate_rate, args.reorder_rate, args.delay_ms)):
-        faults = dict(drop=args.drop_rate, corrupt=args.corrupt_rate, duplicate=args.duplicate_rate,
-                      reorder=args.reorder_rate, delay=1.0 if args.delay_ms else 0.0,
-                      delay_ms=args.delay_ms, seed=args.fault_seed)
     try:
-        tun = Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload,
-                  nonblocking=True)
+        tun = Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True)
     except DeviceError as exc:
         raise UsageError(str(exc)) from None
-    stop = threading.Event()
-    stack = None
     try:
+        stack = Stack(tun, address=args.address, workers=args.workers, strategy=args.strategy,
+                      cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
+                      max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
+                      faults=fault_settings(args), pcap=args.pcap, pcap_snaplen=args.pcap_snaplen,
+                      placement=args.placement)
+        stack.start()
+    except StackError as exc:
+        tun.close()
+        raise UsageError(str(exc)) from None
+    except BaseException:
+        tun.close()
+        raise
+    return tun, stack
+
+
+class PidFile:
+    """-I/--pidfile: this process's ID in a file while it serves (removed at exit)."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        if path:
+            try:
+                with open(path, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                raise UsageError(f"cannot write the pid file {path}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def serve(args) -> int:
+    cpus = _check_serve_args(args)
+    port = args.port or DEFAULT_PORTS[args.app]
+    # with --pcap - the capture owns standard output; reports go to standard
+    # error then, as tcpdump -w - prints its own messages
+    out = Output(JSON_STREAM if args.json_stream else JSON if args.json else TEXT, args.logfile,
+                 stream=sys.stderr if args.pcap == "-" else None)
+    pidfile = PidFile(args.pidfile)
+    stop = threading.Event()
+    outcome = {"ok": True}
+    stack = tun = control = None
+    try:
+        tun, stack = open_device_and_stack(args, cpus)
+        from misdtcp.cli.control import ControlServer
         try:
-            stack = Stack(tun, address=args.address, workers=args.workers, strategy=args.strategy,
-                          cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
-                          max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
-                          faults=faults, pcap=args.pcap, placement=args.placement)
-            stack.start()
-        except StackError as exc:
-            raise UsageError(str(exc)) from None
+            control = ControlServer(stack, args.tun)
+        except OSError as exc:
+            raise UsageError(f"another misdtcp serve answers on {args.tun} in this network namespace "
+                             f"({exc.strerror})") from None
 
         def on_signal(signum, frame):
             stop.set()
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        log = (lambda text: print(json.dumps({"event": "app", "message": text}), flush=True)) if args.json \
-            else (lambda text: print(text, flush=True))
-        app = _start_app(args.app, stack, port, args.json, stop, log)
-        if args.json:
-            print(json.dumps({"event": "serving", "app": args.app, "address": args.address, "port": port,
-                              "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
-                              "offload": args.offload}), flush=True)
-        else:
-            print(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
-                  f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
-                  f"offload {'on' if args.offload else 'off'})",
-                  flush=True)
-        reporter = Reporter(stack, args.interval, args.json)
+
+        def finished(ok=True):
+            """-1: one test (iperf3) or one connection (the others) is done."""
+            if args.one_off:
+                outcome["ok"] = ok
+                stop.set()
+
+        app = _start_app(args.app, stack, port, out, stop, finished)
+        out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
+                    "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
+                    "offload": args.offload})
+        out.text(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
+                 f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
+                 f"offload {'on' if args.offload else 'off'})")
+        out.text("-----------------------------------------------------------")
+        out.text(f"Server listening on {port}")
+        out.text("-----------------------------------------------------------")
+        reporter = Reporter(stack, out)
         deadline = time.monotonic() + args.duration if args.duration else None
-        next_report = time.monotonic() + args.interval
+        next_report = time.monotonic() + args.interval if args.interval else None
         while not stop.is_set():
-            stop.wait(min(0.1, max(0.0, next_report - time.monotonic())))
+            wait = 0.1 if next_report is None else min(0.1, max(0.0, next_report - time.monotonic()))
+            stop.wait(wait)
             if stack.failure:
                 print(f"misdtcp: {stack.failure}", file=sys.stderr, flush=True)
                 reporter.line(final=True)
                 return 1
-            if time.monotonic() >= next_report:
+            if next_report is not None and time.monotonic() >= next_report:
                 reporter.line()
                 next_report += args.interval
             if deadline is not None and time.monotonic() >= deadline:
                 break
         stop.set()
+        if args.interval:
+            reporter.line()               # the last, partial interval
         reporter.line(final=True)
         app.join(1.0)
-        return 0
+        return 0 if outcome["ok"] else 1
     finally:
+        if control is not None:
+            control.close()
         if stack is not None:
             stack.stop()
-        tun.close()
+        if tun is not None:
+            tun.close()
+        pidfile.remove()
+        out.close()
 
 
-def _start_app(name, stack, port, as_json, stop, log):
+def _start_app(name, stack, port, out, stop, finished):
+    on_accept = lambda conn: out.accepted(conn, port)  # noqa: E731
     if name == "iperf3":
         from misdtcp.apps import iperf3
-        target = lambda: iperf3.serve(stack, port, stop=stop, log=log)  # noqa: E731
+        target = lambda: iperf3.serve(stack, port, stop=stop, log=out.message, on_accept=on_accept,  # noqa: E731
+                                      on_test_end=finished)
     else:
-        from misdtcp.apps import discard, echo
-        from misdtcp.apps.common import emit_json
-        module = echo if name == "echo" else discard
-        target = lambda: module.serve(stack, port, report=emit_json if as_json else None, stop=stop)  # noqa: E731
+        from misdtcp.apps import discard, echo, sink
+        module = {"echo": echo, "discard": discard, "sink": sink}[name]
+
+        def report(record):
+            out.record(record)
+            finished(True)
+        target = lambda: module.serve(stack, port, report=report, stop=stop, on_accept=on_accept)  # noqa: E731
     thread = threading.Thread(target=target, name=f"misdtcp-{name}", daemon=True)
     thread.start()
     return thread

@@ -13,6 +13,7 @@ ctypedef struct PcapFile:
     uint64_t frames
     uint64_t bytes_written
     int error                 # errno of the first failed write, then every write fails fast
+    int flush_each            # 1: one write() per record (a live capture merged in time order)
 
 cdef int pcap_write(PcapFile *f, int64_t ts_ns, const uint8_t *data, uint32_t length) noexcept nogil
 cdef int pcap_flush(PcapFile *f) noexcept nogil

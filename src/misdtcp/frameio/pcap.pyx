@@ -111,6 +111,8 @@ cdef int pcap_write(PcapFile *f, int64_t ts_ns, const uint8_t *data, uint32_t le
         f.used += need
     f.frames += 1
     f.bytes_written += need
+    if f.flush_each:
+        return pcap_flush(f)
     return 0
 
 
@@ -122,7 +124,10 @@ cdef class PcapWriter:
         self.file.buf = NULL
 
     def __init__(self, path, uint32_t linktype=LINKTYPE_RAW, bint nanosecond=True,
-                 uint32_t snaplen=262144, bint append=False):
+                 uint32_t snaplen=262144, bint append=False, bint flush_each=False):
+        """`flush_each`: every record reaches the file with its own write(),
+        so a reader merging several processes' captures sees each record
+        within microseconds of its timestamp (runtime/capture.py)."""
         if linktype not in (LINKTYPE_RAW, LINKTYPE_IPV4):
             raise ValueError(f"link type must be {LINKTYPE_RAW} (raw IP) or {LINKTYPE_IPV4} (IPv4), not {linktype}.")
         if not 64 <= snaplen <= 262144:
@@ -131,6 +136,7 @@ cdef class PcapWriter:
         self.linktype = linktype
         self.file.snaplen = snaplen
         self.file.nanosecond = nanosecond
+        self.file.flush_each = flush_each
         self.file.cap = BUFFER_BYTES
         self.file.buf = <uint8_t *>malloc(BUFFER_BYTES)
         if self.file.buf == NULL:

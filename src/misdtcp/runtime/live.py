@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from misdtcp._tcpcore import TcpCore
 from misdtcp.frameio.faults import FaultInjector
 from misdtcp.frameio.pcap import PcapWriter
+from misdtcp.runtime.capture import CaptureMerger, CaptureParts
 from misdtcp.runtime import strategies
 from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
@@ -54,7 +55,8 @@ class LiveConfig:
     ring_entries: int = 1 << 16      # descriptors the log holds
     huge_pages: bool = False
     faults: dict | None = None
-    pcap: str | None = None
+    pcap: str | None = None              # a file, or '-' for standard output
+    pcap_snaplen: int = 262144
     digest_every: int = 0
     recover: bool = False
     tick_ns: int = 5_000_000
@@ -71,7 +73,8 @@ class LiveRuntime:
         self.recoveries = 0
         self.areas: SharedAreas | None = None
         self.supervisor = Supervisor()
-        self.pcap: PcapWriter | None = None
+        self.capture: CaptureParts | None = None
+        self.merger: CaptureMerger | None = None
         self.wake_fd = -1
         self.device_fd = -1
         self.state_size = TcpCore.state_size(local_address=config.address, **config.core_config)
@@ -90,11 +93,13 @@ class LiveRuntime:
         self.shared = self.plan.prepare(c.workers)
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         if c.pcap:
+            roles = ["sequencer"] + [f"worker {w}" for w in range(c.workers)] if self.plan.sequencer else ["worker 0"]
             try:
-                self.pcap = PcapWriter(c.pcap)
-                self.pcap.flush()
+                self.capture = CaptureParts(roles, c.pcap_snaplen)
+                self.merger = CaptureMerger(self.capture, c.pcap)
             except OSError as exc:
-                raise CaptureError(f"cannot write the capture file {c.pcap}: {exc.strerror}") from None
+                target = "standard output" if c.pcap == "-" else f"the capture file {c.pcap}"
+                raise CaptureError(f"cannot write {target}: {exc.strerror}") from None
         if self.plan.shared_state:
             TcpCore(c.address, **c.core_config, state_buffer=self.areas.state)
         if self.plan.sequencer:
@@ -116,9 +121,12 @@ class LiveRuntime:
         if self.wake_fd >= 0:
             os.close(self.wake_fd)
             self.wake_fd = -1
-        if self.pcap is not None:
-            self.pcap.close()
-            self.pcap = None
+        if self.merger is not None:
+            self.merger.close()             # every process has ended: merge what is left
+            self.merger = None
+        if self.capture is not None:
+            self.capture.close()
+            self.capture = None
         if getattr(self, "shared", None) is not None:
             self.shared.close()
             self.shared = None
@@ -156,11 +164,15 @@ class LiveRuntime:
         settings["seed"] = int(settings.get("seed", 0)) * 1009 + stream
         return FaultInjector(**settings)
 
+    def _pcap(self, role: str) -> PcapWriter | None:
+        """This process's part of the capture (runtime/capture.py), if capturing."""
+        return self.capture.writer(role) if self.capture is not None else None
+
     def _executor(self, core: TcpCore, worker: int) -> Executor:
         a = self.areas
         ex = Executor(core, a.block, worker, rcv_fd=a.receive.fileno(), snd_fd=a.send.fileno(),
                       sink=Sink.SINK_FD, out_fd=self.device_fd, offload=self.config.offload, events=a.events,
-                      pcap=self.pcap, faults=self._fault_injector(1 + worker),
+                      pcap=self._pcap(f"worker {worker}"), faults=self._fault_injector(1 + worker),
                       snapshots=a.snapshots if self.recover else None, shared_state=self.plan.shared_state)
         ex.measure_latency = True       # live traffic: the stamp-to-output latency is worth its 20 ns
         return ex
@@ -178,7 +190,7 @@ class LiveRuntime:
         inline = self._executor(self._core(0), 0) if self.placement.inline else None
         run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
                       local_address=c.address, tick_ns=c.tick_ns, digest_every=c.digest_every,
-                      faults=self._fault_injector(0), pcap=self.pcap,
+                      faults=self._fault_injector(0), pcap=self._pcap("sequencer"),
                       checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0, inline=inline)
         if inline is not None:
             inline.flush()
