@@ -123,6 +123,14 @@ def test_serve_discard_json_reports_each_connection(ns):
     (["--drop-rate", "2"], "between 0 and 1"),
     (["--app", "gopher"], "invalid choice"),
     (["--strategy", "mimd", "--placement", "inline"], "only the misd strategy can run replica 0"),
+    (["-p", "70000"], "--port 70000 is outside 1..65535"),
+    (["--port", "0"], "--port 0 is outside 1..65535"),
+    (["-p", "http"], "--port must be a port number"),
+    (["--interval=-1"], "--interval must be 0 or more"),
+    (["--pcap-snaplen", "10"], "--pcap-snaplen must be at least 64"),
+    (["-J", "--json-stream"], "not allowed with argument"),
+    (["--pidfile", "/nonexistent-dir/misdtcp.pid"], "cannot write the pid file /nonexistent-dir/misdtcp.pid"),
+    (["--logfile", "/nonexistent-dir/misdtcp.log"], "cannot write the log file /nonexistent-dir/misdtcp.log"),
 ])
 def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, needle):
     rc, out, err = run_cli("serve", *args, prefix=("ip", "netns", "exec", ns.name))
@@ -131,13 +139,35 @@ def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, needle):
 
 
 @pytest.mark.timeout(30)
-def test_not_root_is_a_clear_error(ns):
+def test_without_cap_net_admin_is_a_clear_error(ns):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed")
     rc, out, err = run_cli("serve", prefix=("ip", "netns", "exec", ns.name, "setpriv", "--reuid=65534",
                                             "--regid=65534", "--clear-groups"))
     assert rc == 2
-    assert "needs root" in one_sentence_error(err)
+    assert "needs CAP_NET_ADMIN" in one_sentence_error(err)
+
+
+@pytest.mark.timeout(60)
+def test_a_user_with_cap_net_admin_can_serve(ns):
+    """Not root, only CAP_NET_ADMIN (ambient, so the `ip` it runs has it too)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    # /dev/net/tun at its usual mode 0666, in a private mount namespace (this
+    # machine's node may be 0600, and the test must not change it)
+    command = " ".join(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+net_admin",
+                        "--ambient-caps=+net_admin", *MISDTCP, "serve", "--app", "discard", "-i", "0"])
+    script = f"mount -t tmpfs none /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && exec {command}"
+    proc = ns.popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+    try:
+        wait_listening(ns, 9)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
 
 
 @pytest.mark.timeout(30)
@@ -162,3 +192,273 @@ def test_busy_device_is_a_clear_error(ns):
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=20)
+
+
+def wait_for_file_text(path, needle, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+@pytest.mark.timeout(30)
+def test_version_flags():
+    from misdtcp import __version__
+    for flag in ("-V", "--version", "-v"):
+        rc, out, err = run_cli("serve", flag)
+        assert rc == 0 and out.strip() == f"misdtcp {__version__}"
+    rc, out, err = run_cli("--version")
+    assert rc == 0 and __version__ in out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+def test_serve_one_off_exits_0_after_one_iperf3_test(ns, tmp_path):
+    """-1 -J -i 0.2 -I pidfile --logfile: one -R test, then exit 0; the log
+    has the accepted line with the client's address, JSON intervals that
+    count the sent direction, no interval while idle, a summary over the
+    active time; the pid file holds our pid while serving and is removed."""
+    pidfile, logfile = tmp_path / "serve.pid", tmp_path / "serve.log"
+    proc = start_serve(ns, "-1", "-J", "-i", "0.2", "-I", str(pidfile), "--logfile", str(logfile))
+    try:
+        wait_listening(ns, 5201)
+        wait_for_file_text(pidfile, "\n")
+        assert int(pidfile.read_text()) == proc.pid
+        idle_from = time.monotonic()
+        time.sleep(1.0)                             # the stimulus: a second of nothing
+        client = ns.run(["iperf3", "-c", "10.77.0.2", "-t", "1", "-R", "-J"], check=False, timeout=60)
+        assert client.returncode == 0, client.stdout
+        result = json.loads(client.stdout)
+        rc = proc.wait(timeout=30)
+        wall = time.monotonic() - idle_from
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert rc == 0, err
+    assert not pidfile.exists()
+    records = [json.loads(line) for line in logfile.read_text().splitlines()]
+    accepted = [r for r in records if r["event"] == "accepted"]
+    assert len(accepted) == 1                       # the control connection, as iperf3 prints it
+    assert all(r["address"] == "10.77.0.1" and 1024 <= r["port"] <= 65535 for r in accepted)
+    data_port = result["start"]["connected"][0]["local_port"]
+    assert any(f"connected to 10.77.0.1 port {data_port}" in r.get("message", "") for r in records)
+    intervals = [r for r in records if r["event"] == "interval"]
+    summary = [r for r in records if r["event"] == "summary"]
+    assert intervals and len(summary) == 1
+    assert all(r["bytes"] > 0 for r in intervals)   # quiet while idle: no empty lines
+    sent = sum(r["bytes_sent"] for r in intervals)
+    assert sent >= result["end"]["sum_received"]["bytes"] * 0.9
+    assert summary[0]["bytes_sent"] >= result["end"]["sum_received"]["bytes"]
+    # the summary's rate is over the time bytes moved, not the idle start
+    assert summary[0]["active_seconds"] < wall - 0.8
+    assert summary[0]["gbps"] >= summary[0]["bytes"] * 8 / wall / 1e9
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+def test_serve_json_stream_uses_iperf3_schema(ns, tmp_path):
+    logfile = tmp_path / "serve.log"
+    proc = start_serve(ns, "-1", "--json-stream", "-i", "0.3", "--logfile", str(logfile))
+    try:
+        wait_listening(ns, 5201)
+        client = ns.run(["iperf3", "-c", "10.77.0.2", "-t", "1", "-J"], check=False, timeout=60)
+        assert client.returncode == 0
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    events = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert all(set(e) == {"event", "data"} for e in events)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "interval" in kinds
+    starts = [e["data"] for e in events if e["event"] == "start"]
+    assert all(s["accepted_connection"]["host"] == "10.77.0.1" for s in starts)
+    interval = next(e["data"] for e in events if e["event"] == "interval")
+    assert {"streams", "sum"} <= set(interval)
+    assert {"start", "end", "seconds", "bytes", "bits_per_second", "sender"} <= set(interval["sum"])
+    end = events[-1]["data"]
+    received = json.loads(client.stdout)["end"]["sum_received"]["bytes"]   # as our iperf3 app counted it
+    assert end["sum_received"]["bytes"] >= received
+    assert {"sum_sent", "sum_received", "cpu_utilization_percent"} <= set(end)
+
+
+SINK_CLIENT = """
+import socket, sys
+s = socket.create_connection(('10.77.0.2', 9), timeout=10)
+print(s.getsockname()[1], flush=True)
+s.settimeout(2)
+try:
+    s.sendall(b'x' * 400000)              # more than the sink's window: it never reads
+except OSError:
+    pass
+sys.stdin.readline()
+"""
+
+
+def misdtcp_ss(ns, *args):
+    return run_cli("ss", *args, prefix=("ip", "netns", "exec", ns.name))
+
+
+@pytest.mark.timeout(90)
+def test_ss_lists_an_established_connection_of_the_sink(ns):
+    """misdtcp ss shows the sink's connection with the peer's address and
+    port, ESTAB, the window closed with Recv-Q at the receive buffer, and
+    both workers' shares."""
+    proc = start_serve(ns, "--app", "sink", "--workers", "2", "--rcvbuf", "65536", "-i", "0")
+    client = None
+    try:
+        wait_listening(ns, 9)
+        client = ns.popen([sys.executable, "-c", SINK_CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        client_port = int(client.stdout.readline())
+        deadline = time.monotonic() + 20
+        row = None
+        while time.monotonic() < deadline:
+            rc, out, err = misdtcp_ss(ns, "--json")
+            assert rc == 0, err
+            rows = [c for c in json.loads(out)["connections"] if c["peer"]["port"] == client_port]
+            if rows and rows[0]["recv_q"] >= 60000 and rows[0]["rcv_wnd"] < rows[0]["mss"]:   # window closed
+                row = rows[0]
+                break
+            time.sleep(0.1)
+        assert row is not None, out
+        assert row["state"] == "ESTABLISHED" and row["ss_state"] == "ESTAB"
+        assert row["peer"]["address"] == "10.77.0.1"
+        assert row["local"] == {"address": "10.77.0.2", "port": 9}
+        assert row["bytes_received"] >= 60000
+        assert len(row["workers"]) == 2
+        assert sum(w["bytes_copied"] for w in row["workers"]) >= row["recv_q"]
+        assert all(w["bytes_copied"] > 0 for w in row["workers"])      # 16 KiB stripes: both copy
+        rc, text, err = misdtcp_ss(ns)
+        assert rc == 0, err
+        line = next(l for l in text.splitlines() if f"10.77.0.1:{client_port}" in l)
+        assert line.split()[0] == "ESTAB"
+        assert "LISTEN" in text and "rto:" in text and "cwnd:" in text and "w1:copied" in text
+    finally:
+        if client is not None:
+            client.kill()
+            client.communicate(timeout=10)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+
+
+@pytest.mark.timeout(30)
+def test_ss_without_a_serve_is_one_sentence(ns):
+    rc, out, err = misdtcp_ss(ns, "--tun", "misd7")
+    assert rc == 1
+    assert "no misdtcp serve is running on misd7 in this network namespace" in one_sentence_error(err)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+@pytest.mark.parametrize("reverse", [False, True], ids=["normal", "reverse"])
+def test_client_against_the_kernels_iperf3(ns, reverse):
+    """misdtcp as the iperf3 client against a stock `iperf3 -s`: both sides'
+    -J reports agree on the bytes sent and received."""
+    server = ns.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2"] + (["-R"] if reverse else [])
+        deadline = time.monotonic() + 20
+        while True:      # the server may not listen yet: refused is one sentence and exit 1
+            rc, out, err = run_cli(*args, timeout=60, prefix=("ip", "netns", "exec", ns.name))
+            if rc == 0 or "connection refused" not in err or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert rc == 0, err
+        ours = json.loads(out)
+        theirs = json.loads(server.communicate(timeout=30)[0])
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate(timeout=10)
+    assert "error" not in theirs, theirs.get("error")
+    sent, received = ours["end"]["sum_sent"]["bytes"], ours["end"]["sum_received"]["bytes"]
+    assert sent > 1 << 20
+    if reverse:
+        assert sent == theirs["end"]["sum_sent"]["bytes"]
+        assert received == sent                      # all the server sent, read before the results
+        assert ours["start"]["test_start"]["reverse"] == 1
+    else:
+        assert received == theirs["end"]["sum_received"]["bytes"]
+        assert received == sent                      # sent means acknowledged before TEST_END
+    assert ours["start"]["connected"][0]["remote_host"] == "10.77.0.1"
+    assert ours["intervals"] and ours["end"]["streams"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args,needle,code", [
+    (["10.77.0.1", "-t", "0"], "--time must be positive", 2),
+    (["10.77.0.1", "-P", "0"], "--parallel must be at least 1", 2),
+    (["10.77.0.1", "-p", "99999"], "--port 99999 is outside 1..65535", 2),
+    (["192.168.7.1"], "is not on the TUN's network 10.77.0.0/24", 2),
+    (["10.77.0.1", "-p", "5299", "-t", "1"], "cannot connect to the iperf3 server at 10.77.0.1 port 5299 "
+                                             "(connection refused)", 1),
+])
+def test_client_errors_are_one_sentence(ns, args, needle, code):
+    rc, out, err = run_cli("client", *args, prefix=("ip", "netns", "exec", ns.name))
+    assert rc == code
+    assert needle in one_sentence_error(err)
+
+
+@pytest.mark.timeout(90)
+def test_pcap_to_stdout_with_snaplen_in_time_order(ns, tmp_path):
+    """--pcap - --pcap-snaplen 96: a capture on standard output (reports on
+    standard error, as tcpdump -w - does), every record cut to 96 bytes,
+    both directions, timestamps in order across the processes."""
+    capture = tmp_path / "stdout.pcap"
+    with open(capture, "wb") as sink:
+        proc = ns.popen([*MISDTCP, "serve", "--app", "discard", "--workers", "2", "--pcap", "-",
+                         "--pcap-snaplen", "96", "-i", "0"], stdout=sink, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_listening(ns, 9)
+            ns.run([sys.executable, "-c", (
+                "import socket\n"
+                "s = socket.create_connection(('10.77.0.2', 9))\n"
+                "s.sendall(b'q' * 3000000)\n"
+                "s.close()\n")], timeout=30)
+            time.sleep(0.3)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "serving discard" in err                  # the reports went to standard error
+    from misdtcp.frameio.pcap import read_pcap
+    records = list(read_pcap(capture))
+    assert len(records) > 20
+    stamps = [ts for ts, _, _ in records]
+    assert stamps == sorted(stamps)
+    assert all(len(data) <= 96 for _, data, _ in records)
+    assert max(orig for _, _, orig in records) > 1500      # data frames were cut, not dropped
+    sources = {bytes(data[12:16]) for _, data, _ in records}
+    assert sources == {bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])}
+
+
+@pytest.mark.timeout(60)
+def test_killed_serve_leaves_no_stack_process(ns):
+    """SIGKILL gives serve no chance to stop its sequencer and workers: they
+    must end with it, not spin on."""
+    proc = start_serve(ns, "--app", "discard", "--workers", "2", "-i", "0")
+    try:
+        wait_listening(ns, 9)
+        children = set()
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
+                children |= {int(p) for p in f.read().split()}
+        assert len(children) == 3                      # the sequencer and two workers
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if os.path.exists(f"/proc/{p}") and
+                 open(f"/proc/{p}/stat").read().split(")")[1].split()[0] != "Z"}
+        time.sleep(0.05)
+    assert not alive
+    proc.communicate(timeout=10)

@@ -28,6 +28,7 @@ from misdtcp.apps.iperf3 import (ACCESS_DENIED, CREATE_STREAMS, DISPLAY_RESULTS,
 
 COOKIE_CHARS = "abcdefghijklmnopqrstuvwxyz234567"
 ACK_WAIT = 5.0          # seconds a sender waits for its data to be acknowledged before TEST_END
+LINGER = 5.0            # seconds to wait for IPERF_DONE to be acknowledged before the stack goes
 
 
 class Iperf3Error(Exception):
@@ -174,7 +175,14 @@ class Iperf3Client:
             _send_json(ctrl, ours)
             theirs = _recv_json(ctrl, timeout=30)
             self._expect(ctrl, DISPLAY_RESULTS, 30)
+            for s in streams:                # as iperf3's client: the streams first, then IPERF_DONE
+                s.conn.close()
             _state(ctrl, IPERF_DONE)
+            # this process holds the whole TCP stack: linger until the server
+            # has IPERF_DONE, or it would wait for it forever
+            deadline = time.monotonic() + LINGER
+            while ctrl.unsent() > 0 and not ctrl.closed and time.monotonic() < deadline:
+                time.sleep(0.002)
         except (ConnectionError, TimeoutError, OSError, ValueError) as exc:
             raise Iperf3Error(f"the iperf3 test failed: {exc}") from None
         finally:

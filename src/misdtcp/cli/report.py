@@ -67,8 +67,9 @@ class Reporter:
         dt = now - self.last_t
         if not final:
             self.last, self.last_t = cur, now
-            if received == 0 and sent == 0 and not drops:
-                return False                  # idle: iperf3 prints nothing between tests either
+            if received == 0 and sent == 0:
+                return False                  # idle: iperf3 prints nothing between tests either (drops
+                                              # seen meanwhile are in the summary)
             self.active += dt
             seconds, start = dt, self.last_t - dt - self.t0
         else:

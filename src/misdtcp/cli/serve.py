@@ -67,6 +67,10 @@ def _check_serve_args(args):
         raise UsageError("--delay-ms must not be negative")
     if not os.path.exists("/dev/net/tun"):
         raise UsageError("/dev/net/tun does not exist: this kernel has no TUN support (modprobe tun)")
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        mode = os.stat("/dev/net/tun").st_mode & 0o777
+        raise UsageError(f"/dev/net/tun (mode {mode:04o}) is not readable and writable for this user: "
+                         "CAP_NET_ADMIN needs it at its usual mode 0666")
     return cpus
 
 
@@ -131,7 +135,7 @@ def serve(args) -> int:
     # error then, as tcpdump -w - prints its own messages
     out = Output(JSON_STREAM if args.json_stream else JSON if args.json else TEXT, args.logfile,
                  stream=sys.stderr if args.pcap == "-" else None)
-    pidfile = PidFile(args.pidfile)
+    pidfile = PidFile(None)
     stop = threading.Event()
     outcome = {"ok": True}
     stack = tun = control = None
@@ -157,6 +161,7 @@ def serve(args) -> int:
                 stop.set()
 
         app = _start_app(args.app, stack, port, out, stop, finished)
+        pidfile = PidFile(args.pidfile)             # once serving, as iperf3 -s -D writes it
         out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
                     "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
                     "offload": args.offload})

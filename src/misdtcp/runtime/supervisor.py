@@ -10,6 +10,7 @@ what went wrong, 1.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -34,6 +35,20 @@ def describe(status: int) -> tuple[str, bool]:
     return f"exit status {code}", code == 0
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A stack process must not outlive the process that supervises it: if
+    that one is killed (SIGKILL leaves no chance to stop them), the kernel
+    sends this child SIGKILL (prctl PR_SET_PDEATHSIG) instead of leaving it
+    spinning on a log nobody writes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:           # the parent died before the prctl took effect
+        os._exit(1)
+
+
 class Supervisor:
     def __init__(self):
         self.pids: dict[str, int] = {}
@@ -44,6 +59,7 @@ class Supervisor:
         if pid == 0:  # pragma: no cover - child process
             code = 0
             try:
+                _die_with_parent()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 if cpu is not None:
