@@ -123,8 +123,8 @@ data = os.urandom(200000)
 print(hashlib.sha256(data).hexdigest(), flush=True)
 for i in range(0, len(data), 1000):
     s.sendall(data[i:i + 1000])
-    if i % 20000 == 0:
-        time.sleep(0.01)
+    if i % 5000 == 0:
+        time.sleep(0.02)                   # 40 pauses: reads wait, and get cancelled while waiting
 s.shutdown(socket.SHUT_WR)
 s.recv(1)
 """

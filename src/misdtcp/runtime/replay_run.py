@@ -52,7 +52,7 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
             core_config: dict | None = None, sink: str = "null", cpus=None,
             keep_buffer: bool = False, timeout: float = 60.0, out_fd: int = -1,
             offload: bool = True, debug_worker_config=None, replica=None, prefault: bool = True,
-            huge_pages: bool = False) -> RunResult:
+            huge_pages: bool = False, readiness: bool = True) -> RunResult:
     """Replay `log` (a ReplayLog) under one strategy and measure it.
 
     `replica=(r, n, stripe)` with the single strategy: one process does
@@ -100,6 +100,7 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
             executor = Executor(core, areas.block, w, rcv_fd=areas.receive.fileno(), snd_fd=areas.send.fileno(),
                                 sink=SINKS[sink], out_fd=out_fd, offload=offload,
                                 shared_state=plan.shared_state)
+            executor.readiness = readiness       # off only to measure its cost (bench/readiness.py)
             plan.run_log(executor, log.ring, run)
 
         for w in range(workers):
