@@ -462,3 +462,40 @@ def test_killed_serve_leaves_no_stack_process(ns):
         time.sleep(0.05)
     assert not alive
     proc.communicate(timeout=10)
+
+
+@pytest.mark.timeout(240)
+def test_demo_prints_rows_as_measured_and_writes_a_plot(tmp_path):
+    """make demo's command, small: the kernel reference row comes while the
+    demo is still running (rows are printed as measured), then misdtcp rows
+    with their ratio, replay rows for both frame sizes with speedups against
+    single, and the plot it names exists as a PNG."""
+    require_netns()
+    plot = tmp_path / "demo.png"
+    proc = subprocess.Popen([*MISDTCP, "demo", "--seconds", "1", "--max-workers", "1", "--replay-mib", "8",
+                             "--plot", str(plot)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "misdtcp misd 1w offload" in line:
+                assert proc.poll() is None        # printed while the rest is still being measured
+                break
+        rest, err = proc.communicate(timeout=200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    lines += rest.splitlines()
+    assert proc.returncode == 0, (lines, err)
+    text = "\n".join(lines)
+    if shutil.which("iperf3"):
+        kernel = next(l for l in lines if "Linux kernel over veth" in l)
+        assert float(kernel.split()[4]) > 0 and "1.00x" in kernel
+        assert "x  iperf3" in next(l for l in lines if "misdtcp misd 1w offload" in l)
+    for frames in ("64 KiB GSO", "1448 B"):
+        rows = [l for l in lines if l.strip().startswith(frames)]
+        assert any("single" in r and "1.00x" in r for r in rows)
+        assert any("misd 1" in r for r in rows)
+    assert f"Plot written to {plot}" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="JSON instead of ss-style text")
 
     d = sub.add_parser("demo", help="the project's point, measured: kernel reference, misdtcp, replay scaling")
-    d.add_argument("--seconds", type=_seconds("--seconds", allow_zero=False), default=3.0,
-                   help="length of each iperf3 run [3]")
+    d.add_argument("--seconds", type=_positive("--seconds"), default=3,
+                   help="length of each iperf3 run, whole seconds as iperf3 -t takes them [3]")
     d.add_argument("--max-workers", type=_positive("--max-workers"), default=4)
     d.add_argument("--replay-mib", type=_positive("--replay-mib", 8), default=64,
                    help="MiB replayed per scaling run [64]")

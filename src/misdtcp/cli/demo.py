@@ -60,7 +60,7 @@ def _quiet_namespace(prefix: str) -> Netns:
     return ns
 
 
-def _iperf3_client(ns: Netns, address: str, seconds: float) -> float:
+def _iperf3_client(ns: Netns, address: str, seconds: int) -> float:
     """Gbit/s the stock client's receiver-side sum reports (retried while the
     server is not listening yet)."""
     deadline = time.monotonic() + 10
@@ -74,7 +74,7 @@ def _iperf3_client(ns: Netns, address: str, seconds: float) -> float:
         time.sleep(0.1)
 
 
-def kernel_reference(seconds: float) -> float:
+def kernel_reference(seconds: int) -> float:
     """The Linux kernel's receiver: iperf3 -s in one namespace, the client in
     another, a veth pair between them."""
     client = _quiet_namespace("misdtcp-demo")
@@ -95,7 +95,7 @@ def kernel_reference(seconds: float) -> float:
         client.delete()
 
 
-def misdtcp_run(workers: int, offload: bool, seconds: float) -> tuple[float, str]:
+def misdtcp_run(workers: int, offload: bool, seconds: int) -> tuple[float, str]:
     """Gbit/s the client measured into misdtcp, and which client measured it."""
     ns = _quiet_namespace("misdtcp-demo")
     tun = stack = None
@@ -198,7 +198,7 @@ def write_plot(path: str, kernel: float | None, e2e: list[dict], scaling: list[d
     return path
 
 
-def run_demo(seconds: float = 3.0, max_workers: int = 4, replay_mib: int = 64, plot: str = "demo.png",
+def run_demo(seconds: int = 3, max_workers: int = 4, replay_mib: int = 64, plot: str = "demo.png",
              repeats: int = 3, out=None) -> int:
     def say(line=""):
         print(line, file=out or sys.stdout, flush=True)
