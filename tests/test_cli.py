@@ -355,13 +355,14 @@ def test_ss_without_a_serve_is_one_sentence(ns):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
-@pytest.mark.parametrize("reverse", [False, True], ids=["normal", "reverse"])
-def test_client_against_the_kernels_iperf3(ns, reverse):
+@pytest.mark.parametrize("reverse,parallel", [(False, 1), (True, 1), (False, 2)], ids=["normal", "reverse", "P2"])
+def test_client_against_the_kernels_iperf3(ns, reverse, parallel):
     """misdtcp as the iperf3 client against a stock `iperf3 -s`: both sides'
     -J reports agree on the bytes sent and received."""
     server = ns.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2"] + (["-R"] if reverse else [])
+        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2", "-P", str(parallel)] + \
+            (["-R"] if reverse else [])
         deadline = time.monotonic() + 20
         while True:      # the server may not listen yet: refused is one sentence and exit 1
             rc, out, err = run_cli(*args, timeout=60, prefix=("ip", "netns", "exec", ns.name))
@@ -386,7 +387,9 @@ def test_client_against_the_kernels_iperf3(ns, reverse):
         assert received == theirs["end"]["sum_received"]["bytes"]
         assert received == sent                      # sent means acknowledged before TEST_END
     assert ours["start"]["connected"][0]["remote_host"] == "10.77.0.1"
-    assert ours["intervals"] and ours["end"]["streams"]
+    assert ours["intervals"] and len(ours["end"]["streams"]) == parallel
+    assert [s["socket"] for s in ours["start"]["connected"]] == [1, 3][:parallel]
+    assert theirs["start"]["test_start"]["num_streams"] == parallel
 
 
 @pytest.mark.timeout(60)
@@ -472,8 +475,10 @@ def test_demo_prints_rows_as_measured_and_writes_a_plot(tmp_path):
     single, and the plot it names exists as a PNG."""
     require_netns()
     plot = tmp_path / "demo.png"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # as make demo runs it
     proc = subprocess.Popen([*MISDTCP, "demo", "--seconds", "1", "--max-workers", "1", "--replay-mib", "8",
-                             "--plot", str(plot)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--plot", str(plot)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     try:
         lines = []
         for line in proc.stdout:
@@ -499,3 +504,33 @@ def test_demo_prints_rows_as_measured_and_writes_a_plot(tmp_path):
         assert any("misd 1" in r for r in rows)
     assert f"Plot written to {plot}" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(60)
+def test_bind_and_interval_zero(ns):
+    """-B sets the stack's address; -i 0 turns interval lines off (the
+    summary at the end stays, as iperf3's)."""
+    proc = start_serve(ns, "--app", "discard", "-B", "10.77.0.5", "-i", "0", "-J")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            probe = ns.run([sys.executable, "-c", (
+                "import socket\n"
+                "s = socket.create_connection(('10.77.0.5', 9), timeout=1)\n"
+                "s.sendall(b'z' * 2000000)\n"
+                "s.close()\n")], check=False)
+            if probe.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert probe.returncode == 0
+    finally:
+        time.sleep(1.2)                     # past the default interval: -i 0 must print none
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r for r in records if r["event"] == "closed" and r["bytes"] == 2000000]
+    assert not [r for r in records if r["event"] == "interval"]
+    summary = [r for r in records if r["event"] == "summary"]
+    assert len(summary) == 1 and summary[0]["bytes_received"] >= 2000000
+    assert 0 < summary[0]["active_seconds"] < 1.5 and summary[0]["gbps"] > 0   # over the active time only

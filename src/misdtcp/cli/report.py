@@ -56,9 +56,11 @@ class Reporter:
         drops = {k: v - base["drops"].get(k, 0) for k, v in cur["drops"].items() if v - base["drops"].get(k, 0)}
         return copied, segments, sent, rexmit, (waited / frames / 1e3 if frames else 0.0), drops
 
-    def line(self, final: bool = False) -> bool:
+    def line(self, final: bool = False, emit: bool = True) -> bool:
         """Report the interval since the last line (or, final, the whole run);
-        returns False when nothing moved and nothing was printed."""
+        returns False when nothing moved and nothing was printed.  emit=False
+        only accounts the interval (-i 0: no lines, but the summary still
+        knows the time bytes moved)."""
         now = time.monotonic()
         cur = self._sample()
         base = self.first if final else self.last
@@ -71,6 +73,8 @@ class Reporter:
                 return False                  # idle: iperf3 prints nothing between tests either (drops
                                               # seen meanwhile are in the summary)
             self.active += dt
+            if not emit:
+                return False
             seconds, start = dt, self.last_t - dt - self.t0
         else:
             seconds, start = self.active, 0.0

@@ -19,6 +19,7 @@ from misdtcp.cli.errors import UsageError
 from misdtcp.cli.output import JSON, JSON_STREAM, TEXT, Output
 from misdtcp.cli.report import Reporter
 
+ACCOUNT_EVERY = 1.0      # seconds between silent accounting steps with -i 0
 DEFAULT_PORTS = {"iperf3": 5201, "echo": 7, "discard": 9, "sink": 9}
 
 
@@ -173,22 +174,22 @@ def serve(args) -> int:
         out.text("-----------------------------------------------------------")
         reporter = Reporter(stack, out)
         deadline = time.monotonic() + args.duration if args.duration else None
-        next_report = time.monotonic() + args.interval if args.interval else None
+        # -i 0: no lines, but the activity is still accounted every second
+        step = args.interval or ACCOUNT_EVERY
+        next_report = time.monotonic() + step
         while not stop.is_set():
-            wait = 0.1 if next_report is None else min(0.1, max(0.0, next_report - time.monotonic()))
-            stop.wait(wait)
+            stop.wait(min(0.1, max(0.0, next_report - time.monotonic())))
             if stack.failure:
                 print(f"misdtcp: {stack.failure}", file=sys.stderr, flush=True)
                 reporter.line(final=True)
                 return 1
-            if next_report is not None and time.monotonic() >= next_report:
-                reporter.line()
-                next_report += args.interval
+            if time.monotonic() >= next_report:
+                reporter.line(emit=bool(args.interval))
+                next_report += step
             if deadline is not None and time.monotonic() >= deadline:
                 break
         stop.set()
-        if args.interval:
-            reporter.line()               # the last, partial interval
+        reporter.line(emit=bool(args.interval))     # the last, partial interval
         reporter.line(final=True)
         app.join(1.0)
         return 0 if outcome["ok"] else 1
