@@ -3,11 +3,9 @@ serving beside 500 idle connections, cancellation that loses nothing, the
 same under uvloop."""
 import asyncio
 import hashlib
-import os
 import random
 import subprocess
 import threading
-import time
 
 import pytest
 

@@ -5,12 +5,11 @@ import errno
 import hashlib
 import os
 import subprocess
-import threading
 
 import pytest
 
 from misdtcp.api.aio import AsyncListener, open_connection
-from misdtcp.api import Stack, StackError
+from misdtcp.api import Stack
 from netns_helpers import finish, kernel_sink, make_tun_netns, require_netns
 
 pytestmark = pytest.mark.netns

@@ -459,7 +459,7 @@ async def open_connection(host: str, port: int, *, stack: Stack, limit: int = DE
     return _streams(pending.result(), limit, loop)
 
 
-ClientConnected = Callable[[StreamReader, StreamWriter], "Awaitable[None] | None"]
+ClientConnected = Callable[[StreamReader, StreamWriter], Awaitable[None] | None]
 
 
 class Server:

@@ -14,7 +14,9 @@ or one process for the `single` strategy.  Requests travel to the sequencer
 through the request queue; lifecycle events come back from worker 0 through
 the event queue, read by an event thread here that also watches the
 runtime's processes; receive readiness is the minimum copy progress over
-workers, read straight from shared memory.
+workers, read straight from shared memory.  A connection that waits on its
+eventfd arms an interest and the event thread writes the eventfd when a
+worker posts that it is met (docs/DESIGN.md, "Readiness").
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from misdtcp.api import StackError
 from misdtcp.apps.common import accept_loop
 
 DEFAULT_PORT = 9
@@ -24,8 +25,8 @@ def hold_connection(conn, *, report, stop: threading.Event | None = None):
                 break
             conn.stack.check()
             waited.wait(0.05)
-    except Exception:           # noqa: BLE001 - the stack stopped: nothing more to hold
-        pass
+    except StackError:
+        pass                    # the stack stopped: nothing more to hold
     unread = max(0, conn.readable_end() - conn.consumed) if not conn.closed else 0
     conn.close()
     if report is not None:
