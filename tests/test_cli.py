@@ -381,11 +381,14 @@ def test_client_against_the_kernels_iperf3(ns, reverse, parallel):
     assert sent > 1 << 20
     if reverse:
         assert sent == theirs["end"]["sum_sent"]["bytes"]
-        assert received == sent                      # all the server sent, read before the results
+        assert received == sent                      # read up to the end of stream the server made
         assert ours["start"]["test_start"]["reverse"] == 1
     else:
         assert received == theirs["end"]["sum_received"]["bytes"]
-        assert received == sent                      # sent means acknowledged before TEST_END
+        # what we sent was acknowledged before TEST_END; the server's process
+        # may not have read all of it from its socket buffer when it stopped
+        rmem_max = int(ns.run(["sysctl", "-n", "net.ipv4.tcp_rmem"]).stdout.split()[2])
+        assert sent - parallel * rmem_max <= received <= sent
     assert ours["start"]["connected"][0]["remote_host"] == "10.77.0.1"
     assert ours["intervals"] and len(ours["end"]["streams"]) == parallel
     assert [s["socket"] for s in ours["start"]["connected"]] == [1, 3][:parallel]

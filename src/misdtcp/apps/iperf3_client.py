@@ -29,6 +29,7 @@ from misdtcp.apps.iperf3 import (ACCESS_DENIED, CREATE_STREAMS, DISPLAY_RESULTS,
 COOKIE_CHARS = "abcdefghijklmnopqrstuvwxyz234567"
 ACK_WAIT = 5.0          # seconds a sender waits for its data to be acknowledged before TEST_END
 LINGER = 5.0            # seconds to wait for IPERF_DONE to be acknowledged before the stack goes
+EOF_WAIT = 10.0         # -R: seconds to wait for the server to end its streams after TEST_END
 
 
 class Iperf3Error(Exception):
@@ -154,9 +155,12 @@ class Iperf3Client:
             _state(ctrl, TEST_END)
             self._expect(ctrl, EXCHANGE_RESULTS, 30)
             if self.reverse:
-                # the server stopped sending before EXCHANGE_RESULTS: read
-                # what is still in flight, so both sides count the same bytes
-                self._drain(streams)
+                # the server ends its streams at TEST_END (as iperf3's does):
+                # read up to that end of stream, so both sides count the same
+                # bytes; bounded, in case a server does not
+                deadline = time.monotonic() + EOF_WAIT
+                for t in threads:
+                    t.join(max(0.0, deadline - time.monotonic()))
                 stop.set()
                 for t in threads:
                     t.join(5.0)
@@ -223,18 +227,6 @@ class Iperf3Client:
             if target >= self.seconds:
                 return intervals
             target = min(target + step, self.seconds)
-
-    @staticmethod
-    def _drain(streams, quiet: float = 0.1, longest: float = 2.0) -> None:
-        """Wait until no stream has received anything for `quiet` seconds."""
-        deadline = time.monotonic() + longest
-        last = sum(s.bytes for s in streams)
-        since = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - since < quiet:
-            time.sleep(0.01)
-            now = sum(s.bytes for s in streams)
-            if now != last:
-                last, since = now, time.monotonic()
 
     def _retransmits(self, streams) -> dict:
         """Retransmissions per stream, from the stack's connection table."""
