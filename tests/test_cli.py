@@ -447,7 +447,7 @@ def test_pcap_to_stdout_with_snaplen_in_time_order(ns, tmp_path):
 def test_killed_serve_leaves_no_stack_process(ns):
     """SIGKILL gives serve no chance to stop its sequencer and workers: they
     must end with it, not spin on."""
-    proc = start_serve(ns, "--app", "discard", "--workers", "2", "-i", "0")
+    proc = start_serve(ns, "--app", "discard", "--workers", "2", "--placement", "separate", "-i", "0")
     try:
         wait_listening(ns, 9)
         children = set()
