@@ -321,7 +321,10 @@ def test_ss_lists_an_established_connection_of_the_sink(ns):
             rc, out, err = misdtcp_ss(ns, "--json")
             assert rc == 0, err
             rows = [c for c in json.loads(out)["connections"] if c["peer"]["port"] == client_port]
-            if rows and rows[0]["recv_q"] >= 60000 and rows[0]["rcv_wnd"] < rows[0]["mss"]:   # window closed
+            # window closed, and every worker's copies published (worker 0's
+            # table can run ahead of worker 1's share: replica 0 may be inline)
+            if rows and rows[0]["recv_q"] >= 60000 and rows[0]["rcv_wnd"] < rows[0]["mss"] and \
+                    sum(w["bytes_copied"] for w in rows[0]["workers"]) >= rows[0]["recv_q"]:
                 row = rows[0]
                 break
             time.sleep(0.1)
