@@ -69,6 +69,14 @@ cdef enum ResetReason:
     R_ABORTED = 4
     R_NO_MEMORY = 5
 
+# Per-connection socket options (core_app_setopt), set on a connection or on
+# a listener (whose connections inherit them).  Values: booleans or bytes.
+cdef enum ConnOption:
+    OPT_NODELAY = 1      # 1: Nagle off (RFC 9293 §3.7.4 lets the application disable it)
+    OPT_MAXSEG = 2       # clamp of the MSS we announce and send (0: none)
+    OPT_RCVBUF = 3       # receive buffer, bytes (at most the configured rcvbuf)
+    OPT_SNDBUF = 4       # send buffer, bytes (at most the configured sndbuf)
+
 cdef enum:
     MAX_LISTENERS = 16
     NO_CONN = 0xffffffff
@@ -124,6 +132,13 @@ ctypedef struct Listener:
     uint16_t active
     uint32_t backlog
     uint32_t pending             # SYN-RECEIVED + established-not-accepted
+    # options the listener's connections start with (OPT_*; 0: the configured default)
+    uint8_t nodelay
+    uint8_t pad
+    uint16_t user_mss
+    uint32_t rcvbuf
+    uint32_t sndbuf
+    uint32_t pad1
 
 ctypedef struct Conn:
     uint8_t state
@@ -207,7 +222,8 @@ ctypedef struct Conn:
     uint64_t dup_segs
     # --- added after the first release (appended to keep the layout) ---
     uint32_t snd_sml             # end of the last small segment sent (Minshall's Nagle)
-    uint32_t pad1
+    uint16_t user_mss            # OPT_MAXSEG (0: none)
+    uint16_t pad1
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -274,13 +290,15 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil
 cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t backlog, uint64_t now) noexcept nogil
 cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil
 cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
-                          uint16_t lport, uint64_t now) noexcept nogil
+                          uint16_t lport, uint16_t user_mss, uint32_t rcvbuf, uint64_t now) noexcept nogil
 cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil
 cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil
 cdef int core_app_shutdown(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
+cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint listener, uint32_t option,
+                         uint64_t value, uint64_t now) noexcept nogil
 cdef uint64_t core_digest(const CoreState *st) noexcept nogil
 cdef Conn *core_conn(CoreState *st, uint32_t handle) noexcept nogil
 

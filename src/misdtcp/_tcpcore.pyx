@@ -385,6 +385,23 @@ cdef void _enter_time_wait(CoreState *st, Conn *c) noexcept nogil:
 # Output: building segments
 # ---------------------------------------------------------------------------
 
+cdef inline uint16_t _adv_mss(CoreState *st, Conn *c) noexcept nogil:
+    """The MSS we announce: the device's, or less if the application
+    clamped it (TCP_MAXSEG before the SYN)."""
+    if c.user_mss and c.user_mss < st.cfg.mss:
+        return c.user_mss
+    return st.cfg.mss
+
+
+cdef inline uint8_t _wscale_for(uint32_t rcvbuf) noexcept nogil:
+    """RFC 7323 §2.3: the smallest shift that lets the 16-bit window field
+    cover the receive buffer (at most 14)."""
+    cdef uint8_t shift = 0
+    while (<uint64_t>65535 << shift) < rcvbuf and shift < 14:
+        shift += 1
+    return shift
+
+
 cdef inline uint32_t _smss(Conn *c) noexcept nogil:
     """Payload bytes per full-sized segment we send.  RFC 6691 §2 / RFC 9293
     §3.7.1: the MSS option counts data only, so the sender MUST reduce the
@@ -525,7 +542,7 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     o.has_ts = 0
     o.nsack = 0
     if syn:
-        o.mss = st.cfg.mss
+        o.mss = _adv_mss(st, c)
         # RFC 7323 §2.2: the active open offers; the passive side answers
         # only an offer (then rcv_wscale/snd_wscale were set from it)
         if c.state == SYN_SENT or c.rcv_wscale or c.snd_wscale:
@@ -852,15 +869,18 @@ cdef inline uint32_t _seg_len(TcpSegment *seg) noexcept nogil:
 cdef void _apply_syn_options(CoreState *st, Conn *c, TcpSegment *seg) noexcept nogil:
     """Negotiate MSS, window scale, SACK and timestamps from a SYN."""
     cdef uint16_t mss = seg.mss if seg.mss else 536
-    if mss > st.cfg.mss:
-        mss = st.cfg.mss
+    if mss > _adv_mss(st, c):
+        mss = _adv_mss(st, c)
     if mss < 64:
         mss = 64                          # a zero or tiny MSS must not stall us
     c.snd_mss = mss
     c.rcv_mss = mss
     if seg.wscale >= 0:
         c.snd_wscale = <uint8_t>seg.wscale
-        c.rcv_wscale = st.cfg.rcv_wscale
+        if c.state != SYN_SENT:
+            # passive: answer the offer with our shift (the active side
+            # keeps the one its SYN offered)
+            c.rcv_wscale = _wscale_for(c.rcv_buf)
         if seg.wscale_clamped:
             st.stats.wscale_clamped += 1
     else:
@@ -1461,6 +1481,18 @@ cdef bint _evict_half_open(CoreState *st, Replica *rx) noexcept nogil:
     return True
 
 
+cdef void _inherit(CoreState *st, Conn *c, Listener *l) noexcept nogil:
+    """A passive connection starts with its listener's socket options."""
+    if l.nodelay:
+        c.nagle = 0
+    if l.user_mss:
+        c.user_mss = l.user_mss
+    if l.rcvbuf:
+        c.rcv_buf = l.rcvbuf
+    if l.sndbuf:
+        c.snd_buf = l.sndbuf
+
+
 cdef int _find_listener(CoreState *st, uint16_t port) noexcept nogil:
     cdef uint32_t i
     for i in range(MAX_LISTENERS):
@@ -1498,6 +1530,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
                 st.stats.syn_cookies_accepted += 1
                 c.passive = 1
                 c.listener = <uint32_t>li
+                _inherit(st, c, l)
                 l.pending += 1
                 c.irs = seg.seq - 1
                 c.iss = seg.ack - 1
@@ -1552,6 +1585,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     l.pending += 1
     c.passive = 1
     c.listener = <uint32_t>li
+    _inherit(st, c, l)
     c.irs = seg.seq
     c.rcv_nxt = seg.seq + 1
     c.last_ack_sent = c.rcv_nxt
@@ -1885,6 +1919,10 @@ cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t bac
             st.listeners[i].port = port
             st.listeners[i].backlog = backlog if backlog else st.cfg.backlog_default
             st.listeners[i].pending = 0
+            st.listeners[i].nodelay = 0
+            st.listeners[i].user_mss = 0
+            st.listeners[i].rcvbuf = 0
+            st.listeners[i].sndbuf = 0
             st.nlisteners += 1
             return 0
     return -1
@@ -1902,7 +1940,10 @@ cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t n
 
 
 cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
-                          uint16_t lport, uint64_t now) noexcept nogil:
+                          uint16_t lport, uint16_t user_mss, uint32_t rcvbuf, uint64_t now) noexcept nogil:
+    """Active open.  user_mss and rcvbuf (0: defaults) are the socket
+    options that must be known before the SYN: the MSS and window scale it
+    announces."""
     cdef Conn *c
     _stamp(st, rx, now)
     if _lookup(st, raddr, rport, lport) != NO_CONN or rport == 0 or lport == 0:
@@ -1913,12 +1954,16 @@ cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t rad
         _notify(st, rx, R_NO_MEMORY, N_CONNECT_FAILED, tag)
         return -1
     c.tag = tag
+    if user_mss:
+        c.user_mss = user_mss
+    if rcvbuf:
+        c.rcv_buf = _clamp_buffer(rcvbuf, st.cfg.rcvbuf)
     c.iss = _isn(st, raddr, rport, lport, st.now_ns)
     c.snd_una = c.iss
     c.snd_nxt = c.iss
     c.snd_max = c.iss
     c.snd_sml = c.iss
-    c.rcv_wscale = st.cfg.rcv_wscale
+    c.rcv_wscale = _wscale_for(c.rcv_buf)
     c.snd_wscale = 0
     c.sack_ok = st.cfg.sack
     c.ts_ok = st.cfg.timestamps
@@ -2063,6 +2108,65 @@ cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t no
     return 0
 
 
+cdef inline uint32_t _clamp_buffer(uint64_t value, uint32_t limit) noexcept nogil:
+    """A buffer size an application asks for, within [2 KiB, limit]: the
+    runtime gives every connection buffers of the configured size, so a
+    larger one would let the core accept bytes that overrun them."""
+    if value > limit:
+        return limit
+    if value < 2048:
+        return 2048
+    return <uint32_t>value
+
+
+cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint listener, uint32_t option,
+                         uint64_t value, uint64_t now) noexcept nogil:
+    """Set a socket option (OPT_*) on connection `target`, or on the listener
+    of port `target` for the connections it will accept.  -1: no such
+    target, or a value out of range (Linux's ranges)."""
+    cdef Conn *c = NULL
+    cdef Listener *l = NULL
+    cdef int li
+    _stamp(st, rx, now)
+    if option == OPT_MAXSEG and value and (value < 88 or value > 65495):
+        return -1
+    if listener:
+        li = _find_listener(st, <uint16_t>target)
+        if li < 0:
+            return -1
+        l = &st.listeners[li]
+        if option == OPT_NODELAY:
+            l.nodelay = value != 0
+        elif option == OPT_MAXSEG:
+            l.user_mss = <uint16_t>value
+        elif option == OPT_RCVBUF:
+            l.rcvbuf = _clamp_buffer(value, st.cfg.rcvbuf)
+        elif option == OPT_SNDBUF:
+            l.sndbuf = _clamp_buffer(value, st.cfg.sndbuf)
+        else:
+            return -1
+        return 0
+    # after _stamp: the timers it runs may have released the connection
+    c = core_conn(st, target)
+    if c == NULL:
+        return -1
+    if option == OPT_NODELAY:
+        c.nagle = 0 if value else st.cfg.nagle
+        _output(st, rx, c)          # a segment Nagle held back may go now
+    elif option == OPT_MAXSEG:
+        c.user_mss = <uint16_t>value
+        if value and c.state >= ESTABLISHED and value < c.snd_mss:
+            c.snd_mss = <uint16_t>value
+            c.cc.mss = _smss(c)
+    elif option == OPT_RCVBUF:
+        c.rcv_buf = _clamp_buffer(value, st.cfg.rcvbuf)
+    elif option == OPT_SNDBUF:
+        c.snd_buf = _clamp_buffer(value, st.cfg.sndbuf)
+    else:
+        return -1
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # Digest
 # ---------------------------------------------------------------------------
@@ -2104,6 +2208,7 @@ Notify = namedtuple("Notify", "handle event value")
 Notify.__doc__ = "Tell the application `event` about connection `handle`."
 
 _SOURCES = {TX_PAYLOAD_NONE: "none", TX_PAYLOAD_STREAM: "stream", TX_PAYLOAD_FRAME: "frame"}
+CONN_OPTIONS = {"nodelay": OPT_NODELAY, "maxseg": OPT_MAXSEG, "rcvbuf": OPT_RCVBUF, "sndbuf": OPT_SNDBUF}
 _CC = {"reno": CC_RENO, "cubic": CC_CUBIC}
 
 
@@ -2286,10 +2391,24 @@ cdef class TcpCore:
         core_app_unlisten(self.st, &self.rx, port, now)
         return self._drain(NULL)
 
-    def connect(self, raddr, int rport, int lport, uint64_t now=0, uint64_t tag=0):
+    def connect(self, raddr, int rport, int lport, uint64_t now=0, uint64_t tag=0, int mss=0, uint32_t rcvbuf=0):
+        """Active open; `mss` (TCP_MAXSEG) and `rcvbuf` (SO_RCVBUF) are the
+        options the SYN must already reflect (0: defaults)."""
         self.rx.nactions = 0
-        core_app_connect(self.st, &self.rx, tag, _addr(raddr), rport, lport, now)
+        if not 0 <= mss <= 65495:
+            raise CoreConfigError(f"mss {mss} is outside 0..65495")
+        core_app_connect(self.st, &self.rx, tag, _addr(raddr), rport, lport, mss, rcvbuf, now)
         return self._drain(NULL)
+
+    def setopt(self, uint32_t target, option, uint64_t value, uint64_t now=0, bint listener=False):
+        """Set socket option `option` (a name in CONN_OPTIONS) on connection
+        `target`, or on the listener of port `target`.  Returns whether the
+        core took it, and the actions (a segment Nagle held may go)."""
+        self.rx.nactions = 0
+        if option not in CONN_OPTIONS:
+            raise CoreConfigError(f"unknown socket option {option!r} (one of {', '.join(CONN_OPTIONS)})")
+        ok = core_app_setopt(self.st, &self.rx, target, listener, CONN_OPTIONS[option], value, now) == 0
+        return ok, self._drain(NULL)
 
     def accepted(self, uint32_t conn, uint64_t now=0):
         self.rx.nactions = 0

@@ -28,7 +28,8 @@ from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT
                                N_READABLE, N_WRITABLE, handle_slot, core_frame, core_entry, core_dropped,
                                core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
-                               core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_digest)
+                               core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_app_setopt,
+                               core_digest)
 from misdtcp._ring cimport BroadcastRing, Ring, ring_data, ring_descriptor, ring_release
 from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
@@ -42,7 +43,8 @@ from misdtcp.runtime.readiness cimport READY_READ, READY_WRITE, ready_signal, re
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
                                          REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
-                                         REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN)
+                                         REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN,
+                                         REQ_SETOPT)
 from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_notify, wait_for
 from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
@@ -613,7 +615,8 @@ cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint
     elif m.kind == REQ_LISTEN:
         core_app_listen(st, rx, <uint16_t>m.a, <uint32_t>m.b, now)
     elif m.kind == REQ_CONNECT:
-        core_app_connect(st, rx, m.c, <uint32_t>m.a, <uint16_t>(m.b >> 16), <uint16_t>m.b, now)
+        core_app_connect(st, rx, m.c, <uint32_t>m.a, <uint16_t>(m.b >> 16), <uint16_t>m.b,
+                         <uint16_t>(m.a >> 32), <uint32_t>(m.b >> 32), now)
     elif m.kind == REQ_ACCEPTED:
         core_app_accepted(st, rx, m.handle, now)
     elif m.kind == REQ_SHUTDOWN:
@@ -624,3 +627,5 @@ cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint
         core_app_abort(st, rx, m.handle, now)
     elif m.kind == REQ_UNLISTEN:
         core_app_unlisten(st, rx, <uint16_t>m.a, now)
+    elif m.kind == REQ_SETOPT:
+        core_app_setopt(st, rx, m.handle, m.c != 0, <uint32_t>m.a, m.b, now)

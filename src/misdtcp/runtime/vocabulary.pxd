@@ -20,7 +20,7 @@ cdef enum:
 
 cdef enum:
     REQ_LISTEN = 1       # a = port, b = backlog
-    REQ_CONNECT = 2      # a = remote address, b = rport << 16 | lport, c = tag
+    REQ_CONNECT = 2      # a = remote address | mss << 32, b = rport << 16 | lport | rcvbuf << 32, c = tag
     REQ_ACCEPTED = 3     # handle
     REQ_CONSUMED = 4     # handle, a = receive stream offset consumed
     REQ_SEND = 5         # handle, a = send stream offset written
@@ -28,3 +28,4 @@ cdef enum:
     REQ_CLOSE = 7        # handle
     REQ_ABORT = 8        # handle
     REQ_UNLISTEN = 9     # a = port
+    REQ_SETOPT = 10      # handle = connection (or port, c = 1: a listener), a = OPT_*, b = value

@@ -30,6 +30,7 @@ class Request(enum.IntEnum):
     CLOSE = REQ_CLOSE
     ABORT = REQ_ABORT
     UNLISTEN = REQ_UNLISTEN
+    SETOPT = REQ_SETOPT
 
 
 class Event(enum.IntEnum):
