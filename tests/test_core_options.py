@@ -4,7 +4,7 @@ connections inherit them) and at connect time (the SYN already shows them)."""
 import pytest
 from scapy.layers.inet import TCP
 
-from harness import Harness, Peer, open_connection, opts, tcp_of
+from harness import Harness, open_connection, opts, tcp_of
 from misdtcp._tcpcore import CoreConfigError
 
 

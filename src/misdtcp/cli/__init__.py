@@ -1,9 +1,11 @@
-"""`misdtcp serve`, `misdtcp client`, `misdtcp ss` and `misdtcp demo`.
+"""`misdtcp serve`, `misdtcp client`, `misdtcp ss`, `misdtcp demo` and
+`misdtcp pktdrill`.
 
     misdtcp serve  [-p PORT] [-i SECONDS] [-1] [-J | --json-stream] [--app iperf3|echo|discard|sink] ...
     misdtcp client HOST [-p PORT] [-t SECONDS] [-P N] [-R] [-J] [--workers N] ...
     misdtcp ss     [--tun NAME] [--json]
     misdtcp demo   [--seconds S] [--max-workers N] [--plot FILE]
+    misdtcp pktdrill [--relaxed] SCRIPT...
 
 `serve` and `client` take iperf3's flags where they mean the same.  Errors
 people hit (no /dev/net/tun, no CAP_NET_ADMIN, a bad address or port, a busy
@@ -162,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--replay-mib", type=_positive("--replay-mib", 8), default=64,
                    help="MiB replayed per scaling run [64]")
     d.add_argument("--plot", default="demo.png", help="where to write the plot (PNG) [demo.png]")
+
+    p = sub.add_parser("pktdrill", help="run packetdrill scripts against the TCP core in virtual time")
+    p.add_argument("--relaxed", action="store_true",
+                   help="leave out what each stack chooses for itself: outbound windows, MSS and "
+                        "window-scale values, buffer sizes, option order and padding")
+    p.add_argument("scripts", nargs="+", metavar="SCRIPT", help=".pkt scripts or directories of them")
     return parser
 
 
@@ -181,6 +189,9 @@ def main(argv=None) -> int:
         if args.command == "ss":
             from misdtcp.cli.ss import run_ss
             return run_ss(args)
+        if args.command == "pktdrill":
+            from misdtcp.cli.pktdrill import run_pktdrill
+            return run_pktdrill(args.scripts, relaxed=args.relaxed)
         from misdtcp.cli.demo import run_demo
         return run_demo(seconds=args.seconds, max_workers=args.max_workers, replay_mib=args.replay_mib,
                         plot=args.plot)
