@@ -70,12 +70,17 @@ cdef enum ResetReason:
     R_NO_MEMORY = 5
 
 # Per-connection socket options (core_app_setopt), set on a connection or on
-# a listener (whose connections inherit them).  Values: booleans or bytes.
+# a listener (whose connections inherit them).  Values: booleans, bytes, or
+# seconds for the keep-alive times.
 cdef enum ConnOption:
     OPT_NODELAY = 1      # 1: Nagle off (RFC 9293 §3.7.4 lets the application disable it)
     OPT_MAXSEG = 2       # clamp of the MSS we announce and send (0: none)
     OPT_RCVBUF = 3       # receive buffer, bytes (at most the configured rcvbuf)
     OPT_SNDBUF = 4       # send buffer, bytes (at most the configured sndbuf)
+    OPT_KEEPALIVE = 5    # RFC 1122 §4.2.3.6 keep-alives on/off
+    OPT_KEEPIDLE = 6     # idle seconds before the first keep-alive
+    OPT_KEEPINTVL = 7    # seconds between unanswered keep-alives
+    OPT_KEEPCNT = 8      # unanswered keep-alives before the connection is reset
 
 cdef enum:
     MAX_LISTENERS = 16
@@ -134,11 +139,13 @@ ctypedef struct Listener:
     uint32_t pending             # SYN-RECEIVED + established-not-accepted
     # options the listener's connections start with (OPT_*; 0: the configured default)
     uint8_t nodelay
-    uint8_t pad
+    uint8_t keepalive
     uint16_t user_mss
     uint32_t rcvbuf
     uint32_t sndbuf
-    uint32_t pad1
+    uint32_t keep_cnt
+    uint64_t keep_idle_ns
+    uint64_t keep_intvl_ns
 
 ctypedef struct Conn:
     uint8_t state
@@ -223,7 +230,14 @@ ctypedef struct Conn:
     # --- added after the first release (appended to keep the layout) ---
     uint32_t snd_sml             # end of the last small segment sent (Minshall's Nagle)
     uint16_t user_mss            # OPT_MAXSEG (0: none)
-    uint16_t pad1
+    uint8_t keepalive            # OPT_KEEPALIVE
+    uint8_t keep_probes          # keep-alives sent and not answered
+    uint32_t keep_cnt
+    uint32_t pad2
+    uint64_t keep_idle_ns
+    uint64_t keep_intvl_ns
+    uint64_t keep_at             # keep-alive timer (absolute ns; 0 = not armed)
+    uint64_t last_rcv_ns         # when the last acceptable segment arrived
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -245,6 +259,7 @@ ctypedef struct CoreStats:
     uint64_t wscale_clamped
     uint64_t zero_window_probes
     uint64_t half_open_evicted   # SYN-RECEIVED entries freed for a valid cookie ACK
+    uint64_t keepalive_probes
 
 ctypedef struct CoreState:
     uint64_t magic

@@ -66,6 +66,11 @@ cdef uint64_t NO_OFF = 0xffffffffffffffffULL
 cdef uint64_t PAWS_IDLE_NS = 24ULL * 86400ULL * 1000000000ULL
 cdef uint64_t MS = 1000000ULL
 cdef uint64_t SEC = 1000000000ULL
+# RFC 1122 §4.2.3.6: the keep-alive interval "MUST default to no less than two
+# hours"; interval and count as Linux (tcp_keepalive_intvl 75 s, probes 9).
+cdef uint64_t KEEP_IDLE_DEFAULT_NS = 7200ULL * 1000000000ULL
+cdef uint64_t KEEP_INTVL_DEFAULT_NS = 75ULL * 1000000000ULL
+cdef uint32_t KEEP_CNT_DEFAULT = 9
 # SYN-cookie MSS table (3 bits), the values Linux encodes.
 cdef uint16_t COOKIE_MSS[8]
 COOKIE_MSS[:] = [536, 1300, 1440, 1460, 4312, 8960, 1220, 1360]
@@ -333,6 +338,9 @@ cdef Conn *_alloc(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport)
     c.snd_buf = st.cfg.sndbuf
     c.nagle = st.cfg.nagle
     c.rto_ns = st.cfg.rto_initial_ns
+    c.keep_idle_ns = KEEP_IDLE_DEFAULT_NS
+    c.keep_intvl_ns = KEEP_INTVL_DEFAULT_NS
+    c.keep_cnt = KEEP_CNT_DEFAULT
     c.snd_mss = 536                      # RFC 9293 §3.7.1 default until the peer says
     c.rcv_mss = 536
     c.ts_offset = _ts_offset(st, raddr, rport, lport)
@@ -1077,6 +1085,7 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
             if c.rtt_timing:
                 _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
                 c.rtt_timing = 0
+            _keepalive_start(st, c)
             if c.passive:
                 _notify(st, rx, h, N_ACCEPTED, c.lport)
             else:
@@ -1316,6 +1325,9 @@ cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment 
         return
     if not _check_sequence(st, rx, c, seg):
         return
+    # an acceptable segment: the peer is alive (RFC 1122 §4.2.3.6)
+    c.last_rcv_ns = st.now_ns
+    c.keep_probes = 0
     if not _check_rst(st, rx, c, seg):
         return
     if not _check_syn(st, rx, c, seg):
@@ -1373,6 +1385,8 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
         c.max_snd_wnd = c.snd_wnd
         c.snd_wl1 = seg.seq
         c.snd_wl2 = seg.ack
+        c.last_rcv_ns = st.now_ns
+        _keepalive_start(st, c)
         _notify(st, rx, h, N_CONNECTED, c.tag)
         _send_ack(st, rx, c)
         _output(st, rx, c)
@@ -1491,6 +1505,13 @@ cdef void _inherit(CoreState *st, Conn *c, Listener *l) noexcept nogil:
         c.rcv_buf = l.rcvbuf
     if l.sndbuf:
         c.snd_buf = l.sndbuf
+    c.keepalive = l.keepalive
+    if l.keep_idle_ns:
+        c.keep_idle_ns = l.keep_idle_ns
+    if l.keep_intvl_ns:
+        c.keep_intvl_ns = l.keep_intvl_ns
+    if l.keep_cnt:
+        c.keep_cnt = l.keep_cnt
 
 
 cdef int _find_listener(CoreState *st, uint16_t port) noexcept nogil:
@@ -1686,6 +1707,8 @@ cdef inline bint _fast_path(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
         if seq_le(seg.seq, c.last_ack_sent) and seq_lt(c.last_ack_sent, end):
             c.ts_recent = seg.tsval
             c.ts_recent_ns = st.now_ns
+    c.last_rcv_ns = st.now_ns                   # an acceptable segment (keep-alive, RFC 1122 §4.2.3.6)
+    c.keep_probes = 0
     _update_window(c, seg)                      # RFC 9293 §3.10.7.4 "fifth"
     c.segs_in += 1                              # "seventh": the text, in order
     c.bytes_in += plen
@@ -1835,6 +1858,45 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     _rto_arm(st, c)
 
 
+cdef void _keepalive_start(CoreState *st, Conn *c) noexcept nogil:
+    """Arm the keep-alive timer keep_idle from now (a connection just became
+    synchronized, or the application just turned keep-alives on), as Linux
+    does; an armed timer is left alone."""
+    if not c.keepalive or c.state < ESTABLISHED or c.state == TIME_WAIT or c.keep_at:
+        return
+    c.keep_at = st.now_ns + c.keep_idle_ns
+    _arm(st, c.keep_at)
+
+
+cdef void _on_keepalive(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 1122 §4.2.3.6 / RFC 9293 §3.8.4: after keep_idle without a
+    segment from the peer, send a keep-alive -- an ACK at SND.UNA - 1, which
+    the peer must answer -- every keep_intvl; after keep_cnt unanswered ones
+    the peer is gone: reset (Linux tcp_keepalive_timer).  While data is in
+    flight the retransmission timer watches the connection instead."""
+    cdef uint64_t elapsed
+    c.keep_at = 0
+    if not c.keepalive or c.state < ESTABLISHED or c.state == TIME_WAIT:
+        return
+    if c.snd_max != c.snd_una or c.snd_end_off > _seq_stream(c, c.snd_nxt):
+        c.keep_at = st.now_ns + c.keep_idle_ns
+        _arm(st, c.keep_at)
+        return
+    elapsed = st.now_ns - c.last_rcv_ns
+    if elapsed >= c.keep_idle_ns:
+        if c.keep_probes >= c.keep_cnt:
+            _send_rst(st, rx, c, c.snd_nxt)
+            _reset_conn(st, rx, c, R_TIMED_OUT)
+            return
+        st.stats.keepalive_probes += 1
+        c.keep_probes += 1
+        _emit_tcp(st, rx, c, c.snd_una - 1, TH_ACK, 0, 0, True, False)
+        c.keep_at = st.now_ns + c.keep_intvl_ns
+    else:
+        c.keep_at = c.last_rcv_ns + c.keep_idle_ns
+    _arm(st, c.keep_at)
+
+
 cdef void _on_persist(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     """Zero-window probe (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17): a segment
     at snd_una - 1 the receiver must answer with an ACK and its window."""
@@ -1883,6 +1945,10 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
                 continue
         if c.persist_at and now >= c.persist_at:
             _on_persist(st, rx, c)
+        if c.keep_at and now >= c.keep_at:
+            _on_keepalive(st, rx, c)
+            if not c.in_use or c.gen != gen:
+                continue
         # re-collect the earliest deadline of this connection
         if c.timewait_at and (nxt == 0 or c.timewait_at < nxt):
             nxt = c.timewait_at
@@ -1892,6 +1958,8 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
             nxt = c.rto_at
         if c.persist_at and (nxt == 0 or c.persist_at < nxt):
             nxt = c.persist_at
+        if c.keep_at and (nxt == 0 or c.keep_at < nxt):
+            nxt = c.keep_at
     if nxt and (st.next_timer_ns == 0 or nxt < st.next_timer_ns):
         st.next_timer_ns = nxt
 
@@ -1920,9 +1988,13 @@ cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t bac
             st.listeners[i].backlog = backlog if backlog else st.cfg.backlog_default
             st.listeners[i].pending = 0
             st.listeners[i].nodelay = 0
+            st.listeners[i].keepalive = 0
             st.listeners[i].user_mss = 0
             st.listeners[i].rcvbuf = 0
             st.listeners[i].sndbuf = 0
+            st.listeners[i].keep_cnt = 0
+            st.listeners[i].keep_idle_ns = 0
+            st.listeners[i].keep_intvl_ns = 0
             st.nlisteners += 1
             return 0
     return -1
@@ -2130,6 +2202,10 @@ cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint liste
     _stamp(st, rx, now)
     if option == OPT_MAXSEG and value and (value < 88 or value > 65495):
         return -1
+    if (option == OPT_KEEPIDLE or option == OPT_KEEPINTVL) and (value < 1 or value > 32767):
+        return -1
+    if option == OPT_KEEPCNT and (value < 1 or value > 127):
+        return -1
     if listener:
         li = _find_listener(st, <uint16_t>target)
         if li < 0:
@@ -2143,6 +2219,14 @@ cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint liste
             l.rcvbuf = _clamp_buffer(value, st.cfg.rcvbuf)
         elif option == OPT_SNDBUF:
             l.sndbuf = _clamp_buffer(value, st.cfg.sndbuf)
+        elif option == OPT_KEEPALIVE:
+            l.keepalive = value != 0
+        elif option == OPT_KEEPIDLE:
+            l.keep_idle_ns = value * SEC
+        elif option == OPT_KEEPINTVL:
+            l.keep_intvl_ns = value * SEC
+        elif option == OPT_KEEPCNT:
+            l.keep_cnt = <uint32_t>value
         else:
             return -1
         return 0
@@ -2162,6 +2246,25 @@ cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint liste
         c.rcv_buf = _clamp_buffer(value, st.cfg.rcvbuf)
     elif option == OPT_SNDBUF:
         c.snd_buf = _clamp_buffer(value, st.cfg.sndbuf)
+    elif option == OPT_KEEPALIVE:
+        c.keepalive = value != 0
+        if c.keepalive:
+            _keepalive_start(st, c)
+        else:
+            c.keep_at = 0
+            c.keep_probes = 0
+    elif option == OPT_KEEPIDLE:
+        c.keep_idle_ns = value * SEC
+        if c.keepalive and c.state >= ESTABLISHED and c.state != TIME_WAIT:
+            # Linux: the timer restarts from the last segment received
+            c.keep_at = c.last_rcv_ns + c.keep_idle_ns
+            if c.keep_at < st.now_ns:
+                c.keep_at = st.now_ns
+            _arm(st, c.keep_at)
+    elif option == OPT_KEEPINTVL:
+        c.keep_intvl_ns = value * SEC
+    elif option == OPT_KEEPCNT:
+        c.keep_cnt = <uint32_t>value
     else:
         return -1
     return 0
@@ -2208,7 +2311,9 @@ Notify = namedtuple("Notify", "handle event value")
 Notify.__doc__ = "Tell the application `event` about connection `handle`."
 
 _SOURCES = {TX_PAYLOAD_NONE: "none", TX_PAYLOAD_STREAM: "stream", TX_PAYLOAD_FRAME: "frame"}
-CONN_OPTIONS = {"nodelay": OPT_NODELAY, "maxseg": OPT_MAXSEG, "rcvbuf": OPT_RCVBUF, "sndbuf": OPT_SNDBUF}
+CONN_OPTIONS = {"nodelay": OPT_NODELAY, "maxseg": OPT_MAXSEG, "rcvbuf": OPT_RCVBUF, "sndbuf": OPT_SNDBUF,
+                "keepalive": OPT_KEEPALIVE, "keepidle": OPT_KEEPIDLE, "keepintvl": OPT_KEEPINTVL,
+                "keepcnt": OPT_KEEPCNT}
 _CC = {"reno": CC_RENO, "cubic": CC_CUBIC}
 
 

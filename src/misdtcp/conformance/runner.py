@@ -113,8 +113,12 @@ class ScriptRun:
     CORE_OPTIONS = {
         (C["SOL_SOCKET"], C["SO_RCVBUF"]): "rcvbuf",
         (C["SOL_SOCKET"], C["SO_SNDBUF"]): "sndbuf",
+        (C["SOL_SOCKET"], C["SO_KEEPALIVE"]): "keepalive",
         (C["IPPROTO_TCP"], C["TCP_NODELAY"]): "nodelay",
         (C["IPPROTO_TCP"], C["TCP_MAXSEG"]): "maxseg",
+        (C["IPPROTO_TCP"], C["TCP_KEEPIDLE"]): "keepidle",
+        (C["IPPROTO_TCP"], C["TCP_KEEPINTVL"]): "keepintvl",
+        (C["IPPROTO_TCP"], C["TCP_KEEPCNT"]): "keepcnt",
     }
 
     def __init__(self, script: nodes.Script, relaxed: bool = False, config: RunnerConfig | None = None):
@@ -299,7 +303,8 @@ class ScriptRun:
         if key in sock.options:
             return sock.options[key]
         defaults = {"rcvbuf": self.core_settings["rcvbuf"], "sndbuf": self.core_settings["sndbuf"],
-                    "nodelay": 0, "maxseg": 536}
+                    "keepalive": 0, "nodelay": 0, "maxseg": 536,
+                    "keepidle": 7200, "keepintvl": 75, "keepcnt": 9}
         return defaults.get(name, 0)
 
     def poll_mask(self, sock: Socket) -> int:
