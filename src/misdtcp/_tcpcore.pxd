@@ -131,6 +131,7 @@ ctypedef struct CoreConfig:
     uint32_t burst               # max transmit actions per event per connection
     uint64_t secret0
     uint64_t secret1
+    uint64_t fin_wait2_ns        # a closed connection waits this long in FIN-WAIT-2 (Linux tcp_fin_timeout)
 
 ctypedef struct Listener:
     uint16_t port
@@ -238,6 +239,7 @@ ctypedef struct Conn:
     uint64_t keep_intvl_ns
     uint64_t keep_at             # keep-alive timer (absolute ns; 0 = not armed)
     uint64_t last_rcv_ns         # when the last acceptable segment arrived
+    uint64_t fin2_at             # FIN-WAIT-2 timer of a closed connection
 
 ctypedef struct CoreStats:
     uint64_t frames

@@ -1146,6 +1146,7 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
         if fin_acked:
             if c.state == FIN_WAIT_1:
                 c.state = FIN_WAIT_2
+                _fin_wait2_start(st, c)
             elif c.state == CLOSING:
                 _enter_time_wait(st, c)
             elif c.state == LAST_ACK:
@@ -1897,6 +1898,23 @@ cdef void _on_keepalive(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     _arm(st, c.keep_at)
 
 
+cdef void _on_fin_wait2(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """A connection the application closed does not wait in FIN-WAIT-2 for
+    a FIN that may never come (RFC 9293 §3.6 lets the wait be bounded):
+    after fin_wait2_ns it is reset, as Linux does with tcp_fin_timeout."""
+    c.fin2_at = 0
+    if c.state != FIN_WAIT_2:
+        return
+    _send_rst(st, rx, c, c.snd_nxt)
+    _reset_conn(st, rx, c, R_TIMED_OUT)
+
+
+cdef void _fin_wait2_start(CoreState *st, Conn *c) noexcept nogil:
+    if c.state == FIN_WAIT_2 and c.app_closed and st.cfg.fin_wait2_ns and not c.fin2_at:
+        c.fin2_at = st.now_ns + st.cfg.fin_wait2_ns
+        _arm(st, c.fin2_at)
+
+
 cdef void _on_persist(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     """Zero-window probe (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17): a segment
     at snd_una - 1 the receiver must answer with an ACK and its window."""
@@ -1949,6 +1967,10 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
             _on_keepalive(st, rx, c)
             if not c.in_use or c.gen != gen:
                 continue
+        if c.fin2_at and now >= c.fin2_at:
+            _on_fin_wait2(st, rx, c)
+            if not c.in_use or c.gen != gen:
+                continue
         # re-collect the earliest deadline of this connection
         if c.timewait_at and (nxt == 0 or c.timewait_at < nxt):
             nxt = c.timewait_at
@@ -1960,6 +1982,8 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
             nxt = c.persist_at
         if c.keep_at and (nxt == 0 or c.keep_at < nxt):
             nxt = c.keep_at
+        if c.fin2_at and (nxt == 0 or c.fin2_at < nxt):
+            nxt = c.fin2_at
     if nxt and (st.next_timer_ns == 0 or nxt < st.next_timer_ns):
         st.next_timer_ns = nxt
 
@@ -2160,6 +2184,7 @@ cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t no
     c.app_closed = 1
     if c.consumed_off < c.rcv_nxt_off:
         return core_app_abort(st, rx, handle, now)
+    _fin_wait2_start(st, c)
     return core_app_shutdown(st, rx, handle, now)
 
 
@@ -2349,6 +2374,7 @@ cdef class TcpCore:
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
                   rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
+                  fin_wait2_timeout_ms=60000,
                   replica=0, replicas=1, stripe=16384, send_stripe=262144, action_capacity=4096,
                   state_buffer=None, attach=False, fast_path=True):
         cdef CoreConfig cfg
@@ -2394,6 +2420,7 @@ cdef class TcpCore:
         cfg.max_retries = max_retries
         cfg.synack_retries = synack_retries
         cfg.burst = burst
+        cfg.fin_wait2_ns = int(fin_wait2_timeout_ms * 1e6)
         cfg.secret0 = (secret * 0x9e3779b97f4a7c15) & 0xffffffffffffffff
         cfg.secret1 = (secret ^ 0x5851f42d4c957f2d) & 0xffffffffffffffff
         size = core_state_size(&cfg)
