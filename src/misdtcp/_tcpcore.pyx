@@ -426,13 +426,31 @@ cdef uint16_t _window_field(CoreState *st, Conn *c, bint syn) noexcept nogil:
     only by at least min(buffer / 2, MSS); it never moves back (RFC 9293
     §3.8.6: shrinking the window is strongly discouraged).  Every replica
     computes this identically from the consumed offset delivered in the log.
+
+    With window scaling the field is the window >> scale (RFC 7323 §2.3).
+    Rounding it down would offer an edge short of RCV.ADV after every
+    segment -- the edge would move back.  It is rounded up instead, and
+    RCV.ADV becomes exactly the edge the peer sees; to leave room for that,
+    an edge offered from free buffer space is a whole number of units at
+    least one unit short of the buffer's end.  Rounded-up edges (each less
+    than a unit further) creep forward while the application
+    does not read; the one case left -- an edge rounded up past the end of
+    the buffer, which must never be accepted into -- falls back to rounding
+    down, moving the edge back by less than one unit right before the
+    window closes.
     """
-    cdef int64_t space = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
+    cdef uint32_t shift = 0 if syn else c.rcv_wscale
+    cdef uint32_t unit = <uint32_t>1 << shift
+    cdef int64_t free = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
+    cdef int64_t space
     cdef uint64_t maxw
     cdef uint32_t edge, thresh, wnd
+    if free < 0:
+        free = 0
+    space = free - (unit - 1)
     if space < 0:
         space = 0
-    maxw = (<uint64_t>65535) << (0 if syn else c.rcv_wscale)
+    maxw = (<uint64_t>65535) << shift
     if <uint64_t>space > maxw:
         space = <int64_t>maxw
     edge = c.rcv_nxt + <uint32_t>space
@@ -440,17 +458,26 @@ cdef uint16_t _window_field(CoreState *st, Conn *c, bint syn) noexcept nogil:
     if thresh > c.rcv_mss:
         thresh = c.rcv_mss
     if seq_gt(edge, c.rcv_adv):
-        if <uint32_t>(edge - c.rcv_adv) >= thresh or seq_le(c.rcv_adv, c.rcv_nxt) and space >= thresh:
-            c.rcv_adv = edge
-        elif <uint64_t>space == maxw or <uint64_t>space >= c.rcv_buf:
-            c.rcv_adv = edge
+        if <uint32_t>(edge - c.rcv_adv) >= thresh or seq_le(c.rcv_adv, c.rcv_nxt) and space >= thresh \
+                or <uint64_t>space == maxw or <uint64_t>free >= c.rcv_buf:
+            # an edge offered from free space is a whole number of units,
+            # so the field below needs no rounding now
+            edge = c.rcv_nxt + ((<uint32_t>space >> shift) << shift)
+            if seq_gt(edge, c.rcv_adv):
+                c.rcv_adv = edge
     if seq_le(c.rcv_adv, c.rcv_nxt):
         return 0
     wnd = c.rcv_adv - c.rcv_nxt
     if syn:
         return <uint16_t>(wnd if wnd < 65535 else 65535)
-    wnd >>= c.rcv_wscale
-    return <uint16_t>(wnd if wnd < 65535 else 65535)
+    wnd = (wnd + unit - 1) >> shift
+    if wnd > 65535:
+        wnd = 65535
+    if (<uint64_t>wnd << shift) <= <uint64_t>free:
+        c.rcv_adv = c.rcv_nxt + (wnd << shift)
+    else:
+        wnd = <uint32_t>(free >> shift)
+    return <uint16_t>wnd
 
 
 cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks) noexcept nogil:
@@ -1190,6 +1217,7 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
     cdef uint32_t plen = seg.payload_len
     cdef uint32_t poff = seg.payload_off
     cdef uint32_t right
+    cdef int64_t space
     cdef uint64_t off
     cdef bint had_holes = c.ooo.n != 0
     cdef uint32_t h
@@ -1214,6 +1242,13 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
         plen -= trim
         c.dup_segs += 1
     right = c.rcv_adv if seq_gt(c.rcv_adv, c.rcv_nxt) else c.rcv_nxt
+    space = <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off)
+    if space < 0:
+        space = 0
+    if seq_gt(right, c.rcv_nxt + <uint32_t>space):
+        # RCV.ADV stays within the buffer, unless the application shrank
+        # it (SO_RCVBUF): never accept more than the buffer holds
+        right = c.rcv_nxt + <uint32_t>space
     if c.fin_off != NO_OFF and c.fin_off >= c.rcv_nxt_off and \
             seq_lt(c.rcv_nxt + <uint32_t>(c.fin_off - c.rcv_nxt_off), right):
         # RFC 9293 §3.10.7.4: the FIN's sequence number ends the stream;
@@ -1701,6 +1736,8 @@ cdef inline bint _fast_path(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
     end = seg.seq + plen
     if not seq_gt(c.rcv_adv, c.rcv_nxt) or seq_gt(end, c.rcv_adv):
         return False
+    if <int64_t>plen > <int64_t>c.rcv_buf - <int64_t>(c.rcv_nxt_off - c.consumed_off):
+        return False                            # past a shrunk buffer: the slow path trims
     if c.ts_ok and seg.has_ts:
         if seq_lt(seg.tsval, c.ts_recent) and st.now_ns - c.ts_recent_ns < PAWS_IDLE_NS:
             return False                        # PAWS (RFC 7323 §5.3): the slow path drops it
