@@ -1118,7 +1118,8 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
             else:
                 _notify(st, rx, h, N_CONNECTED, c.tag)
         else:
-            _send_rst(st, rx, c, seg.ack)
+            # RFC 9293 §3.10.7.4: "form a reset segment <SEQ=SEG.ACK><CTL=RST>"
+            _send_rst_reply(st, rx, NULL, seg)
             return False
     # RFC 5961 §5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT]
     if seq_gt(seg.ack, c.snd_max):
@@ -1357,6 +1358,15 @@ cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment 
             and seg.seq == c.irs:
         _send_syn(st, rx, c, True)
         return
+    if c.state == SYN_RECEIVED and not c.passive and (seg.flags & TH_SYN) and (seg.flags & TH_ACK) \
+            and seg.seq == c.irs and seg.ack == c.snd_nxt:
+        # Simultaneous open (RFC 9293 §3.5, figure 8): the peer's SYN-ACK
+        # repeats the SYN we took in SYN-SENT and acknowledges ours.  Its SYN
+        # lies before RCV.NXT, so the acceptability test would drop it (and
+        # RFC 5961 would challenge the SYN): take the SYN off and process the
+        # rest as the ACK that establishes the connection, as Linux does.
+        seg.seq += 1
+        seg.flags &= ~TH_SYN
     if not _check_paws(st, rx, c, seg):
         return
     if not _check_sequence(st, rx, c, seg):

@@ -329,8 +329,8 @@ class Syscalls:
 
         def attempt():
             nonlocal queued
-            if sock.connecting and sock.conn is None:
-                return None
+            if sock.connecting:
+                return None                     # Linux waits for the handshake (EAGAIN if non-blocking)
             if sock.pending_error:
                 return Done(-1, sock.take_error()) if queued == 0 else Done(queued)
             if sock.conn is None or sock.wr_shutdown or sock.conn.gone:
