@@ -1087,10 +1087,11 @@ cdef bint _check_syn(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexc
     return False
 
 
-cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bint update_ts) noexcept nogil:
     """RFC 9293 §3.10.7.4 "fifth", with RFC 5961 §5.2 ACK validation,
-    RFC 6298 RTT/RTO, RFC 6582/6675 recovery.  Returns False to stop
-    processing the segment."""
+    RFC 6298 RTT/RTO, RFC 6582/6675 recovery.  update_ts: the segment's
+    TSval becomes TS.Recent once the ACK is found acceptable (RFC 7323
+    §4.3).  Returns False to stop processing the segment."""
     cdef uint32_t acked, h
     cdef uint64_t rtt
     cdef bint fin_acked
@@ -1130,6 +1131,9 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
         st.drops[DROP_ACK_TOO_OLD] += 1
         _challenge_ack(st, rx, c)
         return False
+    if update_ts:
+        c.ts_recent = seg.tsval
+        c.ts_recent_ns = st.now_ns
     _take_sack(c, seg)
     if seq_gt(seg.ack, c.snd_una):
         acked = seg.ack - c.snd_una
@@ -1353,6 +1357,7 @@ cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment 
     """States SYN-RECEIVED through TIME-WAIT."""
     cdef uint32_t slot = _slot_of(st, c)
     cdef uint16_t gen = c.gen
+    cdef bint left_edge
     # SYN-RECEIVED: a retransmitted SYN gets the SYN-ACK again.
     if c.state == SYN_RECEIVED and (seg.flags & TH_SYN) and not (seg.flags & TH_ACK) \
             and seg.seq == c.irs:
@@ -1378,12 +1383,16 @@ cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment 
         return
     if not _check_syn(st, rx, c, seg):
         return
-    # RFC 7323 §4.3 (3): remember TSval of the segment at the left edge
-    if c.ts_ok and seg.has_ts and seq_le(seg.seq, c.last_ack_sent) and \
-            seq_lt(c.last_ack_sent, seg.seq + _seg_len(seg) + (1 if _seg_len(seg) == 0 else 0)):
-        c.ts_recent = seg.tsval
-        c.ts_recent_ns = st.now_ns
-    if not _process_ack(st, rx, c, seg):
+    # RFC 7323 §4.3 (3): remember TSval of the segment at the left edge --
+    # decided against Last.ACK.sent as the segment arrived, applied only
+    # once its ACK is accepted (§5.3 R3; Linux's tcp_ack does the same): a
+    # segment with a far-ahead TSval and an unacceptable ACK must not poison
+    # TS.Recent, or PAWS drops every real segment after it.  _process_ack
+    # takes it between validating the ACK and acting on it, so what the ACK
+    # makes us send echoes this segment.
+    left_edge = c.ts_ok and seg.has_ts and seq_le(seg.seq, c.last_ack_sent) and \
+        seq_lt(c.last_ack_sent, seg.seq + _seg_len(seg) + (1 if _seg_len(seg) == 0 else 0))
+    if not _process_ack(st, rx, c, seg, left_edge):
         return
     if not c.in_use or c.gen != gen:
         return
