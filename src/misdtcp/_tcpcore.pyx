@@ -1436,7 +1436,8 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
             _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
             c.rtt_timing = 0
         c.state = ESTABLISHED
-        c.snd_wnd = (<uint32_t>seg.wnd) << c.snd_wscale
+        # RFC 7323 §2.2: the window of a SYN-ACK is never scaled
+        c.snd_wnd = seg.wnd
         c.max_snd_wnd = c.snd_wnd
         c.snd_wl1 = seg.seq
         c.snd_wl2 = seg.ack
