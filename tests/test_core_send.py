@@ -300,3 +300,59 @@ def test_connection_reset_after_max_retries():
     h.run_timers(20_000)
     assert h.core.connection_count == 0
     assert h.notifications("reset")[-1].value == "timed_out"
+
+
+def _raw_segment(flags, seq, ack, window, sport=5201, dport=40000, options=b""):
+    """An IPv4/TCP frame from the peer (10.77.0.1) built without scapy, for
+    loops of thousands of segments; the TCP checksum is skipped (CSUM_VALID)."""
+    import struct
+    from misdtcp.wire.codec import internet_checksum
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq % 2**32, ack % 2**32, (20 + len(options)) // 4 << 4,
+                      flags, window, 0, 0) + options
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0,
+                               bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])))
+    struct.pack_into("!H", ip, 10, internet_checksum(bytes(ip)))
+    return bytes(ip) + tcp
+
+
+def test_newreno_recover_guard_does_not_go_stale_after_2_gib():
+    """RFC 6582 §3.2: fast retransmit is refused while the cumulative ACK
+    does not cover `recover`.  Compared as a sequence number, the guard
+    flipped once SND.UNA ran 2^31 past `recover`, and fast retransmit stayed
+    off for the next 2 GiB.  Here `recover` is set by a SYN timeout, 2 GiB
+    are sent, then three duplicate ACKs must still trigger a fast retransmit."""
+    from misdtcp._tcpcore import TcpCore, Transmit
+    from misdtcp.wire.codec import CSUM_VALID
+    core = TcpCore("10.77.0.2", sack=False, timestamps=False, gso_max=65000, burst=256,
+                   rcvbuf=1 << 20, sndbuf=1 << 20, secret=3)
+    now = 1_000 * MS
+    out = core.connect("10.77.0.1", 5201, 40000, now=now, tag=1)
+    handle = [a for a in out if isinstance(a, Transmit)][0].handle
+    now += 1000 * MS
+    core.tick(now)                                     # the SYN times out: recover = ISS + 1
+    info = core.conn(handle)
+    assert info["retransmits"] == 1
+    now += 10 * MS
+    wscale = bytes([1, 3, 3, 14])                      # NOP, window scale 14: a 1 GiB window
+    core.frame(_raw_segment(0x12, 7000, info["iss"] + 1, 65535, options=wscale), now, CSUM_VALID)
+    total = (1 << 31) + (64 << 20)
+    core.send(handle, total, now=now)
+    for _ in range(10_000):
+        info = core.conn(handle)
+        if info["snd_una"] == info["snd_max"] and info["snd_end_off"] == total and \
+                (info["snd_una"] - info["iss"] - 1) % 2**32 == total % 2**32:
+            break
+        now += MS
+        core.frame(_raw_segment(0x10, 7001, info["snd_max"], 65535), now, CSUM_VALID)
+    assert (info["snd_una"] - info["recover"]) % 2**32 > 2**31       # past the point where it flipped
+    core.send(handle, total + 20 * 1460, now=now)
+    info = core.conn(handle)
+    assert info["snd_max"] != info["snd_una"]
+    before = core.stats()["fast_retransmits"]
+    retransmitted = []
+    for _ in range(3):
+        now += MS
+        out = core.frame(_raw_segment(0x10, 7001, info["snd_una"], 65535), now, CSUM_VALID)
+        retransmitted += [a for a in out if isinstance(a, Transmit) and a.retransmit]
+    assert core.stats()["fast_retransmits"] == before + 1
+    assert len(retransmitted) == 1 and retransmitted[0].offset == total

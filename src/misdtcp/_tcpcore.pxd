@@ -240,6 +240,8 @@ ctypedef struct Conn:
     uint64_t keep_at             # keep-alive timer (absolute ns; 0 = not armed)
     uint64_t last_rcv_ns         # when the last acceptable segment arrived
     uint64_t fin2_at             # FIN-WAIT-2 timer of a closed connection
+    uint8_t recover_valid        # `recover` guards fast retransmit (RFC 6582 §3.2) until SND.UNA passes it
+    uint8_t pad3[7]
 
 ctypedef struct CoreStats:
     uint64_t frames

@@ -982,6 +982,7 @@ cdef void _enter_recovery(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     # RFC 6582 §3.2 step 2 / RFC 6675 §5 step 4
     c.in_recovery = 1
     c.recover = c.snd_max
+    c.recover_valid = 1
     cc_on_congestion(&c.cc, _flight(c), st.now_ns)
     st.stats.fast_retransmits += 1
     c.rtt_timing = 0                       # Karn
@@ -1150,6 +1151,11 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
         c.snd_una = seg.ack
         if seq_lt(c.snd_nxt, c.snd_una):
             c.snd_nxt = c.snd_una
+        if c.recover_valid and seq_gt(c.snd_una, c.recover):
+            # the cumulative ACK covers `recover`: the guard has done its job.
+            # Dropping it now, while the two are close, keeps it from being
+            # compared 2^31 later, when the sequence comparison would flip.
+            c.recover_valid = 0
         ranges_trim_below(&c.sacked, _seq_stream(c, c.snd_una))
         c.dupacks = 0
         c.backoff = 0
@@ -1193,7 +1199,8 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
                 not (seg.flags & (TH_SYN | TH_FIN)) and c.snd_max != c.snd_una and \
                 (c.snd_wnd == old_wnd or seg.nsack):
             c.dupacks += 1
-            if not c.in_recovery and seq_gt(c.snd_una, c.recover) or (not c.in_recovery and c.recover == 0):
+            # RFC 6582 §3.2 step 2: no new recovery until the ACK covers `recover`
+            if not c.in_recovery and not c.recover_valid:
                 if c.dupacks == 3 or (c.sack_ok and ranges_bytes(&c.sacked) >= 3 * _smss(c) and c.dupacks >= 1):
                     _enter_recovery(st, rx, c)
             elif c.in_recovery and not c.sack_ok:
@@ -1898,6 +1905,7 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         cc_on_rto(&c.cc, _flight(c))
     c.in_recovery = 0
     c.recover = c.snd_max
+    c.recover_valid = 1
     c.dupacks = 0
     c.rtt_timing = 0                        # Karn's rule
     ranges_clear(&c.sacked)                 # RFC 6675 §5.1: SACK info may be reneged
