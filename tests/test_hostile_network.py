@@ -214,12 +214,17 @@ def test_blind_injection_gets_rate_limited_challenge_acks_and_no_reset(workers):
         assert drops["syn_challenged"] + drops["ack_unsent"] + drops.get("out_of_window", 0) >= \
             sum(sent[k] for k in ("syn", "ack_unsent", "syn_in_flight", "ack_unsent_in_flight"))
         # ... and each challenged one got a challenge ACK or was counted as
-        # suppressed by the global rate limit (RFC 5961 §7)
+        # suppressed by the rate limits (RFC 5961 §7): one per 500 ms on this
+        # connection, and a global budget drawn below 1.5 x limit per second
         challenged = drops["rst_challenged"] + drops["syn_challenged"] + drops["ack_unsent"]
         assert stats["challenge_acks"] + stats["challenge_acks_suppressed"] == challenged
         assert stats["challenge_acks_suppressed"] > 0
-        assert stats["challenge_acks"] <= limit * (int(elapsed) + 2)
-        assert stats["conns_opened"] == 1 and stats["rst_out"] == 0
+        assert stats["challenge_acks"] <= min(limit * 3 // 2, 2) * (int(elapsed) + 2)
+        # no reset of the connection; a hostile segment still in flight when
+        # it closed reaches the listener (a bad cookie) or no one and gets
+        # the RST RFC 9293 §3.10.7.1 prescribes -- those are the only ones
+        assert stats["conns_opened"] == 1
+        assert stats["rst_out"] == drops.get("bad_cookie", 0) + drops.get("no_connection", 0)
         # the connection ended with the usual FIN exchange, not with a reset
         assert wait_for(lambda: stack.core_stats()[0]["conns_closed"] == 1, timeout=10)
 

@@ -120,7 +120,7 @@ ctypedef struct CoreConfig:
     uint8_t syn_cookies
     uint32_t gso_max             # largest payload per transmit action; <= mss: no GSO
     uint32_t backlog_default
-    uint32_t challenge_ack_limit # per second, global (RFC 5961 §7)
+    uint32_t challenge_ack_limit # per second, global on average; the budget of each second is drawn (RFC 5961 §7)
     uint64_t msl_ns
     uint64_t delack_ns
     uint64_t rto_min_ns
@@ -132,6 +132,7 @@ ctypedef struct CoreConfig:
     uint64_t secret0
     uint64_t secret1
     uint64_t fin_wait2_ns        # a closed connection waits this long in FIN-WAIT-2 (Linux tcp_fin_timeout)
+    uint64_t oow_interval_ns     # at most one ACK to invalid segments per connection per interval
 
 ctypedef struct Listener:
     uint16_t port
@@ -241,7 +242,9 @@ ctypedef struct Conn:
     uint64_t last_rcv_ns         # when the last acceptable segment arrived
     uint64_t fin2_at             # FIN-WAIT-2 timer of a closed connection
     uint8_t recover_valid        # `recover` guards fast retransmit (RFC 6582 §3.2) until SND.UNA passes it
-    uint8_t pad3[7]
+    uint8_t oow_acked            # last_oow_ack_ns is set
+    uint8_t pad3[6]
+    uint64_t last_oow_ack_ns     # last ACK sent to an out-of-window, PAWS-failed or challenged segment
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -264,6 +267,7 @@ ctypedef struct CoreStats:
     uint64_t zero_window_probes
     uint64_t half_open_evicted   # SYN-RECEIVED entries freed for a valid cookie ACK
     uint64_t keepalive_probes
+    uint64_t oow_acks_suppressed # ACKs not sent to out-of-window or PAWS-failed segments (rate limit)
 
 ctypedef struct CoreState:
     uint64_t magic
@@ -278,10 +282,10 @@ ctypedef struct CoreState:
     uint32_t nlisteners
     uint64_t conns_offset
     uint64_t hash_offset
-    uint64_t challenge_window_ns
-    uint32_t challenge_count
+    uint64_t challenge_second    # the second (now // 1 s) challenge_left belongs to
+    uint32_t challenge_left      # challenge ACKs this second may still send
     uint16_t ip_ident
-    uint16_t pad
+    uint16_t challenge_drawn     # challenge_left was drawn for challenge_second
     Listener listeners[MAX_LISTENERS]
     uint64_t drops[DROP_REASON_COUNT]
     CoreStats stats

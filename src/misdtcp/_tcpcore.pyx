@@ -696,15 +696,55 @@ cdef void _send_rst(CoreState *st, Replica *rx, Conn *c, uint32_t seq) noexcept 
     _emit_tcp(st, rx, c, seq, TH_RST | TH_ACK, 0, 0, True, False)
 
 
+cdef bint _oow_rate_limited(CoreState *st, Conn *c) noexcept nogil:
+    """At most one ACK per oow_interval per connection in answer to invalid
+    segments (Linux's __tcp_oow_rate_limited, tcp_invalid_ratelimit):
+    two stacks that disagree about sequence numbers would otherwise ACK
+    each other forever, and an attacker could make us send without limit."""
+    if c.oow_acked and st.now_ns - c.last_oow_ack_ns < st.cfg.oow_interval_ns:
+        return True
+    c.oow_acked = 1
+    c.last_oow_ack_ns = st.now_ns
+    return False
+
+
+cdef void _invalid_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """The ACK RFC 9293 §3.10.7.4 and RFC 7323 §5.3 send to an unacceptable
+    or PAWS-failed segment, rate-limited per connection -- except for data
+    without SYN: a retransmission whose ACK was lost, not an ACK loop (as
+    Linux's tcp_oow_rate_limited)."""
+    if (seg.payload_len == 0 or (seg.flags & TH_SYN)) and _oow_rate_limited(st, c):
+        st.stats.oow_acks_suppressed += 1
+        return
+    _send_control_ack(st, rx, c)
+
+
 cdef void _challenge_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
-    """RFC 5961 §3.2, §4.2, §5.2, rate-limited globally (§7)."""
-    if st.now_ns - st.challenge_window_ns >= SEC:
-        st.challenge_window_ns = st.now_ns
-        st.challenge_count = 0
-    if st.challenge_count >= st.cfg.challenge_ack_limit:
+    """RFC 5961 §3.2, §4.2, §5.2 challenge ACKs, rate-limited (§7) first per
+    connection, then by a global budget.  A fixed global budget is the
+    side channel of CVE-2016-5696: an off-path attacker spends it and counts
+    the challenge ACKs of a connection it cannot see.  So, as in Linux, each
+    second's budget is drawn at random from [limit/2, 3*limit/2) -- here
+    from a keyed hash of the second and the secret, which an observer cannot
+    predict and every replica draws alike."""
+    cdef uint64_t second = st.now_ns // SEC
+    cdef uint32_t half
+    if _oow_rate_limited(st, c):
         st.stats.challenge_acks_suppressed += 1
         return
-    st.challenge_count += 1
+    if second != st.challenge_second or not st.challenge_drawn:
+        st.challenge_second = second
+        st.challenge_drawn = 1
+        st.challenge_left = 0
+        if st.cfg.challenge_ack_limit:
+            half = (st.cfg.challenge_ack_limit + 1) >> 1
+            st.challenge_left = half + <uint32_t>(_keyed(st, 0, 0, 0, <uint32_t>second,
+                                                         <uint32_t>(second >> 32) ^ 3) %
+                                                  st.cfg.challenge_ack_limit)
+    if st.challenge_left == 0:
+        st.stats.challenge_acks_suppressed += 1
+        return
+    st.challenge_left -= 1
     st.stats.challenge_acks += 1
     _send_control_ack(st, rx, c)
 
@@ -1023,7 +1063,7 @@ cdef bint _check_paws(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noex
         return True
     if seq_lt(seg.tsval, c.ts_recent) and st.now_ns - c.ts_recent_ns < PAWS_IDLE_NS:
         st.drops[DROP_PAWS] += 1
-        _send_control_ack(st, rx, c)
+        _invalid_ack(st, rx, c, seg)
         return False
     return True
 
@@ -1059,7 +1099,7 @@ cdef bint _check_sequence(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) 
     if c.state == TIME_WAIT and (seg.flags & TH_FIN):
         # a retransmitted FIN: acknowledge it again and restart 2 MSL
         _enter_time_wait(st, c)
-    _send_control_ack(st, rx, c)
+    _invalid_ack(st, rx, c, seg)
     return False
 
 
@@ -2439,7 +2479,7 @@ cdef class TcpCore:
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
                   rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
-                  fin_wait2_timeout_ms=60000,
+                  fin_wait2_timeout_ms=60000, invalid_ratelimit_ms=500,
                   replica=0, replicas=1, stripe=16384, send_stripe=262144, action_capacity=4096,
                   state_buffer=None, attach=False, fast_path=True):
         cdef CoreConfig cfg
@@ -2486,6 +2526,7 @@ cdef class TcpCore:
         cfg.synack_retries = synack_retries
         cfg.burst = burst
         cfg.fin_wait2_ns = int(fin_wait2_timeout_ms * 1e6)
+        cfg.oow_interval_ns = int(invalid_ratelimit_ms * 1e6)
         cfg.secret0 = (secret * 0x9e3779b97f4a7c15) & 0xffffffffffffffff
         cfg.secret1 = (secret ^ 0x5851f42d4c957f2d) & 0xffffffffffffffff
         size = core_state_size(&cfg)
