@@ -118,6 +118,7 @@ ctypedef struct CoreConfig:
     uint8_t sack
     uint8_t nagle
     uint8_t syn_cookies
+    uint8_t rfc1337              # ignore RST in TIME-WAIT (RFC 1337 §3); RFC 9293's default is to close
     uint32_t gso_max             # largest payload per transmit action; <= mss: no GSO
     uint32_t backlog_default
     uint32_t challenge_ack_limit # per second, global on average; the budget of each second is drawn (RFC 5961 §7)

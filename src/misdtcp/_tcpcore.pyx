@@ -1087,7 +1087,30 @@ cdef bint _acceptable(Conn *c, TcpSegment *seg) noexcept nogil:
         seq_in(seg.seq + slen - 1, c.rcv_nxt, c.rcv_nxt + wnd)
 
 
+cdef bint _check_time_wait(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.4: in TIME-WAIT "the only thing that can arrive in
+    this state is a retransmission of the remote FIN.  Acknowledge it, and
+    restart the 2 MSL timeout."  The peer has sent all it will, so only a
+    bare ACK or a RST at RCV.NXT is taken further (as Linux's
+    tcp_timewait_state_process); the FIN retransmission -- its FIN is the
+    octet before RCV.NXT -- restarts the timer, and nothing else does: any
+    FIN restarting it would let an off-path sender hold the connection in
+    TIME-WAIT forever."""
+    if seg.seq == c.rcv_nxt and _seg_len(seg) == 0:
+        return True
+    if seg.flags & TH_RST:
+        st.drops[DROP_RST_OUT_OF_WINDOW] += 1
+        return False
+    st.drops[DROP_TIME_WAIT] += 1
+    if (seg.flags & TH_FIN) and seg.seq + _seg_len(seg) == c.rcv_nxt:
+        _enter_time_wait(st, c)
+    _invalid_ack(st, rx, c, seg)
+    return False
+
+
 cdef bint _check_sequence(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    if c.state == TIME_WAIT:
+        return _check_time_wait(st, rx, c, seg)
     if _acceptable(c, seg):
         return True
     if seg.flags & TH_RST:
@@ -1096,9 +1119,6 @@ cdef bint _check_sequence(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) 
     st.drops[DROP_OUT_OF_WINDOW] += 1
     if seq_lt(seg.seq, c.rcv_nxt) and seg.payload_len:
         c.dup_segs += 1
-    if c.state == TIME_WAIT and (seg.flags & TH_FIN):
-        # a retransmitted FIN: acknowledge it again and restart 2 MSL
-        _enter_time_wait(st, c)
     _invalid_ack(st, rx, c, seg)
     return False
 
@@ -1111,6 +1131,10 @@ cdef bint _check_rst(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexc
     if seg.seq != c.rcv_nxt:
         st.drops[DROP_RST_CHALLENGED] += 1
         _challenge_ack(st, rx, c)
+        return False
+    if c.state == TIME_WAIT and st.cfg.rfc1337:
+        # RFC 1337 §3 (TWA1): a RST must not assassinate TIME-WAIT
+        st.drops[DROP_RST_TIME_WAIT] += 1
         return False
     if c.state == TIME_WAIT or c.state == CLOSING or c.state == LAST_ACK:
         _release(st, rx, c, True)
@@ -1245,9 +1269,6 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
                     _enter_recovery(st, rx, c)
             elif c.in_recovery and not c.sack_ok:
                 c.cc.cwnd += _smss(c)    # RFC 6582 step 4: inflate
-    if c.state == TIME_WAIT:
-        # retransmitted FIN: handled in _process_fin; nothing else to do here
-        pass
     return True
 
 
@@ -1370,10 +1391,7 @@ cdef void _process_fin(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noe
             # hole fill must not carry rcv_nxt over the FIN (found by fuzzing)
             ranges_trim_above(&c.ooo, fin_off)
     if c.fin_off == NO_OFF or c.rcv_nxt_off != c.fin_off:
-        if (seg.flags & TH_FIN) and c.state == TIME_WAIT:
-            c.ack_now = 1
-            _enter_time_wait(st, c)
-        elif (seg.flags & TH_FIN) and c.fin_off != NO_OFF:
+        if (seg.flags & TH_FIN) and c.fin_off != NO_OFF:
             # a FIN ahead of a hole is out of order: immediate duplicate ACK
             # (RFC 5681 §4.2), also for its retransmissions (found by fuzzing)
             c.ack_now = 1
@@ -2479,7 +2497,7 @@ cdef class TcpCore:
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
                   rto_initial_ms=1000, max_retries=15, synack_retries=5, burst=64, secret=0,
-                  fin_wait2_timeout_ms=60000, invalid_ratelimit_ms=500,
+                  fin_wait2_timeout_ms=60000, invalid_ratelimit_ms=500, rfc1337=False,
                   replica=0, replicas=1, stripe=16384, send_stripe=262144, action_capacity=4096,
                   state_buffer=None, attach=False, fast_path=True):
         cdef CoreConfig cfg
@@ -2514,6 +2532,7 @@ cdef class TcpCore:
         cfg.sack = bool(sack)
         cfg.nagle = bool(nagle)
         cfg.syn_cookies = bool(syn_cookies)
+        cfg.rfc1337 = bool(rfc1337)
         cfg.gso_max = min(int(gso_max), 65535 - 40 - 40)
         cfg.backlog_default = backlog
         cfg.challenge_ack_limit = challenge_ack_limit

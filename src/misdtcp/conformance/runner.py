@@ -72,7 +72,7 @@ CORE_SCRIPT_OPTIONS = {
     "rcvbuf": int, "sndbuf": int, "backlog": int, "challenge_ack_limit": int, "msl_ms": float,
     "delack_ms": float, "rto_min_ms": float, "rto_max_ms": float, "rto_initial_ms": float,
     "max_retries": int, "synack_retries": int, "secret": int, "max_connections": int,
-    "fin_wait2_timeout_ms": float,
+    "fin_wait2_timeout_ms": float, "rfc1337": int,
 }
 
 # The runner's stack: a 1500-byte MTU, 1 MiB buffers (window scale 5), the

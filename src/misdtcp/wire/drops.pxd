@@ -34,4 +34,6 @@ cdef enum:
     DROP_REASSEMBLY_FULL     # too many out-of-order ranges
     DROP_AFTER_CLOSE         # data for a connection the application closed (RST sent)
     DROP_DATA_AFTER_FIN      # data (or another FIN) after the peer's FIN was taken
+    DROP_TIME_WAIT           # in TIME-WAIT, anything but a bare ACK or RST at RCV.NXT (an ACK is sent)
+    DROP_RST_TIME_WAIT       # a RST in TIME-WAIT ignored (RFC 1337, when enabled)
     DROP_REASON_COUNT
