@@ -829,11 +829,18 @@ cdef bint _retransmit_hole(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     return True
 
 
-cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+cdef inline void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    _output_segments(st, rx, c, False)
+
+
+cdef void _output_segments(CoreState *st, Replica *rx, Conn *c, bint sws_override) noexcept nogil:
     """Send what the windows allow: retransmissions in recovery, new data,
     and the FIN.  Nagle (RFC 896 / RFC 9293 §3.7.4) and sender-side SWS
-    avoidance (RFC 9293 §3.8.6.2.1) decide about small segments."""
+    avoidance (RFC 9293 §3.8.6.2.1) decide about small segments;
+    sws_override: the override timer expired (RFC 1122 §4.2.3.4), send a
+    window-limited small segment anyway."""
     cdef uint32_t budget = st.cfg.burst
+    cdef bint sws_held = False
     cdef uint64_t nxt_off, avail, win_off, seg_len, limit
     cdef uint32_t wnd, cwnd, fin_seq
     cdef uint16_t flags
@@ -881,8 +888,10 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
             if seg_len < _smss(c) and seg_len < avail:
                 # limited by the window: wait for it to open unless it is at
                 # least half the largest window the peer offered (SWS avoidance)
-                if seg_len < c.max_snd_wnd // 2 or seg_len == 0:
+                if seg_len == 0 or (seg_len < c.max_snd_wnd // 2 and not sws_override):
+                    sws_held = seg_len != 0
                     break
+                sws_override = False        # the override sends one segment
             if seg_len < _smss(c) and seg_len == avail and not rexmit:
                 # Nagle (RFC 9293 §3.7.4) in Minshall's variant, as Linux:
                 # a small segment waits only while an earlier *small* segment
@@ -925,9 +934,12 @@ cdef void _output(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         if c.rto_at == 0:
             _rto_arm(st, c)
         c.persist_at = 0
-    elif c.snd_wnd == 0 and (c.snd_end_off > _seq_stream(c, c.snd_nxt) or
-                             (c.fin_pending and not _fin_sent(c))):
-        # RFC 9293 §3.8.6.1: zero window with data waiting -> persist timer
+    elif (c.snd_wnd == 0 or sws_held) and (c.snd_end_off > _seq_stream(c, c.snd_nxt) or
+                                           (c.fin_pending and not _fin_sent(c))):
+        # RFC 9293 §3.8.6.1: zero window with data waiting -> persist timer.
+        # RFC 1122 §4.2.3.4: a window too small to use (SWS avoidance) with
+        # nothing in flight gets no ACK to wake us either: the same timer is
+        # the override that sends what fits (Linux's probe timer does both).
         if c.persist_at == 0:
             c.persist_at = st.now_ns + (c.rto_ns << c.persist_backoff)
             _arm(st, c.persist_at)
@@ -2043,7 +2055,7 @@ cdef void _on_persist(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     at snd_una - 1 the receiver must answer with an ACK and its window."""
     c.persist_at = 0
     if c.snd_wnd != 0:
-        _output(st, rx, c)
+        _output_segments(st, rx, c, True)
         return
     st.stats.zero_window_probes += 1
     _emit_tcp(st, rx, c, c.snd_una - 1, TH_ACK, 0, 0, True, False)
