@@ -1972,7 +1972,7 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         return
     st.stats.rto_expired += 1
     if c.state != SYN_SENT and c.state != SYN_RECEIVED:
-        cc_on_rto(&c.cc, _flight(c))
+        cc_on_rto(&c.cc, _flight(c), c.backoff == 0)
     c.in_recovery = 0
     c.recover = c.snd_max
     c.recover_valid = 1

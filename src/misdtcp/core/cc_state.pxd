@@ -20,6 +20,9 @@ ctypedef struct CcState:
     double cwnd_epoch          # cwnd at the start of the epoch, segments
     uint64_t epoch_start_ns    # 0: no epoch yet
     uint32_t cwnd_cap          # upper bound, bytes (keeps arithmetic in range)
+    uint8_t after_timeout      # the next congestion-avoidance stage follows a timeout (RFC 9438 §4.8)
+    double cwnd_prior          # cwnd when ssthresh was last set, segments (RFC 9438 §4.3's alpha switch)
+    double grow_frac           # congestion-avoidance growth not yet a whole MSS, bytes (fractions kept)
 
 
 cdef inline void cc_grow(CcState *cc, uint64_t add) noexcept nogil:

@@ -22,6 +22,9 @@ cdef inline void cc_init(CcState *cc, uint8_t algo, uint32_t mss, uint32_t cap) 
     cc.cwnd_epoch = 0
     cc.epoch_start_ns = 0
     cc.cwnd_cap = cap
+    cc.after_timeout = 0
+    cc.cwnd_prior = 0
+    cc.grow_frac = 0
 
 
 cdef inline void cc_on_ack(CcState *cc, uint32_t acked, uint64_t now_ns, uint64_t srtt_ns) noexcept nogil:
@@ -48,17 +51,25 @@ cdef inline void cc_on_congestion(CcState *cc, uint32_t flight, uint64_t now_ns)
     cc.ssthresh = <uint32_t>w
     cc.cwnd = cc.ssthresh
     cc.bytes_acked = 0
+    cc.grow_frac = 0
 
 
-cdef inline void cc_on_rto(CcState *cc, uint32_t flight) noexcept nogil:
-    """Retransmission timeout (RFC 5681 §3.1 eq. (4) and the loss window)."""
+cdef inline void cc_on_rto(CcState *cc, uint32_t flight, bint first) noexcept nogil:
+    """Retransmission timeout (RFC 5681 §3.1 eq. (4) and the loss window).
+    first: the first expiry since data was last acknowledged.  A segment
+    that times out again was already retransmitted by the timer, and
+    RFC 5681 §3.1 holds ssthresh then: recomputed from the one-segment
+    flight of a retransmission, it would collapse to 2 MSS (and CUBIC's
+    W_max to one segment) after two timeouts in a row."""
     cdef uint64_t w
-    if cc.algo == CC_CUBIC:
-        w = cubic_on_rto(cc)
-    else:
-        w = reno_on_rto(cc, flight)
-    if w < 2 * cc.mss:
-        w = 2 * cc.mss
-    cc.ssthresh = <uint32_t>w
+    if first:
+        if cc.algo == CC_CUBIC:
+            w = cubic_on_rto(cc)
+        else:
+            w = reno_on_rto(cc, flight)
+        if w < 2 * cc.mss:
+            w = 2 * cc.mss
+        cc.ssthresh = <uint32_t>w
     cc.cwnd = cc.mss
     cc.bytes_acked = 0
+    cc.grow_frac = 0

@@ -1,4 +1,5 @@
 """Tools for tests, labs, demos and benchmarks -- never imported by the stack
-itself: throwaway network namespaces and what runs in them (``lab``), and
+itself: throwaway network namespaces and what runs in them (``lab``),
 compiled stress and benchmark loops for the shared-memory structures
-(``ring_harness``)."""
+(``ring_harness``), and the congestion-control algorithms driven event by
+event (``cc_harness``)."""
