@@ -246,6 +246,21 @@ ctypedef struct Conn:
     uint8_t oow_acked            # last_oow_ack_ns is set
     uint8_t pad3[6]
     uint64_t last_oow_ack_ns     # last ACK sent to an out-of-window, PAWS-failed or challenged segment
+    # --- RFC 6675 rescue, RFC 8985 tail loss probe, RFC 2883 D-SACK ---
+    uint32_t rescue_end          # RescueRxt + 1: a rescue retransmission waits until SND.UNA passes it
+    uint8_t rescue_valid
+    uint8_t tlp_active           # a loss probe is outstanding (TLP.end_seq is valid)
+    uint8_t tlp_retrans          # the probe retransmitted data (rather than sending new data)
+    uint8_t tlp_dsack            # a D-SACK reported the probe as a duplicate: it repaired nothing
+    uint32_t tlp_start           # first sequence number of the probe
+    uint32_t tlp_end             # TLP.end_seq
+    uint64_t tlp_at              # loss-probe timer (absolute ns; 0 = not armed)
+    uint64_t lost_off            # unSACKed send-stream bytes below this are lost (RACK, partial ACKs)
+    uint8_t dsack                # a D-SACK block waits for the next ACK we send
+    uint8_t pad4[3]
+    uint32_t dsack_left
+    uint32_t dsack_right
+    uint32_t pad5
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -269,6 +284,9 @@ ctypedef struct CoreStats:
     uint64_t half_open_evicted   # SYN-RECEIVED entries freed for a valid cookie ACK
     uint64_t keepalive_probes
     uint64_t oow_acks_suppressed # ACKs not sent to out-of-window or PAWS-failed segments (rate limit)
+    uint64_t tail_loss_probes    # RFC 8985 §7
+    uint64_t rescue_retransmits  # RFC 6675 NextSeg rule 4
+    uint64_t dsacks_sent         # RFC 2883
 
 ctypedef struct CoreState:
     uint64_t magic

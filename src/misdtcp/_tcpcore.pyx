@@ -56,7 +56,7 @@ from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame
 from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.core.ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
                                   ranges_trim_above, ranges_advance, ranges_bytes, ranges_bytes_between,
-                                  ranges_next_gap)
+                                  ranges_next_gap, ranges_contains)
 from misdtcp.core.cc_state cimport CcState, CC_RENO, CC_CUBIC
 from misdtcp.core.congestion cimport cc_init, cc_on_ack, cc_on_congestion, cc_on_rto
 
@@ -480,18 +480,24 @@ cdef uint16_t _window_field(CoreState *st, Conn *c, bint syn) noexcept nogil:
     return <uint16_t>wnd
 
 
-cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks) noexcept nogil:
+cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks, bint dsack) noexcept nogil:
     """RFC 2018 §4: the first block holds the most recently received data,
-    the rest follow in order of recency."""
+    the rest follow in order of recency.  RFC 2883 §4: a D-SACK block
+    reporting a duplicate segment goes first of all."""
     cdef uint32_t used[MAX_RANGES]
-    cdef uint32_t i, j, best, n = 0
+    cdef uint32_t i, j, best, n = 0, first = 0
     cdef uint32_t best_stamp
     cdef RangeSet *r = &c.ooo
-    if not c.sack_ok or r.n == 0:
+    if not c.sack_ok or max_blocks == 0:
         return 0
+    if dsack:
+        o.sack_left[0] = c.dsack_left
+        o.sack_right[0] = c.dsack_right
+        n = 1
+        first = 1
     for i in range(r.n):
         used[i] = 0
-    while n < max_blocks and n < r.n:
+    while n < max_blocks and n - first < r.n:
         best = MAX_RANGES
         best_stamp = 0
         for j in range(r.n):
@@ -504,6 +510,35 @@ cdef uint32_t _sack_blocks(Conn *c, TcpOptionsOut *o, uint32_t max_blocks) noexc
         n += 1
     o.nsack = <uint8_t>n
     return n
+
+
+cdef void _note_duplicate(CoreState *st, Conn *c, uint32_t left, uint32_t right, bint island) noexcept nogil:
+    """RFC 2883 §4: the next ACK reports [left, right), data received twice,
+    in a D-SACK block -- so the sender can tell a spurious retransmission
+    (and a loss probe that repaired nothing) from a loss.  island: the
+    range is an out-of-order island we hold (checked by the caller); else
+    it lies below RCV.NXT."""
+    cdef uint32_t top = c.irs + 1 + <uint32_t>c.rcv_nxt_off       # end of the data received
+    cdef uint32_t back = <uint32_t>(c.rcv_nxt_off if c.rcv_nxt_off < 0x7fffffff else 0x7fffffff)
+    if not c.sack_ok:
+        return
+    if island:
+        c.dsack = 1
+        c.dsack_left = left
+        c.dsack_right = right
+        return
+    # only data we really hold: not the SYN's or the FIN's sequence number,
+    # nothing from before the data began (or 2^31 back, where sequence
+    # comparisons end)
+    if seq_lt(left, top - back):
+        left = top - back
+    if seq_gt(right, top):
+        right = top
+    if not seq_lt(left, right):
+        return
+    c.dsack = 1
+    c.dsack_left = left
+    c.dsack_right = right
 
 
 cdef inline bint _owns_next(Replica *rx, Conn *c) noexcept nogil:
@@ -531,7 +566,11 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     cdef uint32_t nsack, room, owner = 0, index = 0
     cdef uint64_t stripe
     cdef bint ordered = False, sequenced = False
+    cdef bint dsack = c.dsack and (flags & TH_ACK) and not syn
+    if dsack:
+        st.stats.dsacks_sent += 1
     if flags & TH_ACK:
+        c.dsack = 0
         c.last_ack_sent = c.rcv_nxt
         c.delack_at = 0
         c.delack_armed = 0
@@ -597,7 +636,7 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
             if nsack > 4:
                 nsack = 4
         if nsack:
-            _sack_blocks(c, &o, nsack)
+            _sack_blocks(c, &o, nsack, dsack)
     hl = write_tcp_header(a.hdr + IP_HDR_LEN, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
                           flags, wnd, &o)
     l4len = hl + length
@@ -772,60 +811,133 @@ cdef inline bint _fin_sent(Conn *c) noexcept nogil:
     return c.fin_pending and seq_gt(c.snd_max, _stream_seq(c, c.snd_end_off))
 
 
+cdef uint64_t _lost_boundary(Conn *c) noexcept nogil:
+    """RFC 6675 IsLost() as a boundary: every unSACKed send-stream byte
+    below the returned offset is lost.  IsLost(S) holds when DupThresh (3)
+    discontiguous SACKed blocks lie above S, or more than (DupThresh - 1) *
+    SMSS SACKed bytes do; both only grow as S goes down.  Bytes marked lost
+    otherwise (lost_off: RACK's rule for a loss probe, the head after a
+    partial ACK) count too."""
+    cdef RangeSet *r = &c.sacked
+    cdef uint64_t boundary = c.lost_off
+    cdef uint64_t need = 2 * <uint64_t>_smss(c) + 1, above = 0, blen
+    cdef int i
+    if r.n >= 3 and r.start[r.n - 3] > boundary:
+        boundary = r.start[r.n - 3]
+    i = <int>r.n - 1
+    while i >= 0:
+        blen = r.end[i] - r.start[i]
+        if above + blen >= need:
+            # the bytes of this block above S, plus those above it, reach need
+            if r.end[i] - (need - above) > boundary:
+                boundary = r.end[i] - (need - above)
+            break
+        above += blen
+        i -= 1
+    return boundary
+
+
 cdef uint32_t _pipe(Conn *c) noexcept nogil:
-    """RFC 6675 §4 pipe, from the scoreboard: bytes outstanding that are
-    neither SACKed nor deemed lost-and-not-yet-retransmitted."""
+    """RFC 6675 §4 SetPipe(): over the unSACKed bytes outstanding, one for
+    each not deemed lost, and one more for each retransmitted (at or below
+    HighRxt) -- a lost byte that was sent again is in flight once more."""
     cdef uint64_t una = _seq_stream(c, c.snd_una)
     cdef uint64_t top = _seq_stream(c, c.snd_max)
-    cdef uint64_t sacked = ranges_bytes_between(&c.sacked, una, top)
-    cdef uint64_t high_sack, hrx, lost = 0, gap_end, pos
-    cdef uint64_t out = top - una
-    if c.sacked.n == 0:
-        return <uint32_t>out
-    high_sack = c.sacked.end[c.sacked.n - 1]
+    cdef uint64_t hrx, lost, pos, gap_end, a, b, pipe = 0
+    if c.sacked.n == 0 and c.lost_off <= una:
+        return <uint32_t>(top - una)
     hrx = _seq_stream(c, c.high_rxt)
-    if hrx < una:
+    if hrx < una or not c.in_recovery:
         hrx = una
-    # holes below the highest SACK and above HighRxt count as lost
-    pos = hrx
-    while pos < high_sack:
+    lost = _lost_boundary(c)
+    pos = una
+    while pos < top:
         pos = ranges_next_gap(&c.sacked, pos, &gap_end)
-        if pos >= high_sack:
+        if pos >= top:
             break
-        if gap_end > high_sack:
-            gap_end = high_sack
-        lost += gap_end - pos
+        if gap_end > top:
+            gap_end = top
+        a = pos if pos > lost else lost          # not lost: [max(pos, lost), gap_end)
+        if gap_end > a:
+            pipe += gap_end - a
+        b = gap_end if gap_end < hrx else hrx    # retransmitted: [pos, min(gap_end, hrx))
+        if b > pos:
+            pipe += b - pos
         pos = gap_end
-    if sacked + lost >= out:
-        return 0
-    return <uint32_t>(out - sacked - lost)
+    return <uint32_t>pipe
 
 
-cdef bint _retransmit_hole(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
-    """RFC 6675 NextSeg() rule 1: the first unSACKed range above HighRxt and
-    below the highest SACKed byte.  Returns False when there is none."""
+cdef bint _next_hole(Conn *c, bint lost_only, uint64_t *start, uint64_t *length) noexcept nogil:
+    """RFC 6675 NextSeg() rules 1 and 3: the first unSACKed byte above
+    HighRxt and below the highest SACKed byte -- that IsLost() when
+    lost_only (rule 1) -- and the segment of up to SMSS from it."""
     cdef uint64_t una = _seq_stream(c, c.snd_una)
     cdef uint64_t hrx = _seq_stream(c, c.high_rxt)
-    cdef uint64_t high_sack, pos, gap_end, length
+    cdef uint64_t high_sack, pos, gap_end, n
     if hrx < una:
         hrx = una
-    if c.sacked.n == 0:
-        return False
-    high_sack = c.sacked.end[c.sacked.n - 1]
+    high_sack = c.sacked.end[c.sacked.n - 1] if c.sacked.n else una
+    if lost_only and c.lost_off > high_sack:
+        # bytes marked lost (the head after a partial ACK, RACK) need no
+        # SACK above them (rule 1's test (1.b) is what IsLost() requires)
+        high_sack = c.lost_off
     pos = ranges_next_gap(&c.sacked, hrx, &gap_end)
-    if pos >= high_sack:
+    if pos >= high_sack or pos >= c.snd_end_off:
         return False
-    if gap_end > high_sack:
-        gap_end = high_sack
-    length = gap_end - pos
-    if length > _smss(c):
-        length = _smss(c)
-    if pos + length > c.snd_end_off:
-        if pos >= c.snd_end_off:
-            return False
-        length = c.snd_end_off - pos
-    _emit_tcp(st, rx, c, _stream_seq(c, pos), TH_ACK, pos, <uint32_t>length, False, True)
+    if lost_only and pos >= _lost_boundary(c):
+        return False
+    if gap_end > _seq_stream(c, c.snd_max):
+        gap_end = _seq_stream(c, c.snd_max)
+    n = gap_end - pos
+    if n > _smss(c):
+        n = _smss(c)
+    if pos + n > c.snd_end_off:
+        n = c.snd_end_off - pos
+    start[0] = pos
+    length[0] = n
+    return True
+
+
+cdef bint _retransmit_hole(CoreState *st, Replica *rx, Conn *c, bint lost_only) noexcept nogil:
+    """Retransmit NextSeg()'s rule 1 (lost_only) or rule 3 segment and move
+    HighRxt past it (RFC 6675 §5, step C.2).  False when there is none."""
+    cdef uint64_t pos, length
+    if not _next_hole(c, lost_only, &pos, &length):
+        return False
+    _emit_tcp(st, rx, c, _stream_seq(c, pos), TH_ACK | (TH_PSH if pos + length == c.snd_end_off else 0),
+              pos, <uint32_t>length, False, True)
     c.high_rxt = _stream_seq(c, pos + length)
+    return True
+
+
+cdef bint _rescue_retransmit(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 6675 NextSeg() rule 4, the rescue retransmission: once per
+    recovery, when rules 1-3 find nothing, resend one segment holding the
+    highest unSACKed byte outstanding -- a loss at the tail of the window
+    has no SACKs above it and would otherwise wait for the RTO.  RescueRxt
+    becomes RecoveryPoint; HighRxt is left alone."""
+    cdef uint64_t una = _seq_stream(c, c.snd_una)
+    cdef uint64_t top = _seq_stream(c, c.snd_max)
+    cdef uint64_t data_top = top if top <= c.snd_end_off else c.snd_end_off
+    cdef uint64_t start, i
+    if c.rescue_valid and not seq_gt(c.snd_una, c.rescue_end):
+        return False
+    # the highest unSACKed data byte: below the last SACKed range that reaches the top
+    while data_top > una:
+        i = 0
+        while i < c.sacked.n and not (c.sacked.start[i] < data_top <= c.sacked.end[i]):
+            i += 1
+        if i == c.sacked.n:
+            break
+        data_top = c.sacked.start[i]
+    if data_top <= una:
+        return False
+    start = data_top - _smss(c) if data_top - una > _smss(c) else una
+    st.stats.rescue_retransmits += 1
+    _emit_tcp(st, rx, c, _stream_seq(c, start), TH_ACK | (TH_PSH if data_top == c.snd_end_off else 0),
+              start, <uint32_t>(data_top - start), False, True)
+    c.rescue_end = c.recover
+    c.rescue_valid = 1
     return True
 
 
@@ -844,15 +956,16 @@ cdef void _output_segments(CoreState *st, Replica *rx, Conn *c, bint sws_overrid
     cdef uint64_t nxt_off, avail, win_off, seg_len, limit
     cdef uint32_t wnd, cwnd, fin_seq
     cdef uint16_t flags
-    cdef bint rexmit, sent_any = False
+    cdef bint rexmit, sent_any = False, sent_new = False
     cdef bint can_fin
     if c.state != ESTABLISHED and c.state != CLOSE_WAIT and c.state != FIN_WAIT_1 \
             and c.state != CLOSING and c.state != LAST_ACK:
         return
-    # SACK-based loss recovery: retransmit holes while the pipe allows.
+    # SACK-based loss recovery (RFC 6675 §5 step C): while the pipe leaves
+    # room, NextSeg() rule 1 first -- the lost holes -- then new data below.
     if c.in_recovery and c.sack_ok:
         while budget and _pipe(c) + _smss(c) <= c.cc.cwnd:
-            if not _retransmit_hole(st, rx, c):
+            if not _retransmit_hole(st, rx, c, True):
                 break
             budget -= 1
             sent_any = True
@@ -918,6 +1031,7 @@ cdef void _output_segments(CoreState *st, Replica *rx, Conn *c, bint sws_overrid
                 c.rtt_start_ns = st.now_ns
             c.snd_nxt += <uint32_t>seg_len + (1 if can_fin else 0)
             sent_any = True
+            sent_new |= not rexmit
         elif c.fin_pending:
             fin_seq = _stream_seq(c, c.snd_end_off)
             if c.snd_nxt != fin_seq:
@@ -925,11 +1039,26 @@ cdef void _output_segments(CoreState *st, Replica *rx, Conn *c, bint sws_overrid
             _emit_tcp(st, rx, c, c.snd_nxt, TH_ACK | TH_FIN, 0, 0, False, rexmit)
             c.snd_nxt += 1
             sent_any = True
+            sent_new |= not rexmit
         else:
             break
         if seq_gt(c.snd_nxt, c.snd_max):
             c.snd_max = c.snd_nxt
         budget -= 1
+    if c.in_recovery and c.sack_ok and budget:
+        # NextSeg() rules 3 and 4 only when rule 2 has no new data to send
+        # (none left, or the peer's window is full): the holes not yet
+        # deemed lost, then the one rescue retransmission of the tail
+        nxt_off = _seq_stream(c, c.snd_nxt)
+        if (nxt_off >= c.snd_end_off and not (c.fin_pending and not _fin_sent(c))) or \
+                _seq_stream(c, c.snd_una) + c.snd_wnd <= nxt_off:
+            while budget and _pipe(c) + _smss(c) <= c.cc.cwnd:
+                if not _retransmit_hole(st, rx, c, False) and not _rescue_retransmit(st, rx, c):
+                    break
+                budget -= 1
+                sent_any = True
+    if sent_new and not c.in_recovery:
+        _tlp_arm(st, c)
     if c.snd_max != c.snd_una:
         if c.rto_at == 0:
             _rto_arm(st, c)
@@ -1039,8 +1168,15 @@ cdef void _enter_recovery(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     st.stats.fast_retransmits += 1
     c.rtt_timing = 0                       # Karn
     c.high_rxt = c.snd_una
+    c.tlp_at = 0
     if c.sack_ok and c.sacked.n:
-        _retransmit_hole(st, rx, c)
+        # RFC 6675 §5 (4.3): resend the first segment presumed dropped, at
+        # HighACK + 1; HighRxt and RescueRxt become its end, so neither it
+        # nor a premature rescue goes again
+        if not _retransmit_hole(st, rx, c, False):
+            _retransmit_first(st, rx, c)
+        c.rescue_end = c.high_rxt
+        c.rescue_valid = 1
     else:
         _retransmit_first(st, rx, c)
         c.cc.cwnd = c.cc.ssthresh + 3 * _smss(c)
@@ -1131,6 +1267,8 @@ cdef bint _check_sequence(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) 
     st.drops[DROP_OUT_OF_WINDOW] += 1
     if seq_lt(seg.seq, c.rcv_nxt) and seg.payload_len:
         c.dup_segs += 1
+        if seq_le(seg.seq + seg.payload_len, c.rcv_nxt):
+            _note_duplicate(st, c, seg.seq, seg.seq + seg.payload_len, False)
     _invalid_ack(st, rx, c, seg)
     return False
 
@@ -1169,7 +1307,7 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
     RFC 6298 RTT/RTO, RFC 6582/6675 recovery.  update_ts: the segment's
     TSval becomes TS.Recent once the ACK is found acceptable (RFC 7323
     §4.3).  Returns False to stop processing the segment."""
-    cdef uint32_t acked, h
+    cdef uint32_t acked, h, i
     cdef uint64_t rtt
     cdef bint fin_acked
     cdef uint32_t old_wnd
@@ -1211,6 +1349,13 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
     if update_ts:
         c.ts_recent = seg.tsval
         c.ts_recent_ns = st.now_ns
+    if c.tlp_active and c.tlp_retrans:
+        for i in range(seg.nsack):
+            # RFC 2883: a block below the cumulative ACK reports a duplicate;
+            # one over the probe says the probe repaired nothing (RFC 8985 §7.4)
+            if seq_le(seg.sack_right[i], seg.ack) and seq_lt(seg.sack_left[i], c.tlp_end) and \
+                    seq_gt(seg.sack_right[i], c.tlp_start):
+                c.tlp_dsack = 1
     _take_sack(c, seg)
     if seq_gt(seg.ack, c.snd_una):
         acked = seg.ack - c.snd_una
@@ -1242,7 +1387,16 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
                 c.in_recovery = 0
                 c.cc.cwnd = c.cc.ssthresh
                 c.sacked.n = 0
-            elif not c.sack_ok:
+                c.lost_off = 0
+                c.rescue_valid = 0
+            elif c.sack_ok:
+                # partial ACK: the segment now at the head was lost too --
+                # it was sent before what this ACK covers (RFC 6582 §3.2
+                # step 5's rule; Linux marks the head lost the same way);
+                # NextSeg() resends it
+                if _seq_stream(c, c.snd_una) + 1 > c.lost_off:
+                    c.lost_off = _seq_stream(c, c.snd_una) + 1
+            else:
                 # partial ACK (RFC 6582 §3.2 step 5): retransmit, deflate
                 _retransmit_first(st, rx, c)
                 if c.cc.cwnd > acked:
@@ -1252,10 +1406,19 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
                 c.cc.cwnd += _smss(c)
         else:
             cc_on_ack(&c.cc, acked, st.now_ns, c.srtt_ns)
+        if c.tlp_active and seq_ge(c.snd_una, c.tlp_end):
+            # the loss probe is acknowledged (RFC 8985 §7.4): if it was a
+            # retransmission no D-SACK called a duplicate, it repaired a
+            # loss -- respond as to a fast recovery
+            c.tlp_active = 0
+            if c.tlp_retrans and not c.tlp_dsack and not c.in_recovery:
+                cc_on_congestion(&c.cc, acked + _flight(c), st.now_ns)
         if c.snd_una == c.snd_max:
             c.rto_at = 0
+            c.tlp_at = 0
         else:
             _rto_arm(st, c)
+            _tlp_arm(st, c)
         _notify(st, rx, h, N_WRITABLE, _seq_stream(c, c.snd_una) if not fin_acked else c.snd_end_off)
         if fin_acked:
             if c.state == FIN_WAIT_1:
@@ -1276,11 +1439,23 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
                 (c.snd_wnd == old_wnd or seg.nsack):
             c.dupacks += 1
             # RFC 6582 §3.2 step 2: no new recovery until the ACK covers `recover`
-            if not c.in_recovery and not c.recover_valid:
-                if c.dupacks == 3 or (c.sack_ok and ranges_bytes(&c.sacked) >= 3 * _smss(c) and c.dupacks >= 1):
-                    _enter_recovery(st, rx, c)
+            if not c.in_recovery and not c.recover_valid and c.dupacks == 3:
+                _enter_recovery(st, rx, c)
             elif c.in_recovery and not c.sack_ok:
                 c.cc.cwnd += _smss(c)    # RFC 6582 step 4: inflate
+    if c.tlp_active and not c.in_recovery and ranges_contains(&c.sacked, _seq_stream(c, c.tlp_start),
+                                                              _seq_stream(c, c.tlp_start) + 1):
+        # RACK (RFC 8985 §6.2): the probe was delivered, and everything
+        # still unSACKed below it was sent at least a PTO (2 SRTT) earlier --
+        # longer than any reordering window: lost
+        if _seq_stream(c, c.tlp_start) > c.lost_off:
+            c.lost_off = _seq_stream(c, c.tlp_start)
+    # RFC 6675 §5 (4): recovery also starts when IsLost(HighACK + 1), however
+    # few duplicate ACKs arrived (DupThresh discontiguous SACKed blocks, or
+    # more than 2 SMSS SACKed, above the head)
+    if c.sack_ok and not c.in_recovery and not c.recover_valid and c.snd_max != c.snd_una and \
+            (c.sacked.n or c.lost_off) and _lost_boundary(c) > _seq_stream(c, c.snd_una):
+        _enter_recovery(st, rx, c)
     return True
 
 
@@ -1322,6 +1497,7 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
     h = _handle(c, _slot_of(st, c))
     if seq_lt(start, c.rcv_nxt):
         trim = c.rcv_nxt - start
+        _note_duplicate(st, c, start, c.rcv_nxt, False)
         start = c.rcv_nxt
         poff += trim
         plen -= trim
@@ -1365,6 +1541,8 @@ cdef void _process_text(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) no
         if had_holes:
             c.ack_now = 1            # RFC 5681 §4.2: ACK hole-filling data at once
     else:
+        if ranges_contains(&c.ooo, off, off + plen):
+            _note_duplicate(st, c, start, end, True)      # an island we already hold
         if ranges_add(&c.ooo, off, off + plen) < 0:
             st.drops[DROP_REASSEMBLY_FULL] += 1
             c.ack_now = 1
@@ -1976,6 +2154,10 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     c.in_recovery = 0
     c.recover = c.snd_max
     c.recover_valid = 1
+    c.lost_off = 0
+    c.rescue_valid = 0
+    c.tlp_active = 0
+    c.tlp_at = 0
     c.dupacks = 0
     c.rtt_timing = 0                        # Karn's rule
     ranges_clear(&c.sacked)                 # RFC 6675 §5.1: SACK info may be reneged
@@ -2050,6 +2232,85 @@ cdef void _fin_wait2_start(CoreState *st, Conn *c) noexcept nogil:
         _arm(st, c.fin2_at)
 
 
+cdef void _tlp_arm(CoreState *st, Conn *c) noexcept nogil:
+    """RFC 8985 §7.2: (re)start the loss-probe timer after sending new data
+    or on an ACK of new data: PTO = 2 SRTT (at least 10 ms, as Linux), plus
+    the peer's worst-case delayed-ACK time (200 ms) when one segment is in
+    flight, or 1 s before any RTT sample.  Not in recovery, not with a probe
+    outstanding, and not when the RTO would come first."""
+    cdef uint64_t pto
+    c.tlp_at = 0
+    if not c.sack_ok or c.in_recovery or c.tlp_active or c.snd_max == c.snd_una or \
+            (c.state != ESTABLISHED and c.state != CLOSE_WAIT):
+        return
+    if c.srtt_ns:
+        pto = 2 * c.srtt_ns
+        if pto < 10 * MS:
+            pto = 10 * MS
+        if _flight(c) <= _smss(c):
+            pto += 200 * MS
+    else:
+        pto = SEC
+    if c.rto_at and st.now_ns + pto >= c.rto_at:
+        return
+    c.tlp_at = st.now_ns + pto
+    _arm(st, c.tlp_at)
+
+
+cdef void _on_tlp(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
+    """RFC 8985 §7.3, the tail loss probe: no ACK for a PTO while data is in
+    flight -- the tail of the window may be lost, with no SACK above it to
+    start recovery.  Send one segment to draw an ACK with SACK information:
+    new data if there is some and the window allows, else the last segment
+    sent again.  Its ACK either repairs the loss or, SACKing the probe,
+    marks what lies below it lost (see _process_ack)."""
+    cdef uint64_t una_off, nxt_off, top_off, data_top, avail, room, start, n
+    cdef uint16_t flags
+    c.tlp_at = 0
+    if c.in_recovery or c.tlp_active or c.snd_max == c.snd_una or \
+            (c.state != ESTABLISHED and c.state != CLOSE_WAIT):
+        return
+    una_off = _seq_stream(c, c.snd_una)
+    nxt_off = _seq_stream(c, c.snd_nxt)
+    top_off = _seq_stream(c, c.snd_max)
+    avail = c.snd_end_off - nxt_off if c.snd_end_off > nxt_off else 0
+    room = una_off + c.snd_wnd - nxt_off if una_off + c.snd_wnd > nxt_off else 0
+    if avail and room and c.snd_nxt == c.snd_max:
+        n = avail if avail < room else room
+        if n > _smss(c):
+            n = _smss(c)
+        flags = TH_ACK | (TH_PSH if nxt_off + n == c.snd_end_off else 0)
+        c.tlp_start = c.snd_nxt
+        _emit_tcp(st, rx, c, c.snd_nxt, flags, nxt_off, <uint32_t>n, False, False)
+        c.snd_nxt += <uint32_t>n
+        c.snd_max = c.snd_nxt
+        c.tlp_retrans = 0
+    else:
+        data_top = top_off if top_off < c.snd_end_off else c.snd_end_off
+        if data_top > una_off and ranges_contains(&c.sacked, data_top - 1, data_top):
+            return                          # the tail is SACKed: nothing to probe with
+        flags = TH_ACK
+        if _fin_sent(c) and c.snd_max == _stream_seq(c, c.snd_end_off) + 1:
+            flags |= TH_FIN
+        if data_top > una_off:
+            start = data_top - _smss(c) if data_top - una_off > _smss(c) else una_off
+            if data_top == c.snd_end_off:
+                flags |= TH_PSH
+            c.tlp_start = _stream_seq(c, start)
+            _emit_tcp(st, rx, c, c.tlp_start, flags, start, <uint32_t>(data_top - start), False, True)
+        elif flags & TH_FIN:
+            c.tlp_start = _stream_seq(c, c.snd_end_off)
+            _emit_tcp(st, rx, c, c.tlp_start, flags, 0, 0, False, True)
+        else:
+            return
+        c.tlp_retrans = 1
+    st.stats.tail_loss_probes += 1
+    c.tlp_active = 1
+    c.tlp_dsack = 0
+    c.tlp_end = c.snd_max
+    _rto_arm(st, c)                         # the RTO covers the probe (§7.3)
+
+
 cdef void _on_persist(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     """Zero-window probe (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17): a segment
     at snd_una - 1 the receiver must answer with an ACK and its window."""
@@ -2106,6 +2367,8 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
             _on_fin_wait2(st, rx, c)
             if not c.in_use or c.gen != gen:
                 continue
+        if c.tlp_at and now >= c.tlp_at:
+            _on_tlp(st, rx, c)
         # re-collect the earliest deadline of this connection
         if c.timewait_at and (nxt == 0 or c.timewait_at < nxt):
             nxt = c.timewait_at
@@ -2119,6 +2382,8 @@ cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil:
             nxt = c.keep_at
         if c.fin2_at and (nxt == 0 or c.fin2_at < nxt):
             nxt = c.fin2_at
+        if c.tlp_at and (nxt == 0 or c.tlp_at < nxt):
+            nxt = c.tlp_at
     if nxt and (st.next_timer_ns == 0 or nxt < st.next_timer_ns):
         st.next_timer_ns = nxt
 
