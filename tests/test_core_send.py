@@ -356,3 +356,33 @@ def test_newreno_recover_guard_does_not_go_stale_after_2_gib():
         retransmitted += [a for a in out if isinstance(a, Transmit) and a.retransmit]
     assert core.stats()["fast_retransmits"] == before + 1
     assert len(retransmitted) == 1 and retransmitted[0].offset == total
+
+
+def test_karn_no_rtt_sample_from_a_segment_sent_again_without_timestamps():
+    """Karn's rule (RFC 6298 §3) without timestamps: the timed segment was
+    sent again (here by a tail loss probe, RFC 8985), so its ACK cannot tell
+    which transmission it answers -- no RTT sample may come from it."""
+    h = Harness.create()
+    peer = Peer()
+    h.call("listen", 5201)
+    synack = h.deliver(peer.syn(ts=False))[0]
+    peer.learn(synack)
+    h.deliver(peer.segment("A", ts=False), after_ms=200)          # first sample: 200 ms
+    conn = h.notifications("accepted")[-1].handle
+    h.call("accepted", conn)
+    peer.learn(h.write(conn, b"a" * 100)[0])
+    h.deliver(peer.segment("A", ts=False), after_ms=10)           # second sample: 10 ms
+    before = h.core.conn(conn)
+    assert before["srtt_ns"] == (7 * 200 * MS + 10 * MS) // 8
+    out = h.write(conn, b"b" * 100)                               # timed (no timestamps)
+    assert h.core.conn(conn)["rtt_timing"] == 1
+    probe = []
+    while not probe:
+        probe = [t for t in tcp_of(h.run_timers(10)) if len(t.payload)]
+    assert h.core.stats()["tail_loss_probes"] == 1              # the same segment, sent again
+    assert bytes(probe[0].payload) == b"b" * 100
+    peer.learn(probe[0])
+    h.deliver(peer.segment("A", ts=False), after_ms=10)
+    after = h.core.conn(conn)
+    assert after["snd_una"] == after["snd_max"]
+    assert after["srtt_ns"] == before["srtt_ns"]                 # no sample from the ambiguous ACK

@@ -569,6 +569,11 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     cdef bint dsack = c.dsack and (flags & TH_ACK) and not syn
     if dsack:
         st.stats.dsacks_sent += 1
+    if rexmit and c.rtt_timing and seq_le(seq, c.rtt_seq) and \
+            seq_lt(c.rtt_seq, seq + length + (1 if flags & (TH_SYN | TH_FIN) else 0)):
+        # Karn (RFC 6298 §3): the timed segment is sent again, so its ACK
+        # can no longer tell which transmission it answers
+        c.rtt_timing = 0
     if flags & TH_ACK:
         c.dsack = 0
         c.last_ack_sent = c.rcv_nxt
