@@ -68,6 +68,14 @@ cdef enum ResetReason:
     R_TIMED_OUT = 3
     R_ABORTED = 4
     R_NO_MEMORY = 5
+    # ICMP errors (RFC 1122 §4.2.3.9): hard ones abort an opening connection;
+    # soft ones are kept and reported if the connection later times out
+    R_NET_UNREACHABLE = 6
+    R_HOST_UNREACHABLE = 7
+    R_PROTO_UNREACHABLE = 8
+    R_HOST_DOWN = 9
+    R_NO_NETWORK = 10
+    R_PROTOCOL_ERROR = 11
 
 # Per-connection socket options (core_app_setopt), set on a connection or on
 # a listener (whose connections inherit them).  Values: booleans, bytes, or
@@ -260,7 +268,8 @@ ctypedef struct Conn:
     uint8_t pad4[3]
     uint32_t dsack_left
     uint32_t dsack_right
-    uint32_t pad5
+    uint8_t soft_error           # R_* of the last ICMP soft error (reported instead of a timeout)
+    uint8_t pad5[3]
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -287,6 +296,9 @@ ctypedef struct CoreStats:
     uint64_t tail_loss_probes    # RFC 8985 §7
     uint64_t rescue_retransmits  # RFC 6675 NextSeg rule 4
     uint64_t dsacks_sent         # RFC 2883
+    uint64_t icmp_errors         # ICMP errors taken for a connection
+    uint64_t icmp_aborts         # connections an ICMP hard error ended while opening
+    uint64_t pmtu_reductions     # MSS lowered by a fragmentation-needed message (RFC 1191)
 
 ctypedef struct CoreState:
     uint64_t magic

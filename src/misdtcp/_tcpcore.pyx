@@ -47,8 +47,7 @@ from misdtcp.wire.bytes cimport rd16, rd32, wr16, wr32
 from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4
 from misdtcp.wire.drops cimport *
 from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
-from misdtcp.wire.icmp cimport ICMP_TYPE, ICMP_CODE, ICMP_CHECKSUM, ICMP_REST, ICMP_HDR_LEN, ICMP_ECHO_REPLY, \
-    ICMP_ECHO_REQUEST
+from misdtcp.wire.icmp cimport *
 from misdtcp.wire.ipv4 cimport (Ipv4Header, IP_HDR_LEN, IP_SOURCE, IP_DESTINATION, IPPROTO_ICMP, IPPROTO_TCP,
                                 bad_source, parse_ipv4, write_ipv4_header)
 from misdtcp.wire.tcp cimport *
@@ -80,7 +79,9 @@ STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "F
 
 NOTIFY_NAMES = {1: "accepted", 2: "connected", 3: "readable", 4: "writable",
                 5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed"}
-RESET_NAMES = {1: "reset_by_peer", 2: "refused", 3: "timed_out", 4: "aborted", 5: "no_memory"}
+RESET_NAMES = {1: "reset_by_peer", 2: "refused", 3: "timed_out", 4: "aborted", 5: "no_memory",
+               6: "net_unreachable", 7: "host_unreachable", 8: "protocol_unreachable", 9: "host_down",
+               10: "no_network", 11: "protocol_error"}
 
 
 # ---------------------------------------------------------------------------
@@ -1945,15 +1946,128 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     _rto_arm(st, c)
 
 
+cdef inline uint8_t _timeout_reason(Conn *c) noexcept nogil:
+    """Why a connection that timed out ended: the last ICMP soft error it
+    got, if any, says more than 'timed out' (RFC 1122 §4.2.3.9: make it
+    available to the application; Linux reports sk_err_soft the same way)."""
+    return c.soft_error if c.soft_error else R_TIMED_OUT
+
+
+cdef void _icmp_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off, uint32_t n) noexcept nogil:
+    """An ICMP destination-unreachable, time-exceeded or parameter-problem
+    message quoting a segment we sent (RFC 792: the IP header and at least
+    8 bytes of TCP).  RFC 5927 §4.1: acted on only when the quoted
+    sequence number lies in SND.UNA..SND.NXT of a connection of ours, so a
+    blind attacker must guess it.
+
+    * Fragmentation needed (RFC 1191; every segment goes out with DF): the
+      MSS drops to fit the next-hop MTU (not below Linux's 552-byte floor)
+      and what is in flight is sent again cut to it -- it did not get
+      through -- without touching the congestion window, as Linux's
+      tcp_simple_retransmit.
+    * RFC 1122 §4.2.3.9: protocol and port unreachable are hard errors; so
+      are the codes saying the destination is unknown, isolated,
+      prohibited or filtered (RFC 1812; Linux's icmp_err_convert does the
+      same).  A hard error aborts a connection still opening (RFC 5461 §4;
+      connect() fails with the matching errno).  Net and host unreachable
+      (also for a TOS), source route failed, time exceeded and parameter
+      problem are soft: the connection carries on, and a later timeout
+      reports the error instead of ETIMEDOUT.  In a synchronized state
+      every error is soft (RFC 5461 §4)."""
+    cdef const uint8_t *q = f + off + ICMP_HDR_LEN
+    cdef uint32_t qn = n - ICMP_HDR_LEN
+    cdef uint32_t qihl, raddr, slot, qseq, mtu, mss
+    cdef uint16_t lport, rport
+    cdef uint8_t kind = f[off + ICMP_TYPE]
+    cdef uint8_t code = f[off + ICMP_CODE]
+    cdef uint8_t reason = 0
+    cdef bint hard = False
+    cdef Conn *c
+    if qn < IP_HDR_LEN or (q[0] >> 4) != 4:
+        st.drops[DROP_ICMP] += 1
+        return
+    qihl = (q[0] & 0x0f) * 4
+    if qihl < IP_HDR_LEN or qn < qihl + 8 or q[9] != IPPROTO_TCP or rd32(q + IP_SOURCE) != st.cfg.local_addr:
+        st.drops[DROP_ICMP] += 1
+        return
+    raddr = rd32(q + IP_DESTINATION)
+    lport = rd16(q + qihl)
+    rport = rd16(q + qihl + 2)
+    qseq = rd32(q + qihl + 4)
+    slot = _lookup(st, raddr, rport, lport)
+    if slot == NO_CONN:
+        st.drops[DROP_ICMP_NO_CONNECTION] += 1
+        return
+    c = &_conns(st)[slot]
+    if c.state == LISTEN or c.state == TIME_WAIT or not (seq_ge(qseq, c.snd_una) and seq_lt(qseq, c.snd_max)):
+        st.drops[DROP_ICMP_STALE] += 1
+        return
+    st.stats.icmp_errors += 1
+    if kind == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED:
+        mtu = rd16(f + off + 6)                 # RFC 1191 §4: next-hop MTU in the low 16 bits
+        if mtu < 68:
+            st.drops[DROP_ICMP] += 1            # no usable MTU (pre-RFC 1191 routers)
+            return
+        if mtu < 552:
+            mtu = 552
+        mss = mtu - IP_HDR_LEN - TCP_HDR_LEN
+        if mss >= c.snd_mss:
+            return
+        st.stats.pmtu_reductions += 1
+        c.snd_mss = <uint16_t>mss
+        c.cc.mss = _smss(c)
+        if c.state >= ESTABLISHED and c.snd_max != c.snd_una:
+            c.snd_nxt = c.snd_una
+            c.high_rxt = c.snd_una
+            _output(st, rx, c)
+        return
+    if kind == ICMP_DEST_UNREACH:
+        if code == ICMP_PROT_UNREACH:
+            reason, hard = R_PROTO_UNREACHABLE, True
+        elif code == ICMP_PORT_UNREACH:
+            reason, hard = R_REFUSED, True
+        elif code == ICMP_NET_UNKNOWN or code == ICMP_NET_ANO:
+            reason, hard = R_NET_UNREACHABLE, True
+        elif code == ICMP_HOST_UNKNOWN:
+            reason, hard = R_HOST_DOWN, True
+        elif code == ICMP_HOST_ISOLATED:
+            reason, hard = R_NO_NETWORK, True
+        elif code == ICMP_HOST_ANO or code == ICMP_PKT_FILTERED or code == ICMP_PREC_VIOLATION or \
+                code == ICMP_PREC_CUTOFF:
+            reason, hard = R_HOST_UNREACHABLE, True
+        elif code == ICMP_NET_UNREACH or code == ICMP_NET_UNR_TOS:
+            reason = R_NET_UNREACHABLE
+        else:
+            reason = R_HOST_UNREACHABLE         # host unreachable (for TOS), source route failed, unknown codes
+    elif kind == ICMP_TIME_EXCEEDED:
+        reason = R_HOST_UNREACHABLE
+    else:
+        reason = R_PROTOCOL_ERROR
+    if hard and (c.state == SYN_SENT or c.state == SYN_RECEIVED):
+        st.stats.icmp_aborts += 1
+        _reset_conn(st, rx, c, reason)
+        return
+    c.soft_error = reason
+
+
 cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
-    """RFC 792 echo: reply with the same identifier, sequence and data."""
+    """RFC 792: an echo request gets its reply (same identifier, sequence
+    and data); errors about our segments go to _icmp_error; the rest
+    (source quench -- RFC 6633 --, redirects, replies) is counted and
+    dropped."""
     cdef uint32_t off = seg.tcp_off
     cdef uint32_t n = seg.ip_len - off
     cdef Action *a
     cdef uint64_t sum
     cdef uint16_t csum
-    if n < ICMP_HDR_LEN or f[off + ICMP_TYPE] != ICMP_ECHO_REQUEST or f[off + ICMP_CODE] != 0 or \
-            csum_fold(csum_partial(f + off, n, 0)) != 0xffff:
+    if n < ICMP_HDR_LEN or csum_fold(csum_partial(f + off, n, 0)) != 0xffff:
+        st.drops[DROP_ICMP] += 1
+        return
+    if f[off + ICMP_TYPE] == ICMP_DEST_UNREACH or f[off + ICMP_TYPE] == ICMP_TIME_EXCEEDED or \
+            f[off + ICMP_TYPE] == ICMP_PARAMETER_PROBLEM:
+        _icmp_error(st, rx, f, off, n)
+        return
+    if f[off + ICMP_TYPE] != ICMP_ECHO_REQUEST or f[off + ICMP_CODE] != 0:
         st.drops[DROP_ICMP] += 1
         return
     st.stats.icmp_echo += 1
@@ -2151,7 +2265,7 @@ cdef void _on_rto(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
             # in SYN-SENT there is nothing to reset and no rcv_nxt to put in
             # the ACK field (RFC 9293 §3.10.5 ABORT: "delete the TCB")
             _send_rst(st, rx, c, c.snd_nxt)
-        _reset_conn(st, rx, c, R_TIMED_OUT)
+        _reset_conn(st, rx, c, _timeout_reason(c))
         return
     st.stats.rto_expired += 1
     if c.state != SYN_SENT and c.state != SYN_RECEIVED:
@@ -2209,7 +2323,7 @@ cdef void _on_keepalive(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
     if elapsed >= c.keep_idle_ns:
         if c.keep_probes >= c.keep_cnt:
             _send_rst(st, rx, c, c.snd_nxt)
-            _reset_conn(st, rx, c, R_TIMED_OUT)
+            _reset_conn(st, rx, c, _timeout_reason(c))
             return
         st.stats.keepalive_probes += 1
         c.keep_probes += 1

@@ -29,6 +29,7 @@ REASON_ERRNO = {
     "protocol_unreachable": ERRNO["ENOPROTOOPT"],
     "host_down": ERRNO["EHOSTDOWN"],
     "no_network": ERRNO["ENONET"],
+    "protocol_error": ERRNO["EPROTO"],
 }
 
 
@@ -62,6 +63,7 @@ class Socket:
     queue: deque = field(default_factory=deque)    # listener: Conns established, not accepted
     conn: Conn | None = None
     connecting: bool = False          # connect() issued, not yet connected or failed
+    failed: bool = False              # the connection attempt failed; connect() has not said so yet
     connected: bool = False
     error: int = 0                    # SO_ERROR of a socket without a Conn (failed connect)
     read_off: int = 0
@@ -128,6 +130,7 @@ class SocketTable:
             sock = self.by_tag.pop(value, None)
             if sock is not None:
                 sock.connecting = False
+                sock.failed = True
                 sock.error = reason_errno(handle)
                 if sock.conn is not None:
                     sock.conn.gone = True

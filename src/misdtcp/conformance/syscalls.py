@@ -236,8 +236,11 @@ class Syscalls:
             return Done(-1, E["EISCONN"])
         if sock.connecting:
             return Done(-1, E["EALREADY"])
-        if sock.error:
-            return Done(-1, sock.take_error())
+        if sock.failed:
+            # Linux: the failed attempt is reported once -- its error, or
+            # ECONNABORTED when SO_ERROR took that already
+            sock.failed = False
+            return Done(-1, sock.take_error() or E["ECONNABORTED"])
         addr = ev.value(args[1]) if len(args) > 1 else None
         rport = self.runner.config.connect_port
         raddr = self.runner.config.remote_ip
@@ -251,7 +254,8 @@ class Syscalls:
             if sock.connected:
                 return Done(0)
             if not sock.connecting:
-                return Done(-1, sock.take_error())
+                sock.failed = False
+                return Done(-1, sock.take_error() or E["ECONNABORTED"])
             return None
 
         if not sock.connecting and not sock.connected:

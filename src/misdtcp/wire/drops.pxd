@@ -12,7 +12,7 @@ cdef enum:
     DROP_NOT_FOR_US
     DROP_BAD_SOURCE          # broadcast, multicast, loopback or zero source
     DROP_PROTOCOL            # neither TCP nor ICMP
-    DROP_ICMP                # ICMP other than a well-formed echo request
+    DROP_ICMP                # ICMP we do not act on: malformed, or neither an echo request nor a TCP error
     DROP_TCP_HEADER          # data offset < 5 or beyond the segment
     DROP_TCP_CHECKSUM
     DROP_TCP_OPTIONS         # malformed option lengths
@@ -36,4 +36,6 @@ cdef enum:
     DROP_DATA_AFTER_FIN      # data (or another FIN) after the peer's FIN was taken
     DROP_TIME_WAIT           # in TIME-WAIT, anything but a bare ACK or RST at RCV.NXT (an ACK is sent)
     DROP_RST_TIME_WAIT       # a RST in TIME-WAIT ignored (RFC 1337, when enabled)
+    DROP_ICMP_NO_CONNECTION  # an ICMP error quoting a segment of no connection of ours
+    DROP_ICMP_STALE          # an ICMP error quoting a sequence number outside SND.UNA..SND.NXT (RFC 5927 §4.1)
     DROP_REASON_COUNT
