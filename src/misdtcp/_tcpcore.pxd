@@ -61,6 +61,7 @@ cdef enum NotifyCode:
     N_RESET = 6           # value: reason (R_*)
     N_CLOSED = 7          # the connection is gone; its handle is dead
     N_CONNECT_FAILED = 8  # value: the tag; handle field: reason (R_*)
+    N_URGENT = 9          # value: receive stream offset where the urgent data ends (RFC 6093)
 
 cdef enum ResetReason:
     R_RESET_BY_PEER = 1
@@ -269,7 +270,11 @@ ctypedef struct Conn:
     uint32_t dsack_left
     uint32_t dsack_right
     uint8_t soft_error           # R_* of the last ICMP soft error (reported instead of a timeout)
-    uint8_t pad5[3]
+    uint8_t snd_up_valid         # urgent data to send: segments before SND.UP carry URG
+    uint8_t rcv_up_valid
+    uint8_t pad5
+    uint32_t snd_up              # SND.UP: the octet after the urgent data (RFC 6093)
+    uint64_t rcv_up              # receive stream offset where the peer's urgent data ends
 
 ctypedef struct CoreStats:
     uint64_t frames
@@ -347,7 +352,8 @@ cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t rad
                           uint16_t lport, uint16_t user_mss, uint32_t rcvbuf, uint64_t now) noexcept nogil
 cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil
-cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil
+cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, bint urgent,
+                       uint64_t now) noexcept nogil
 cdef int core_app_shutdown(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_close(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_abort(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil

@@ -78,7 +78,7 @@ STATE_NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "F
                "FIN_WAIT_2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
 
 NOTIFY_NAMES = {1: "accepted", 2: "connected", 3: "readable", 4: "writable",
-                5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed"}
+                5: "peer_closed", 6: "reset", 7: "closed", 8: "connect_failed", 9: "urgent"}
 RESET_NAMES = {1: "reset_by_peer", 2: "refused", 3: "timed_out", 4: "aborted", 5: "no_memory",
                6: "net_unreachable", 7: "host_unreachable", 8: "protocol_unreachable", 9: "host_down",
                10: "no_network", 11: "protocol_error"}
@@ -645,6 +645,12 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
             _sack_blocks(c, &o, nsack, dsack)
     hl = write_tcp_header(a.hdr + IP_HDR_LEN, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
                           flags, wnd, &o)
+    if c.snd_up_valid and not syn and seq_gt(c.snd_up, seq):
+        # RFC 9293 §3.8.5 / RFC 6093: every segment before SND.UP says where
+        # the urgent data ends (SEG.SEQ + SEG.UP is the octet after it); a
+        # pointer beyond 64 KiB reads 0xffff until the segments catch up
+        a.hdr[IP_HDR_LEN + TCP_FLAGS] |= TH_URG
+        wr16(a.hdr + IP_HDR_LEN + TCP_URGENT, <uint16_t>(c.snd_up - seq if c.snd_up - seq < 0xffff else 0xffff))
     l4len = hl + length
     write_ipv4_header(a.hdr, st.cfg.local_addr, c.raddr, IPPROTO_TCP, IP_HDR_LEN + l4len, st.ip_ident)
     sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, l4len)
@@ -1378,6 +1384,8 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
         c.snd_una = seg.ack
         if seq_lt(c.snd_nxt, c.snd_una):
             c.snd_nxt = c.snd_una
+        if c.snd_up_valid and seq_ge(c.snd_una, c.snd_up):
+            c.snd_up_valid = 0                  # the urgent data is delivered
         if c.recover_valid and seq_gt(c.snd_una, c.recover):
             # the cumulative ACK covers `recover`: the guard has done its job.
             # Dropping it now, while the two are close, keeps it from being
@@ -1463,6 +1471,30 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
             (c.sacked.n or c.lost_off) and _lost_boundary(c) > _seq_stream(c, c.snd_una):
         _enter_recovery(st, rx, c)
     return True
+
+
+cdef void _check_urg(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg) noexcept nogil:
+    """RFC 9293 §3.10.7.4 "sixth, check the URG bit": RCV.UP <- max(RCV.UP,
+    SEG.SEQ + SEG.UP), the urgent pointer pointing at the octet after the
+    urgent data (RFC 6093), and the application is told when it moves
+    (MUST-32) -- as a stream offset, so it knows how much urgent data
+    remains (MUST-33).  The data itself stays in line: RFC 6093 §6 finds
+    the out-of-band byte of the BSD API broken and asks for in-line use."""
+    cdef int64_t d
+    cdef uint64_t off
+    if not (seg.flags & TH_URG) or seg.urg == 0:
+        return
+    if c.state != ESTABLISHED and c.state != FIN_WAIT_1 and c.state != FIN_WAIT_2:
+        return
+    d = <int64_t>seq_diff(seg.seq + seg.urg, c.rcv_nxt)
+    if d < 0 and <uint64_t>(-d) > c.rcv_nxt_off:
+        return
+    off = <uint64_t>(<int64_t>c.rcv_nxt_off + d)
+    if (c.rcv_up_valid and off <= c.rcv_up) or off <= c.consumed_off:
+        return
+    c.rcv_up = off
+    c.rcv_up_valid = 1
+    _notify(st, rx, _handle(c, _slot_of(st, c)), N_URGENT, off)
 
 
 cdef void _deliver_in_order(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
@@ -1657,6 +1689,7 @@ cdef void _segment_synchronized(CoreState *st, Replica *rx, Conn *c, TcpSegment 
         return
     if not c.in_use or c.gen != gen:
         return
+    _check_urg(st, rx, c, seg)
     _process_text(st, rx, c, seg)
     if not c.in_use or c.gen != gen:
         return
@@ -2647,8 +2680,12 @@ cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t
     return 0
 
 
-cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, uint64_t now) noexcept nogil:
-    """The application has appended to the send stream up to `upto`."""
+cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, bint urgent,
+                       uint64_t now) noexcept nogil:
+    """The application has appended to the send stream up to `upto`;
+    urgent: all of it up to there is urgent (RFC 9293 §3.10.2: SND.UP <-
+    SND.NXT, the octet after the urgent data as RFC 6093 says; any length
+    of urgent data, MUST-31)."""
     cdef Conn *c
     _stamp(st, rx, now)
     # after _stamp: the timers it runs may have released the connection
@@ -2661,6 +2698,9 @@ cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upt
             and c.state != SYN_RECEIVED:
         return -1
     c.snd_end_off = upto
+    if urgent:
+        c.snd_up = _stream_seq(c, upto)
+        c.snd_up_valid = 1
     _output(st, rx, c)
     return 0
 
@@ -3073,9 +3113,9 @@ cdef class TcpCore:
         core_app_consumed(self.st, &self.rx, conn, offset, now)
         return self._drain(NULL)
 
-    def send(self, uint32_t conn, uint64_t upto, uint64_t now=0):
+    def send(self, uint32_t conn, uint64_t upto, uint64_t now=0, bint urgent=False):
         self.rx.nactions = 0
-        core_app_send(self.st, &self.rx, conn, upto, now)
+        core_app_send(self.st, &self.rx, conn, upto, urgent, now)
         return self._drain(NULL)
 
     def shutdown(self, uint32_t conn, uint64_t now=0):

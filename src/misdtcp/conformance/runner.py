@@ -252,9 +252,7 @@ class ScriptRun:
             self.request("consumed", sock.conn.handle, sock.read_off)
 
     def send(self, sock: Socket, urgent: bool) -> None:
-        if urgent:
-            raise ScriptFailure(0, "MSG_OOB is not supported by this core")
-        self.request("send", sock.conn.handle, sock.written)
+        self.request("send", sock.conn.handle, sock.written, **({"urgent": True} if urgent else {}))
 
     def shutdown(self, sock: Socket) -> None:
         if sock.conn is not None and not sock.conn.gone:
@@ -332,6 +330,8 @@ class ScriptRun:
             return mask
         if sock.readable_bytes() > 0:
             mask |= C["POLLIN"] | C["POLLRDNORM"]
+        if conn.urgent_end > sock.read_off:
+            mask |= C["POLLPRI"]                # urgent data not yet read (RFC 6093: in line)
         if wr_shut or self.sndbuf(sock) - (sock.written - conn.acked) > 0:
             mask |= C["POLLOUT"] | C["POLLWRNORM"]
         return mask

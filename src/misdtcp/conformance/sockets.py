@@ -47,6 +47,7 @@ class Conn:
     fin_off: int | None = None        # the peer's FIN (end of the receive stream)
     acked: int = 0                    # send stream offset the peer acknowledged
     error: int = 0                    # errno of a reset or timeout, until reported
+    urgent_end: int = 0               # receive stream offset where the peer's urgent data ends
     gone: bool = False                # the core released it (its handle is dead)
     reset: bool = False               # it ended by a reset, a timeout or an abort
 
@@ -155,6 +156,8 @@ class SocketTable:
             conn.acked = max(conn.acked, value)
         elif event == "peer_closed":
             conn.fin_off = value
+        elif event == "urgent":
+            conn.urgent_end = max(conn.urgent_end, value)
         elif event == "reset":
             conn.reset = True
             if value != "aborted":

@@ -611,7 +611,7 @@ cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint
     if m.kind == REQ_CONSUMED:
         core_app_consumed(st, rx, m.handle, m.a, now)
     elif m.kind == REQ_SEND:
-        core_app_send(st, rx, m.handle, m.a, now)
+        core_app_send(st, rx, m.handle, m.a, m.b != 0, now)
     elif m.kind == REQ_LISTEN:
         core_app_listen(st, rx, <uint16_t>m.a, <uint32_t>m.b, now)
     elif m.kind == REQ_CONNECT:

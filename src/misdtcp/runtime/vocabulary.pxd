@@ -23,7 +23,7 @@ cdef enum:
     REQ_CONNECT = 2      # a = remote address | mss << 32, b = rport << 16 | lport | rcvbuf << 32, c = tag
     REQ_ACCEPTED = 3     # handle
     REQ_CONSUMED = 4     # handle, a = receive stream offset consumed
-    REQ_SEND = 5         # handle, a = send stream offset written
+    REQ_SEND = 5         # handle, a = send stream offset written, b = 1: urgent up to there (RFC 6093)
     REQ_SHUTDOWN = 6     # handle
     REQ_CLOSE = 7        # handle
     REQ_ABORT = 8        # handle

@@ -4,7 +4,7 @@ values are in vocabulary.pxd and _tcpcore.pxd: one definition each)."""
 import enum
 
 from misdtcp._tcpcore cimport (N_ACCEPTED, N_CONNECTED, N_READABLE, N_WRITABLE, N_PEER_CLOSED, N_RESET,
-                               N_CLOSED, N_CONNECT_FAILED)
+                               N_CLOSED, N_CONNECT_FAILED, N_URGENT)
 
 
 class Record(enum.IntEnum):
@@ -43,3 +43,4 @@ class Event(enum.IntEnum):
     RESET = N_RESET
     CLOSED = N_CLOSED
     CONNECT_FAILED = N_CONNECT_FAILED
+    URGENT = N_URGENT
