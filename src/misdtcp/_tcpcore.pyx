@@ -1138,11 +1138,28 @@ cdef void _rtt_sample(CoreState *st, Conn *c, uint64_t rtt) noexcept nogil:
         c.rttvar_ns = (3 * c.rttvar_ns + err) // 4
         c.srtt_ns = (7 * c.srtt_ns + rtt) // 8
     rto = c.srtt_ns + (4 * c.rttvar_ns if 4 * c.rttvar_ns > MS else MS)
+    # RFC 6298 §2.4 asks for a floor of 1 s (SHOULD); like Linux (TCP_RTO_MIN)
+    # the core's default is 200 ms.  The 1 s floor guards against spurious
+    # timeouts with coarse clocks and delayed ACKs of up to 500 ms; here the
+    # clock is the sequencer's nanosecond clock, RTT samples are exact, and
+    # the delayed ACKs a path really has are inside SRTT + 4 RTTVAR after a
+    # few samples.  On the LAN and data-centre paths this stack serves, a
+    # 1 s floor would make every loss the timer repairs cost a second; the
+    # price is an occasional spurious retransmission, which backoff bounds.
     if rto < st.cfg.rto_min_ns:
         rto = st.cfg.rto_min_ns
     if rto > st.cfg.rto_max_ns:
         rto = st.cfg.rto_max_ns
     c.rto_ns = rto
+
+
+cdef inline void _rto_after_syn_timeout(CoreState *st, Conn *c) noexcept nogil:
+    """RFC 6298 (5.7): if the SYN (or SYN-ACK) timed out, the RTO is
+    re-initialized to 3 seconds when data transmission begins -- the first
+    RTO of 1 s was too short for this path, and Karn's rule left no sample
+    to learn from."""
+    if c.retransmits and c.srtt_ns == 0 and st.cfg.rto_initial_ns < 3 * SEC:
+        c.rto_ns = 3 * SEC if 3 * SEC <= st.cfg.rto_max_ns else st.cfg.rto_max_ns
 
 
 cdef void _update_window(Conn *c, TcpSegment *seg) noexcept nogil:
@@ -1340,6 +1357,7 @@ cdef bint _process_ack(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg, bin
             if c.rtt_timing:
                 _rtt_sample(st, c, st.now_ns - c.rtt_start_ns)
                 c.rtt_timing = 0
+            _rto_after_syn_timeout(st, c)
             _keepalive_start(st, c)
             if c.passive:
                 _notify(st, rx, h, N_ACCEPTED, c.lport)
@@ -1736,6 +1754,7 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
         c.snd_wl1 = seg.seq
         c.snd_wl2 = seg.ack
         c.last_rcv_ns = st.now_ns
+        _rto_after_syn_timeout(st, c)
         _keepalive_start(st, c)
         _notify(st, rx, h, N_CONNECTED, c.tag)
         _send_ack(st, rx, c)
