@@ -168,3 +168,23 @@ def test_icmp_echo_reply():
     del r[ICMP].chksum
     assert IP(bytes(r))[ICMP].chksum == chk
 
+
+
+def test_data_on_a_syn_or_syn_ack_is_counted_not_queued():
+    """RFC 9293 lets a TCP queue data that comes with a SYN or not; the core
+    does not, and acknowledges only the SYN so the peer sends it again --
+    but counts what it left (syn_data) rather than drop it silently."""
+    h = Harness.create()
+    h.call("listen", 5201)
+    peer = Peer()
+    syn = peer.segment("S", b"early", options=[("MSS", 1460)])
+    out = tcp_of(h.deliver(syn))
+    assert out[0].flags == "SA" and out[0].ack == 1001               # the SYN only
+    assert h.core.drops()["syn_data"] == 1
+    out = tcp_of(h.call("connect", "10.77.0.1", 5201, 40100, tag=1))
+    iss = out[0].seq
+    srv = Peer(sport=5201, dport=40100, seq=7000)
+    synack = srv.segment("SA", b"also early", ack=iss + 1, options=[("MSS", 1460)])
+    out = tcp_of(h.deliver(synack))
+    assert out[0].flags == "A" and out[0].ack == 7001
+    assert h.core.drops()["syn_data"] == 2

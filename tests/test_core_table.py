@@ -172,3 +172,61 @@ def test_stale_handles_are_refused():
     assert h.write(conn, b"ghost") == []
     assert h.call("shutdown", conn) == [] and h.call("abort", conn) == []
     assert h.state(conn2) == "ESTABLISHED"
+
+
+def _public_mix(raddr, rport, lport):
+    """The connection hash before it was keyed (murmur's fmix64): anyone can
+    compute it, and invert it."""
+    x = (raddr << 32) ^ (rport << 16) ^ lport
+    for mul in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        x ^= x >> 33
+        x = (x * mul) & (2**64 - 1)
+    x ^= x >> 33
+    return x & 0xFFFFFFFF
+
+
+def test_connection_hash_is_keyed_so_a_sender_cannot_choose_colliding_4_tuples():
+    """With a public hash a remote sender picks source ports that all land in
+    one bucket and makes every lookup walk one long probe chain; keyed with
+    the secret, the same 4-tuples spread over the table, and only replicas
+    (same secret) agree where."""
+    from misdtcp._tcpcore import TcpCore
+    core = TcpCore("10.77.0.2", max_connections=64, secret=5)       # 128 buckets
+    raddr = (10 << 24) | (77 << 16) | 1
+    chosen = [p for p in range(1024, 65536) if _public_mix(raddr, p, 5201) & 127 == 0][:40]
+    assert len(chosen) == 40
+    buckets = [core.hash_bucket("10.77.0.1", p, 5201) for p in chosen]
+    assert len(set(buckets)) >= 20
+    assert [TcpCore("10.77.0.2", max_connections=64, secret=5).hash_bucket("10.77.0.1", p, 5201)
+            for p in chosen] == buckets
+    assert [TcpCore("10.77.0.2", max_connections=64, secret=6).hash_bucket("10.77.0.1", p, 5201)
+            for p in chosen] != buckets
+
+
+def test_unlisten_takes_the_listeners_connections_with_it():
+    """Closing a listener forgets its half-open connections and resets those
+    established but not accepted (as Linux does); left behind they completed
+    later for no listener, and their pending count was charged to the next
+    listener that took the slot, until its backlog refused everyone."""
+    h = Harness.create(syn_cookies=False)
+    h.call("listen", 5201, backlog=2)
+    half = Peer(sport=40001)
+    synack = h.deliver(half.syn())[0]
+    half.learn(synack)
+    done = Peer(sport=40002)                                        # established, not accepted
+    done.learn(h.deliver(done.syn())[0])
+    h.deliver(done.segment("A"))
+    conn = h.notifications("accepted")[-1].handle
+    h.call("unlisten", 5201)
+    assert h.notifications("reset")[-1].handle == conn
+    rst = tcp_of(h.wire[-1:])[0]
+    assert rst.flags == "RA" and rst.dport == 40002
+    assert h.core.connection_count == 0
+    h.call("listen", 5202, backlog=1)                              # the same listener slot
+    assert h.core.listeners() == [{"port": 5202, "backlog": 1, "pending": 0}]
+    out = tcp_of(h.deliver(half.segment("A")))                      # the old half-open one completes
+    assert out[0].flags == "R" and not h.notifications("accepted")[1:]
+    new = Peer(sport=40003, dport=5202)
+    out = tcp_of(h.deliver(new.syn()))
+    assert out[0].flags == "SA"                                     # backlog 1 still free
+    assert h.core.listeners()[0]["pending"] == 1

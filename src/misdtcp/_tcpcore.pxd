@@ -318,6 +318,8 @@ ctypedef struct CoreState:
     uint32_t nlisteners
     uint64_t conns_offset
     uint64_t hash_offset
+    uint64_t hash_mul            # keys of the connection hash, drawn from the secret (odd)
+    uint64_t hash_add
     uint64_t challenge_second    # the second (now // 1 s) challenge_left belongs to
     uint32_t challenge_left      # challenge ACKs this second may still send
     uint16_t ip_ident

@@ -119,28 +119,27 @@ cdef void core_init(CoreState *st, const CoreConfig *cfg) noexcept nogil:
     st.conns_offset = (sizeof(CoreState) + 63) & ~(<uint64_t>63)
     st.hash_offset = st.conns_offset + ((<uint64_t>cfg.max_conns * sizeof(Conn) + 63) & ~(<uint64_t>63))
     st.hash_mask = hs - 1
+    st.hash_mul = siphash24(<const uint8_t *>b"hash-mul", 8, cfg.secret0, cfg.secret1) | 1
+    st.hash_add = siphash24(<const uint8_t *>b"hash-add", 8, cfg.secret0, cfg.secret1)
     cdef uint32_t *h = _htab(st)
     for i in range(hs):
         h[i] = NO_CONN
 
 
-cdef inline uint32_t _tuple_hash(uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
-    # Not keyed: the table is bounded and probing is linear, so a collision
-    # attack costs the attacker as much as us.  (A keyed hash would be
-    # stronger; the fields are replicated either way.)
-    cdef uint64_t x = (<uint64_t>raddr << 32) ^ (<uint64_t>rport << 16) ^ lport
-    x ^= x >> 33
-    x *= 0xff51afd7ed558ccdULL
-    x ^= x >> 33
-    x *= 0xc4ceb9fe1a85ec53ULL
-    x ^= x >> 33
-    return <uint32_t>x
+cdef inline uint32_t _tuple_hash(const CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+    """Keyed multiply-add-shift hashing (Dietzfelbinger; universal for a
+    random odd multiplier): with the multiplier and addend drawn from the
+    secret, a remote sender cannot compute 4-tuples that share a bucket --
+    an unkeyed, invertible mix let it fill one probe chain at will.  One
+    multiplication per lookup; every replica draws the same keys."""
+    cdef uint64_t x = (<uint64_t>raddr << 32) | (<uint64_t>rport << 16) | lport
+    return <uint32_t>((st.hash_mul * x + st.hash_add) >> 32)
 
 
 cdef uint32_t _lookup(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
     cdef uint32_t *h = _htab(st)
     cdef Conn *conns = _conns(st)
-    cdef uint32_t i = _tuple_hash(raddr, rport, lport) & st.hash_mask
+    cdef uint32_t i = _tuple_hash(st, raddr, rport, lport) & st.hash_mask
     cdef uint32_t slot
     cdef Conn *c
     while True:
@@ -156,7 +155,7 @@ cdef uint32_t _lookup(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lp
 cdef void _hash_insert(CoreState *st, uint32_t slot) noexcept nogil:
     cdef Conn *c = &_conns(st)[slot]
     cdef uint32_t *h = _htab(st)
-    cdef uint32_t i = _tuple_hash(c.raddr, c.rport, c.lport) & st.hash_mask
+    cdef uint32_t i = _tuple_hash(st, c.raddr, c.rport, c.lport) & st.hash_mask
     while h[i] != NO_CONN:
         i = (i + 1) & st.hash_mask
     h[i] = slot
@@ -168,7 +167,7 @@ cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
     cdef Conn *conns = _conns(st)
     cdef Conn *c = &conns[slot]
     cdef uint32_t *h = _htab(st)
-    cdef uint32_t i = _tuple_hash(c.raddr, c.rport, c.lport) & st.hash_mask
+    cdef uint32_t i = _tuple_hash(st, c.raddr, c.rport, c.lport) & st.hash_mask
     cdef uint32_t j, k
     while h[i] != slot:
         if h[i] == NO_CONN:
@@ -179,7 +178,7 @@ cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
         j = (j + 1) & st.hash_mask
         if h[j] == NO_CONN:
             break
-        k = _tuple_hash(conns[h[j]].raddr, conns[h[j]].rport, conns[h[j]].lport) & st.hash_mask
+        k = _tuple_hash(st, conns[h[j]].raddr, conns[h[j]].rport, conns[h[j]].lport) & st.hash_mask
         # move h[j] to i if its home k is not cyclically in (i, j]
         if (i <= j and (k <= i or k > j)) or (i > j and (k <= i and k > j)):
             h[i] = h[j]
@@ -1739,6 +1738,10 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
     c.rcv_nxt = seg.seq + 1
     c.last_ack_sent = c.rcv_nxt
     c.rcv_adv = c.rcv_nxt
+    if seg.payload_len:
+        # not queued either (nor is a FIN with it): our ACK covers only the
+        # SYN and the peer sends the rest again
+        st.drops[DROP_SYN_DATA] += 1
     _apply_syn_options(st, c, seg)
     if seg.flags & TH_ACK:
         c.snd_una = seg.ack
@@ -1962,6 +1965,10 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     if not (seg.flags & TH_SYN):
         st.drops[DROP_LISTEN_BAD] += 1
         return
+    if seg.payload_len:
+        # data on a SYN is not queued (RFC 9293 §3.10.7.2 allows either);
+        # the SYN-ACK acknowledges only the SYN, so the peer sends it again
+        st.drops[DROP_SYN_DATA] += 1
     if l.pending >= l.backlog or st.nconns >= st.cfg.max_conns:
         if st.cfg.syn_cookies:
             _syn_cookie_reply(st, rx, f, seg)
@@ -1990,7 +1997,6 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
         c.snd_wscale = 0
         c.rcv_wscale = 0
     c.state = SYN_RECEIVED
-    # data on a SYN is not queued (RFC 9293 allows either); the peer resends it
     c.rtt_timing = 1
     c.rtt_seq = c.iss
     c.rtt_start_ns = st.now_ns
@@ -2597,11 +2603,32 @@ cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t bac
 
 cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil:
     cdef int li
+    cdef uint32_t i
+    cdef Conn *conns
+    cdef Conn *c
     _stamp(st, rx, now)
     li = _find_listener(st, port)
     if li < 0:
         return -1
+    # The listener's connections go with it, as when Linux closes a
+    # listening socket: a half-open one is forgotten (never announced; the
+    # peer's ACK will find no one and get a reset), one established but
+    # not accepted is reset (the application was told of it).  Left behind
+    # they would complete later for no listener and, sharing its slot,
+    # count against whichever listener takes the slot next.
+    conns = _conns(st)
+    for i in range(st.high_slot):
+        c = &conns[i]
+        if c.in_use and c.passive and not c.accepted and c.listener == <uint32_t>li:
+            if c.state == SYN_RECEIVED:
+                _release(st, rx, c, False)
+            else:
+                if c.state != TIME_WAIT:
+                    _send_rst(st, rx, c, c.snd_nxt)
+                _notify(st, rx, _handle(c, i), N_RESET, R_ABORTED)
+                _release(st, rx, c, True)
     st.listeners[li].active = 0
+    st.listeners[li].pending = 0
     st.nlisteners -= 1
     return 0
 
@@ -3169,6 +3196,18 @@ cdef class TcpCore:
     @property
     def action_overflow(self):
         return self.rx.overflow
+
+    def listeners(self):
+        """The active listeners: port, backlog, pending (SYN-RECEIVED and
+        established-not-accepted connections counted against the backlog)."""
+        cdef uint32_t i
+        return [{"port": self.st.listeners[i].port, "backlog": self.st.listeners[i].backlog,
+                 "pending": self.st.listeners[i].pending}
+                for i in range(MAX_LISTENERS) if self.st.listeners[i].active]
+
+    def hash_bucket(self, raddr, int rport, int lport):
+        """The connection-hash bucket a 4-tuple's lookup starts from (tests)."""
+        return _tuple_hash(self.st, _addr(raddr), rport, lport) & self.st.hash_mask
 
     @property
     def fast_path_hits(self):

@@ -38,4 +38,5 @@ cdef enum:
     DROP_RST_TIME_WAIT       # a RST in TIME-WAIT ignored (RFC 1337, when enabled)
     DROP_ICMP_NO_CONNECTION  # an ICMP error quoting a segment of no connection of ours
     DROP_ICMP_STALE          # an ICMP error quoting a sequence number outside SND.UNA..SND.NXT (RFC 5927 §4.1)
+    DROP_SYN_DATA            # data on a SYN or SYN-ACK, not queued (the peer sends it again)
     DROP_REASON_COUNT
