@@ -120,6 +120,20 @@ def test_divergence_is_detected_loudly():
 
 
 @pytest.mark.timeout(120)
+def test_a_full_action_list_stops_the_run_loudly():
+    """A core whose action list is full loses what it asked for -- here the
+    owned copies of a 63 KiB super-frame cut into 512-byte stripes, 62 each
+    plus the ACK and the event, in a list of 64 -- so delivered bytes would
+    be missing without a word.  The runtime treats it as fatal, in one
+    sentence."""
+    config = dict(CORE, action_capacity=64)
+    log = build_log(ReplayConfig(total_bytes=1 << 20, mode="gso", seed=2), config)
+    with pytest.raises(RuntimeFailure, match=r"^worker \d lost \d+ actions? because its action list was full$"):
+        run_log(log, strategy="misd", workers=2, stripe=512, core_config=config, timeout=60)
+    assert run_log(log, strategy="misd", workers=2, stripe=16384, core_config=config, timeout=60).delivered == 1 << 20
+
+
+@pytest.mark.timeout(120)
 def test_coalescing_changes_how_many_descriptors_not_what_is_delivered():
     """The sequencer's receive coalescing folds in-order segments into fewer
     descriptors; the stream delivered is the same byte for byte, and the

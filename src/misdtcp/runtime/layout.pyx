@@ -135,6 +135,19 @@ cdef class SharedView:
         return self.h.diverged_round
 
     @property
+    def lost_actions(self):
+        """None, or one sentence if a worker's core found its action list
+        full and lost actions -- copies, segments or events never carried
+        out: the stack can no longer be right and must stop."""
+        cdef uint32_t w
+        cdef uint64_t n
+        for w in range(self.h.nworkers):
+            n = self.h.counters[w].action_overflow
+            if n:
+                return f"worker {w} lost {n} action{'s' if n != 1 else ''} because its action list was full"
+        return None
+
+    @property
     def sequencer_sleeping(self):
         return atomic_load_acquire_u32(&self.h.sequencer_sleeping) != 0
 

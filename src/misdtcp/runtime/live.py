@@ -150,6 +150,9 @@ class LiveRuntime:
             return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
         if self.areas.view.diverged:
             return f"replicas diverged at digest round {self.areas.view.diverged_round}; the stack stopped"
+        lost = self.areas.view.lost_actions
+        if lost is not None:
+            return lost + "; the stack stopped"
         return None
 
     # -- the processes --------------------------------------------------------------

@@ -114,6 +114,8 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
                     raise RuntimeFailure(f"{ended.role} (pid {ended.pid}) failed ({ended.how})")
             if view.diverged:
                 raise RuntimeFailure(f"replicas diverged at digest round {view.diverged_round}")
+            if view.lost_actions is not None:
+                raise RuntimeFailure(view.lost_actions)
             if time.monotonic() > deadline:
                 raise RuntimeFailure(f"run did not finish within {timeout:.0f} s")
             if supervisor.pids:
@@ -121,6 +123,8 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
         counters = [view.counters(w) for w in range(workers)]
         if view.diverged:
             raise RuntimeFailure(f"replicas diverged at digest round {view.diverged_round}")
+        if view.lost_actions is not None:
+            raise RuntimeFailure(view.lost_actions)
         start = min(c["start_ns"] for c in counters)
         end = max(c["end_ns"] for c in counters)
         delivered = view.readable(log.handle)
