@@ -260,12 +260,9 @@ class ScriptRun:
 
     def close(self, sock: Socket) -> None:
         if sock.listening:
+            # the core resets the connections the listener leaves unaccepted (as Linux)
             self.request("unlisten", sock.port)
-            # Linux resets the connections a listener leaves unaccepted
-            while sock.queue:
-                conn = sock.queue.popleft()
-                if not conn.gone:
-                    self.request("abort", conn.handle)
+            sock.queue.clear()
             return
         conn = sock.conn
         if conn is None or conn.gone:

@@ -162,6 +162,9 @@ class SocketTable:
             conn.reset = True
             if value != "aborted":
                 conn.error = reason_errno(value)
+                if conn.error == ERRNO["ECONNRESET"] and conn.fin_off is not None and not any(
+                        s.conn is conn and s.wr_shutdown for s in self.sockets.values()):
+                    conn.error = ERRNO["EPIPE"]     # reset in CLOSE-WAIT: Linux says EPIPE
         elif event == "closed":
             conn.gone = True
         return []

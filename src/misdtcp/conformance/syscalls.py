@@ -296,6 +296,8 @@ class Syscalls:
                 return Done(n)
             if sock.rd_shutdown:
                 return Done(0)
+            if sock.conn.fin_off is not None and sock.read_off >= sock.conn.fin_off:
+                return Done(0)                  # the peer's FIN came first (Linux: SOCK_DONE before sk_err)
             if sock.pending_error:
                 return Done(-1, sock.take_error())
             if sock.at_eof():
