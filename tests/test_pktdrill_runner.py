@@ -175,3 +175,17 @@ def test_core_options_in_the_script(tmp_path):
     assert not run(tmp_path, body).passed
     r = run(tmp_path, "--misdtcp_cc=vegas\n" + body)
     assert not r.passed and "the core rejects this configuration" in r.message
+
+
+def test_so_linger_in_linux_and_freebsd_spelling(tmp_path):
+    """Linux's packetdrill writes {onoff, linger}, FreeBSD's struct linger's
+    own names; both set the option, and {1, 0} makes close() reset."""
+    tail = "+0 getsockopt(4, SOL_SOCKET, SO_LINGER, {}, [8]) = 0\n+0 close(4) = 0\n+0 > R. 1:1(0) ack 1\n"
+    for value in ("{onoff=1, linger=0}", "{l_onoff=1, l_linger=0}"):
+        r = run(tmp_path, HANDSHAKE + f"+0 setsockopt(4, SOL_SOCKET, SO_LINGER, {value}, 8) = 0\n"
+                + tail.format(value))
+        assert r.passed, r.report()
+    r = run(tmp_path, HANDSHAKE + tail.format("{l_onoff=1, l_linger=0}"))
+    assert not r.passed and r.message == "expected SO_LINGER l_onoff=1, got l_onoff=0"
+    r = run(tmp_path, HANDSHAKE + "+0 setsockopt(4, SOL_SOCKET, SO_LINGER, {on=1}, 8) = 0\n")
+    assert not r.passed and "SO_LINGER takes {onoff=N, linger=N}" in r.message

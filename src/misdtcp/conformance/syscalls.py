@@ -104,6 +104,8 @@ class Evaluator:
             return v
         fail(self.event, f"expected a number, got {expr.to_script()}")
 
+LINGER_FIELDS = {"l_onoff": "onoff", "l_linger": "linger"}   # struct linger's C names
+
 
 class Syscalls:
     """The system calls of one script run."""
@@ -424,8 +426,10 @@ class Syscalls:
         label = _option_label(args[2])
         key = (level, name)
         if key == (C["SOL_SOCKET"], C["SO_LINGER"]):
-            if not isinstance(value, dict):
-                fail(event, "SO_LINGER takes {onoff=N, linger=N}")
+            # Linux's packetdrill writes {onoff=N, linger=N}, FreeBSD's the C names
+            value = {LINGER_FIELDS.get(k, k): v for k, v in value.items()} if isinstance(value, dict) else None
+            if value is None or not set(value) <= {"onoff", "linger"}:
+                fail(event, "SO_LINGER takes {onoff=N, linger=N} or {l_onoff=N, l_linger=N}")
             sock.options[key] = (value.get("onoff", 0), value.get("linger", 0))
             return Done(0)
         if not isinstance(value, int):
@@ -459,7 +463,8 @@ class Syscalls:
             actual = sock.take_error()
         elif key == (C["SOL_SOCKET"], C["SO_LINGER"]):
             onoff, linger = sock.options.get(key, (0, 0))
-            checks = [("SO_LINGER", expected, {"onoff": onoff, "linger": linger})]
+            checks = [("SO_LINGER", expected, {"onoff": onoff, "linger": linger,
+                                               "l_onoff": onoff, "l_linger": linger})]
             if len(args) > 4:
                 checks.append(("optlen", args[4], 8))
             return Done(0, None, checks)
