@@ -499,6 +499,15 @@ cdef class BroadcastRing:
         self.ring.cached_entry_min = seqno
         self.ring.cached_data_min = data_position
 
+    def _set_published(self, uint64_t count):
+        """Test hook: make only the first `count` entries of a finished log
+        visible to its consumers (a worker then runs up to exactly there), or
+        more of them again.  `count` must not exceed what was written."""
+        self._check_open()
+        if self.ring.pending:
+            raise RuntimeError("_set_published only on a log with nothing pending")
+        atomic_store_release_u64(&self.ring.ctl.producer.cursor, count)
+
     def rewind(self, uint32_t n_consumers):
         """Make a finished log readable again from the start by `n_consumers`
         new consumers (a benchmark replays one log many times).  Only while
@@ -621,6 +630,20 @@ cdef class BroadcastRing:
         if release and records:
             ring_release(&self.ring, consumer_id, seqno, data_end, len(records))
         return records
+
+    def resume_consumer(self, uint32_t consumer_id, uint64_t seqno):
+        """Move a dead consumer's cursor forward to `seqno` (an entry it had
+        read, not yet released): its replacement starts there.  Only while no
+        process consumes as `consumer_id`."""
+        self._check_consumer(consumer_id)
+        cdef RingConsumerSlot *slot = &self.ring.ctl.consumers[consumer_id]
+        cdef uint64_t cursor = slot.cursor
+        if seqno == cursor:
+            return
+        if seqno < cursor or seqno > ring_available(&self.ring):
+            raise ValueError(f"position {seqno} is outside the held part of the log [{cursor}, "
+                             f"{ring_available(&self.ring)}]")
+        ring_release(&self.ring, consumer_id, seqno, ring_descriptor(&self.ring, seqno - 1).data_end, 0)
 
     def wait(self, uint32_t consumer_id, uint32_t spin=WAIT_SPIN, double timeout=0.05):
         """Block (GIL released) until an entry past this consumer's released

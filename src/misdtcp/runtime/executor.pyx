@@ -20,8 +20,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
-from misdtcp._system cimport (atomic_load_acquire_u64, atomic_store_release_u64, atomic_store_release_u32,
-                              iovec, monotonic_ns, prefetch, write, writev)
+from misdtcp._system cimport (atomic_fence_seq_cst, atomic_load_acquire_u32, atomic_load_acquire_u64,
+                              atomic_store_release_u64, atomic_store_release_u32, iovec, monotonic_ns, prefetch, write, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
                                TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
                                NO_CONN, Conn, core_conn, N_ACCEPTED, N_CONNECTED,
@@ -378,13 +378,21 @@ cdef void exec_publish_pending(Exec *x) noexcept nogil:
 # -- one record -----------------------------------------------------------------
 
 cdef void _checkpoint(Exec *x) noexcept nogil:
-    """Snapshot this replica's state into the older of two slots, then let the
-    ring reclaim everything before this point: a replacement loads the
-    snapshot and replays from exactly here."""
-    cdef uint32_t slot
+    """Snapshot this replica's state into the older of its two slots, then let
+    the ring reclaim everything before this point: a replacement loads the
+    snapshot and replays from exactly here.
+
+    The slot's recorded position is cleared before its bytes are overwritten
+    and set again only after the copy (release): a worker that dies in the
+    middle of the copy leaves a slot that claims no position, so recovery
+    never loads half a snapshot; the other slot stays intact."""
+    cdef uint32_t slot = 0
     if x.snapshots == NULL:
         return
-    slot = <uint32_t>(x.cnt.snapshots % 2)
+    if x.cnt.snap_position[1] < x.cnt.snap_position[0]:
+        slot = 1                             # 0 (nothing there) counts as the oldest
+    atomic_store_release_u64(&x.cnt.snap_position[slot], 0)
+    atomic_fence_seq_cst()                   # the invalidation is visible before any byte of the copy
     memcpy(x.snapshots + slot * x.snapshot_size, x.st, x.snapshot_size)
     atomic_store_release_u64(&x.cnt.snap_position[slot], x.loop_seqno)
     x.cnt.snapshots += 1

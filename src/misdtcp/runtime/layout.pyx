@@ -122,6 +122,11 @@ cdef class SharedView:
         ec_wake_all(&self.h.done_wait.eventcount)
         ec_wake_all(&self.h.sent_wait.eventcount)
 
+    def _clear_stop(self):
+        """Test hook: let loops that returned on the stop flag run again (the
+        recovery tests run a worker in phases, to exact log positions)."""
+        atomic_store_release_u32(&self.h.stop, 0)
+
     @property
     def stopping(self):
         return atomic_load_acquire_u32(&self.h.stop) != 0
@@ -255,13 +260,32 @@ cdef class SharedView:
         return {DROP_NAMES[i]: self.h.core_drops[i] for i in range(1, DROP_REASON_COUNT) if self.h.core_drops[i]}
 
     def snapshot_for(self, uint32_t worker, uint64_t position, MirroredBuffer snapshots, uint64_t size):
-        """The snapshot `worker` took at ring `position`, as bytes, or None."""
+        """The snapshot `worker` took at ring `position`, as bytes, or None
+        (a slot being overwritten claims no position)."""
         cdef uint32_t slot
         for slot in range(2):
             if atomic_load_acquire_u64(&self.h.counters[worker].snap_position[slot]) == position:
                 start = (<uint64_t>worker * 2 + slot) * size
                 return bytes(snapshots.view(start, size))
         return None
+
+    def latest_snapshot(self, uint32_t worker, uint64_t not_before, MirroredBuffer snapshots, uint64_t size):
+        """The newest intact snapshot of `worker` taken at or after ring
+        position `not_before`, as (position, bytes), or None."""
+        cdef uint32_t slot, best = 2
+        cdef uint64_t pos, best_pos = 0
+        for slot in range(2):
+            pos = atomic_load_acquire_u64(&self.h.counters[worker].snap_position[slot])
+            if pos and pos >= not_before and pos > best_pos:
+                best, best_pos = slot, pos
+        if best == 2:
+            return None
+        start = (<uint64_t>worker * 2 + best) * size
+        data = bytes(snapshots.view(start, size))
+        # the worker is dead, so the slot cannot change under us; check anyway
+        if atomic_load_acquire_u64(&self.h.counters[worker].snap_position[best]) != best_pos:
+            return None
+        return best_pos, data
 
     def mark_restart(self, uint32_t worker):
         self.h.counters[worker].restarts += 1

@@ -24,10 +24,10 @@ from misdtcp._tcpcore import TcpCore
 from misdtcp.frameio.faults import FaultInjector
 from misdtcp.frameio.pcap import PcapWriter
 from misdtcp.runtime.capture import CaptureMerger, CaptureParts
-from misdtcp.runtime import strategies
+from misdtcp.runtime import recovery, strategies
 from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
-from misdtcp.runtime.loops import run_misd, run_single_device
+from misdtcp.runtime.loops import run_single_device
 from misdtcp.runtime.placement import place
 from misdtcp.runtime.sequencer import run_sequencer
 from misdtcp.runtime.strategies import Run
@@ -209,29 +209,17 @@ class LiveRuntime:
                           input_faults=self._fault_injector(0))
         ex.flush()
 
-    def _replacement_main(self, worker: int, snapshot: bytes | None, events_after: int) -> None:
-        """A new process for a dead worker: the replica state from its last
-        checkpoint, then the log replayed from that checkpoint's position."""
-        core = self._core(worker)
-        if snapshot is not None:
-            core.load_state(snapshot)
-        ex = self._executor(core, worker)
-        ex.events_after_seqno = events_after
-        run_misd(ex, self.areas.ring, worker, False)
-        ex.flush()
+    def _replacement_main(self, point: recovery.ResumePoint) -> None:
+        """A new process for a dead worker (runtime/recovery.py)."""
+        core = self._core(point.worker)
+        recovery.run_replacement(point, core, self._executor(core, point.worker), self.areas.ring)
 
     def _replace_worker(self, worker: int) -> bool:
         """Fork a replacement for dead worker `worker` from its last snapshot."""
-        view = self.areas.view
-        cursor = self.areas.ring.consumer_cursor(worker)
-        snapshot = None
-        if cursor:
-            snapshot = view.snapshot_for(worker, cursor, self.areas.snapshots, self.state_size)
-            if snapshot is None:
-                return False
-        events_after = view.counters(worker)["last_seqno"]
-        view.mark_restart(worker)
-        self.supervisor.spawn(f"worker {worker}", self._cpu(worker), self._replacement_main, worker,
-                              snapshot, events_after)
+        point = recovery.resume_point(self.areas, worker, self.state_size)
+        if point is None:
+            return False
+        recovery.prepare(self.areas, point)
+        self.supervisor.spawn(f"worker {worker}", self._cpu(worker), self._replacement_main, point)
         self.recoveries += 1
         return True

@@ -58,6 +58,7 @@ class ReplayConfig:
     duplicate: float = 0.0
     seed: int = 1
     digest_every: int = 0             # a digest checkpoint every N frames (0: only at the end)
+    checkpoint_every: int = 0         # a recovery checkpoint (REC_CHECKPOINT) every N frames (0: none)
     consume_every: int = 256 << 10    # the modeled application consumes in steps this big
     frame_interval_ns: int = 2_000    # stamped time between frames
     start_ns: int = 1_000_000_000
@@ -241,6 +242,7 @@ class _Builder:
         off = 0
         digest_round = 0
         since_digest = 0
+        since_checkpoint = 0
         while off < cfg.total_bytes or pending:
             # the application consumes in-order data in steps
             if self.readable - self.consumed >= cfg.consume_every:
@@ -298,6 +300,10 @@ class _Builder:
                 self.digest(digest_round)
                 digest_round += 1
                 since_digest = 0
+            since_checkpoint += 1
+            if cfg.checkpoint_every and since_checkpoint >= cfg.checkpoint_every:
+                self.record(Record.CHECKPOINT)
+                since_checkpoint = 0
         self.flush()
         if self.readable > self.consumed:
             self.consumed = self.readable

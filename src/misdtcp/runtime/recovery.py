@@ -1,0 +1,62 @@
+"""Worker recovery (misd): where a replacement for a dead worker starts.
+
+A replica is a pure function of the log, so a dead worker is replaced by a
+new process that loads the worker's latest replica snapshot and replays the
+log from that snapshot's position (docs/DESIGN.md, "Recovery").
+`resume_point` decides where, from what the dead worker left in shared
+memory; `prepare` makes the shared state ready for the replacement;
+`run_replacement` is the replacement's body.  LiveRuntime uses all three, and
+so do the tests that kill a worker at an exact log position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from misdtcp.runtime.loops import run_misd
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """What a replacement for `worker` starts from."""
+    worker: int
+    seqno: int                 # the first log position it applies
+    state: bytes | None        # the replica state at `seqno` (None: the initial state)
+    announced: int             # events of records up to this seqno were announced
+
+
+def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
+    """Where a replacement for dead `worker` starts, or None when no usable
+    snapshot exists (the stack cannot recover this worker).
+
+    The log is held from the worker's cursor (its last checkpoint when it
+    last released); any intact snapshot at or after the cursor will do, and
+    the newest replays least.  A slot the worker died writing claims no
+    position (executor `_checkpoint`), so it is never taken."""
+    view = areas.view
+    cursor = areas.ring.consumer_cursor(worker)
+    found = view.latest_snapshot(worker, cursor, areas.snapshots, state_size)
+    if found is not None:
+        seqno, state = found
+    elif cursor == 0:
+        seqno, state = 0, None        # no checkpoint released yet: the initial state replays it all
+    else:
+        return None
+    return ResumePoint(worker, seqno, state, view.counters(worker)["last_seqno"])
+
+
+def prepare(areas, point: ResumePoint) -> None:
+    """Make the shared state ready for the replacement (the dead worker is
+    reaped: nothing else writes its rows or its cursor)."""
+    areas.ring.resume_consumer(point.worker, point.seqno)
+    areas.view.mark_restart(point.worker)
+
+
+def run_replacement(point: ResumePoint, core, executor, ring) -> None:
+    """The replacement's body: the replica state at the resume point, then
+    the log replayed from there (copies already done are not redone, events
+    already announced are not announced again)."""
+    if point.state is not None:
+        core.load_state(point.state)
+    executor.events_after_seqno = point.announced
+    run_misd(executor, ring, point.worker, False)
+    executor.flush()
