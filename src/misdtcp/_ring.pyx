@@ -507,6 +507,7 @@ cdef class BroadcastRing:
         if self.ring.pending:
             raise RuntimeError("_set_published only on a log with nothing pending")
         atomic_store_release_u64(&self.ring.ctl.producer.cursor, count)
+        ec_notify(&self.ring.ctl.consumer_wait.eventcount)
 
     def rewind(self, uint32_t n_consumers):
         """Make a finished log readable again from the start by `n_consumers`

@@ -66,6 +66,9 @@ ctypedef struct Exec:
     char *snapshots                     # this worker's two snapshot slots (recoverable mode)
     uint64_t snapshot_size
     uint64_t events_after_seqno         # a replacement does not announce events again up to here
+    uint64_t *copy_floor                # a replacement: the progress row its predecessor published
+    uint64_t *acked_floor               # ... and (worker 0) the acknowledged offsets it published
+    uint64_t floor_until                # both in force while replaying records up to this seqno
     uint64_t cur_seqno
     uint64_t release_seqno              # recoverable mode: release the log only up to the last checkpoint
     uint64_t release_data

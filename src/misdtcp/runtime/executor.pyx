@@ -296,22 +296,67 @@ cdef void exec_publish_progress(Exec *x) noexcept nogil:
     x.nheld = 0
 
 
+cdef inline uint64_t _done_before(const uint64_t *floor, uint32_t handle) noexcept nogil:
+    """How far a dead predecessor had done (and published) this connection's
+    work, from the word it last published for the connection's slot: its
+    offset when the word is this connection's; everything when the word
+    belongs to a newer connection in the slot (the predecessor went past
+    this one entirely); nothing when it belongs to an older one.  Handle
+    generations are 12 bits and only grow (mod 4096)."""
+    cdef uint64_t word = floor[handle_slot(handle)]
+    cdef uint32_t gen = (handle >> 20) & 0xfff
+    cdef uint32_t word_gen = <uint32_t>(word >> 48) & 0xfff
+    if word == 0:
+        return 0
+    if word_gen == gen:
+        return word & 0xffffffffffffULL
+    if ((word_gen - gen) & 0xfff) < 0x800:
+        return <uint64_t>-1
+    return 0
+
+
+cdef inline bint _replaying(Exec *x) noexcept nogil:
+    return x.floor_until != 0 and x.cur_seqno <= x.floor_until
+
+
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
-    """Carry out the actions the last event left in this replica's list."""
+    """Carry out the actions the last event left in this replica's list.
+
+    A replacement replaying what its predecessor had done skips the copies
+    below the progress the predecessor published (they are done, and the
+    application may have consumed them and the window admitted newer bytes
+    at the same buffer place -- with another owner when rcvbuf / stripe is
+    not a multiple of the worker count), and publishes no progress below it.
+    Copies at or above it are redone: the application cannot have consumed
+    them (it reads below every worker's progress), so nothing newer lies
+    where they land."""
     cdef Replica *rx = x.rx
     cdef uint32_t i
     cdef Action *a
     cdef char *dst
     cdef ConnShare *share
+    cdef uint64_t off, done
+    cdef uint32_t n, frame_off
     for i in range(rx.nactions):
         a = &rx.actions[i]
         if a.kind == ACT_COPY:
             dst = _receive_buffer(x, handle_slot(a.handle))
             if dst != NULL:
-                memcpy(dst + (a.stream_off % x.rcvbuf), frame + a.frame_off, a.length)
+                off = a.stream_off
+                n = a.length
+                frame_off = a.frame_off
+                if x.copy_floor != NULL and _replaying(x):
+                    done = _done_before(x.copy_floor, a.handle)
+                    if off + n <= done:
+                        continue
+                    if off < done:
+                        frame_off += <uint32_t>(done - off)
+                        n -= <uint32_t>(done - off)
+                        off = done
+                memcpy(dst + (off % x.rcvbuf), frame + frame_off, n)
                 x.cnt.copies += 1
-                x.cnt.bytes_copied += a.length
-                _share(x, a.handle).bytes_copied += a.length
+                x.cnt.bytes_copied += n
+                _share(x, a.handle).bytes_copied += n
         elif a.kind == ACT_TRANSMIT:
             _transmit(x, a, frame)
             if a.handle != NO_CONN:
@@ -330,10 +375,12 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
         elif a.code == N_READABLE:
             # every copy of this worker up to a.stream_off is done (copies
             # come before the notify in the action list)
-            _hold(x, &x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
-            ready_touch(&x.touched, a.handle, READY_READ)
+            if x.copy_floor == NULL or not _replaying(x) or a.stream_off > _done_before(x.copy_floor, a.handle):
+                _hold(x, &x.progress[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
+                ready_touch(&x.touched, a.handle, READY_READ)
         elif a.code == N_WRITABLE:
-            if x.worker == 0:
+            if x.worker == 0 and (x.acked_floor == NULL or not _replaying(x)
+                                  or a.stream_off > _done_before(x.acked_floor, a.handle)):
                 _hold(x, &x.acked[handle_slot(a.handle)], progress_word(a.handle, a.stream_off))
                 ready_touch(&x.touched, a.handle, READY_WRITE)
         else:
@@ -575,6 +622,31 @@ cdef class Executor:
         free(self.x.rcv_maps)
         free(self.x.snd_maps)
         free(self.x.outbuf)
+        free(self.x.copy_floor)
+        free(self.x.acked_floor)
+
+    def resume_after(self, const uint8_t[::1] progress, const uint8_t[::1] acked, uint64_t until_seqno):
+        """A replacement: `progress` (and, for worker 0, `acked`) are the rows
+        of words its dead predecessor published (one uint64 per connection
+        slot), in force while replaying records up to `until_seqno`, the
+        last one the predecessor applied (see exec_run_actions)."""
+        cdef uint64_t need = <uint64_t>self.x.max_conns * 8
+        if progress.shape[0] != need or (acked is not None and acked.shape[0] != need):
+            raise ValueError(f"a progress row is {need} bytes for {self.x.max_conns} connections")
+        free(self.x.copy_floor)
+        free(self.x.acked_floor)
+        self.x.copy_floor = NULL
+        self.x.acked_floor = NULL
+        self.x.copy_floor = <uint64_t *>malloc(need)
+        if self.x.copy_floor == NULL:
+            raise MemoryError()
+        memcpy(self.x.copy_floor, &progress[0], need)
+        if acked is not None:
+            self.x.acked_floor = <uint64_t *>malloc(need)
+            if self.x.acked_floor == NULL:
+                raise MemoryError()
+            memcpy(self.x.acked_floor, &acked[0], need)
+        self.x.floor_until = until_seqno
 
     @property
     def measure_latency(self):

@@ -178,6 +178,16 @@ cdef class SharedView:
         return progress_offset_of(handle, atomic_load_acquire_u64(
             &layout_progress(self.h, worker)[handle_slot(handle)]))
 
+    def progress_row(self, uint32_t worker):
+        """The progress words `worker` published, one uint64 per connection slot, as bytes."""
+        cdef uint64_t *row = layout_progress(self.h, worker)
+        return (<char *>row)[:self.h.max_conns * 8]
+
+    def acked_row(self):
+        """The acknowledged-offset words (worker 0 publishes them), as bytes."""
+        cdef uint64_t *row = layout_acked(self.h)
+        return (<char *>row)[:self.h.max_conns * 8]
+
     def acked(self, uint32_t handle):
         """Send stream offset the peer has acknowledged (0 for a new connection)."""
         return progress_offset_of(handle, atomic_load_acquire_u64(&layout_acked(self.h)[handle_slot(handle)]))

@@ -21,6 +21,9 @@ class ResumePoint:
     worker: int
     seqno: int                 # the first log position it applies
     state: bytes | None        # the replica state at `seqno` (None: the initial state)
+    applied: int               # the log position the dead worker had applied up to
+    progress: bytes            # the progress row it published (copies below are done)
+    acked: bytes | None        # worker 0: the acknowledged offsets it published
     announced: int             # events of records up to this seqno were announced
 
 
@@ -41,7 +44,9 @@ def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
         seqno, state = 0, None        # no checkpoint released yet: the initial state replays it all
     else:
         return None
-    return ResumePoint(worker, seqno, state, view.counters(worker)["last_seqno"])
+    applied = view.counters(worker)["last_seqno"]
+    return ResumePoint(worker, seqno, state, applied, view.progress_row(worker),
+                       view.acked_row() if worker == 0 else None, applied)
 
 
 def prepare(areas, point: ResumePoint) -> None:
@@ -57,6 +62,7 @@ def run_replacement(point: ResumePoint, core, executor, ring) -> None:
     already announced are not announced again)."""
     if point.state is not None:
         core.load_state(point.state)
+    executor.resume_after(point.progress, point.acked, point.applied)
     executor.events_after_seqno = point.announced
     run_misd(executor, ring, point.worker, False)
     executor.flush()
