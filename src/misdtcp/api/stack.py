@@ -25,6 +25,7 @@ import ipaddress
 import os
 import threading
 import time
+from collections import deque
 
 from misdtcp._tcpcore import RESET_NAMES, CoreConfigError, TcpCore
 from misdtcp.api.connection import Connection, Listener, Readiness, peer_address
@@ -48,7 +49,7 @@ class Stack:
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
                  pcap: str | None = None, pcap_snaplen: int = 262144, digest_every: int = 0, recover: bool = True,
                  ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
-                 placement: str = "auto", **core_options):
+                 placement: str = "auto", event_queue: int = 8192, **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
@@ -60,13 +61,18 @@ class Stack:
         replays the log from there; otherwise the stack stops with an error.
         `placement` (misd): "inline" runs replica 0 inside the sequencer,
         "separate" gives the sequencer a process of its own, "auto" picks
-        inline when the workers leave no CPU free (runtime/placement.py)."""
+        inline when the workers leave no CPU free (runtime/placement.py).
+        `event_queue`: lifecycle events (accepted, closed, ...) the queue to
+        this process holds (a power of two); when it is full, worker 0
+        waits for the event thread to make room."""
         try:
             plan = strategies.get(strategy, live=True)
         except ValueError as exc:
             raise StackError(str(exc)) from None
         if not 1 <= workers <= 16:
             raise StackError(f"{workers} workers is outside 1..16")
+        if event_queue < 2 or event_queue & (event_queue - 1):
+            raise StackError(f"event_queue must be a power of two of at least 2, not {event_queue}")
         workers = plan.workers(workers)
         for value, name in ((rcvbuf, "rcvbuf"), (sndbuf, "sndbuf")):
             if value % 4096 or value < 16384:
@@ -105,7 +111,7 @@ class Stack:
                 core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
                 offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
                 faults=dict(faults) if faults else None, pcap=pcap, pcap_snaplen=pcap_snaplen,
-                digest_every=digest_every, recover=recover, placement=placement))
+                digest_every=digest_every, recover=recover, placement=placement, events_capacity=event_queue))
         except PlacementError as exc:
             raise StackError(str(exc)) from None
         self.lock = threading.RLock()
@@ -114,6 +120,7 @@ class Stack:
         self._connecting: dict[int, PendingConnect] = {}
         self._next_tag = 1
         self._failure: str | None = None
+        self._later: deque = deque()     # requests the event thread makes, posted without waiting
         self._started = False
         self._stopping = False
 
@@ -223,6 +230,7 @@ class Stack:
             events.wait(timeout=0.05)
             for message in events.drain():
                 self._on_event(message.kind, message.handle, message.a, message.b, message.c)
+            self._post_later()
             now = time.monotonic()
             if now - last_watch > 0.1 and not self._stopping:
                 last_watch = now
@@ -245,7 +253,10 @@ class Stack:
                 self._conns[handle] = conn
                 listener = self._listeners.get(value)
                 if listener is None:
-                    self.post(Request.ABORT, handle)
+                    # the event thread never waits on the request queue: a
+                    # full one waits on the sequencer, which may wait on
+                    # worker 0, which may wait on this thread for room
+                    self._later.append((Request.ABORT, handle))
                     return
                 listener._established(conn)
             elif kind == Event.CONNECTED:
@@ -265,6 +276,14 @@ class Stack:
                 if kind == Event.CLOSED:
                     del self._conns[handle]
                 conn._on_event(kind, value)
+
+    def _post_later(self) -> None:
+        """Post the event thread's own requests, as far as the queue has room now."""
+        while self._later:
+            if not self.runtime.areas.requests.try_post(*self._later[0]):
+                return
+            self._later.popleft()
+            self.runtime.wake()
 
     # -- requests ----------------------------------------------------------------
     def post(self, kind, handle=0, a=0, b=0, c=0) -> None:

@@ -35,7 +35,8 @@ class SharedAreas:
     def __init__(self, *, workers: int, max_connections: int, rcvbuf: int, sndbuf: int,
                  shared_progress: bool, state_size: int, snapshots: bool, shared_state: bool,
                  ring: BroadcastRing | None = None, ring_consumers: int = 1, ring_entries: int = 1 << 16,
-                 ring_data: int = 32 << 20, capture_size: int = 0, huge_pages: bool = False):
+                 ring_data: int = 32 << 20, capture_size: int = 0, huge_pages: bool = False,
+                 events_capacity: int = EVENT_QUEUE_CAPACITY):
         """`ring`: an existing log to use (a replay); otherwise a new one of
         `ring_entries` descriptors and `ring_data` bytes.  `huge_pages`: the
         log's data area and the receive and send buffers on huge pages where
@@ -51,7 +52,7 @@ class SharedAreas:
                                                 huge_pages=huge_pages))
             self.ring = ring
             self.requests = self._keep(MessageQueue(REQUEST_QUEUE_CAPACITY, name="misdtcp-requests"))
-            self.events = self._keep(MessageQueue(EVENT_QUEUE_CAPACITY, name="misdtcp-events"))
+            self.events = self._keep(MessageQueue(events_capacity, name="misdtcp-events"))
             self.block = MirroredBuffer(pow2(shared_size(workers, max_connections, capture_size)))
             init_shared(self.block, workers, max_connections, rcvbuf, sndbuf, capture_size, shared_progress)
             self.view = SharedView(self.block)

@@ -38,14 +38,14 @@ from misdtcp.frameio.stages cimport stages_apply, stages_release_due
 from misdtcp.runtime.conntable cimport conntable_publish
 from misdtcp.runtime.layout cimport (ConnShare, DIGEST_SLOTS, layout_acked, layout_capture, layout_progress,
                                      layout_sent, layout_shares, progress_offset_of, progress_word)
-from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post
+from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post, mq_try_post
 from misdtcp.runtime.readiness cimport READY_READ, READY_WRITE, ready_signal, ready_touch
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
                                          REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
                                          REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN,
                                          REQ_SETOPT)
-from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_notify, wait_for
+from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS, ec_notify, wait_for
 from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
 from misdtcp.wire.tcp cimport TCP_CHECKSUM
@@ -249,8 +249,17 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
 
 
 cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) noexcept nogil:
+    """Announce a lifecycle event to the application.
+
+    A full queue is back-pressure, never a reason to drop: the worker waits
+    for room (its heartbeat says it is waiting, not hung), and so the log,
+    the sequencer and finally the peer wait with it.  The queue's only
+    reader is the API's event thread, which never waits for anything a
+    worker does (docs/DESIGN.md, "Back-pressure"), so this cannot deadlock;
+    it gives up only when the stack stops."""
     cdef Message message
     cdef Conn *peer
+    cdef int rc
     if not x.post_events:
         return
     if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno:
@@ -267,8 +276,16 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
         if peer != NULL:
             message.b = (<uint64_t>peer.raddr << 16) | peer.rport
             message.c = peer.lport
-    if mq_post(x.events, &message, WAIT_SPIN, WAIT_TIMEOUT_NS) == WAIT_READY:
-        x.cnt.events_posted += 1
+    if not mq_try_post(x.events, &message):
+        x.cnt.event_waits += 1
+        while True:
+            x.cnt.heartbeat_ns = monotonic_ns()
+            rc = mq_post(x.events, &message, WAIT_SPIN, WAIT_TIMEOUT_NS)
+            if rc == WAIT_READY:
+                break
+            if rc == WAIT_STOPPED or atomic_load_acquire_u32(&x.h.stop):
+                return              # stopping: nobody reads events any more
+    x.cnt.events_posted += 1
 
 
 cdef inline void _hold(Exec *x, uint64_t *word, uint64_t value) noexcept nogil:

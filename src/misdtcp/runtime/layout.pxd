@@ -61,7 +61,8 @@ ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its ow
     uint64_t cpu_ns                      # this worker's CPU time inside its loop (thread clock)
     WaitCounters order_waits             # waits for an earlier owner's segments to be written
     uint64_t tx_skipped                  # a replacement's segments its predecessor had written
-    uint64_t pad[2]
+    uint64_t event_waits                 # events that found the event queue full and waited for room
+    uint64_t pad[1]
 
 ctypedef struct WaitWord:                # an eventcount on its own line
     uint32_t eventcount

@@ -61,6 +61,7 @@ class LiveConfig:
     recover: bool = False
     tick_ns: int = 5_000_000
     placement: str = "auto"          # runtime/placement.py: auto, inline or separate
+    events_capacity: int = 8192          # lifecycle events the queue to the application holds
 
 
 class LiveRuntime:
@@ -89,7 +90,7 @@ class LiveRuntime:
                                  ring_entries=c.ring_entries, ring_data=c.ring_data,
                                  shared_progress=self.plan.shared_progress, state_size=self.state_size,
                                  snapshots=self.recover, shared_state=self.plan.shared_state,
-                                 huge_pages=c.huge_pages)
+                                 huge_pages=c.huge_pages, events_capacity=c.events_capacity)
         self.shared = self.plan.prepare(c.workers)
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         if c.pcap:
