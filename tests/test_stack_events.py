@@ -123,3 +123,28 @@ def test_a_full_event_queue_holds_worker0_back_and_loses_nothing(stack_in_netns)
     assert len(set(handles)) == CLIENTS
     finish(client, timeout=20)
     assert stack.failure is None
+
+
+@pytest.mark.timeout(120)
+def test_worker0_replaced_while_announcing_announces_exactly_what_was_not(stack_in_netns):
+    """Worker 0 is killed while it waits to announce an event (the queue is
+    full, the record half done): its replacement replays from a snapshot and
+    must announce that event and every later one, and none of the earlier
+    ones again -- each connection accepted once, with its data."""
+    ns, stack = stack_in_netns(workers=2, event_queue=4)
+    listener = stack.listen(9)
+    with stack.lock:
+        client = start_clients(ns, CLIENTS)
+        assert wait_for(lambda: stack.progress.counters(0)["event_waits"] > 0, timeout=30)
+        os.kill(stack.processes()["worker 0"], signal.SIGKILL)
+    lines, handles = accept_all(listener, CLIENTS)
+    assert lines == expected_lines(CLIENTS)
+    assert len(set(handles)) == CLIENTS
+    rc, out, err = finish(client, timeout=30)
+    assert said_connected_in(out), err
+    assert stack.recoveries == 1
+    assert stack.failure is None
+
+
+def said_connected_in(out):
+    return "connected" in out.split()

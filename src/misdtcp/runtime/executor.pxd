@@ -65,7 +65,10 @@ ctypedef struct Exec:
     uint64_t stats_published_ns
     char *snapshots                     # this worker's two snapshot slots (recoverable mode)
     uint64_t snapshot_size
-    uint64_t events_after_seqno         # a replacement does not announce events again up to here
+    uint64_t events_after_seqno         # a replacement: the predecessor announced events up to
+    uint32_t events_after_index         # ... this record (seqno + 1) and this index in it
+    uint32_t event_index                # events of the record being applied, so far
+    uint64_t event_record               # ... and that record (seqno + 1)
     uint64_t *copy_floor                # a replacement: the progress row its predecessor published
     uint64_t *acked_floor               # ... and (worker 0) the acknowledged offsets it published
     uint64_t floor_until                # both in force while replaying records up to this seqno

@@ -260,10 +260,19 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
     cdef Message message
     cdef Conn *peer
     cdef int rc
+    cdef uint32_t index
     if not x.post_events:
         return
-    if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno:
-        return                      # a replacement replaying records already announced
+    # every event carries the record it came from and its index there, so a
+    # replacement can tell from the queue itself exactly what was announced
+    if x.cur_seqno != x.event_record:
+        x.event_record = x.cur_seqno
+        x.event_index = 0
+    index = x.event_index
+    x.event_index += 1
+    if x.events_after_seqno and (x.cur_seqno < x.events_after_seqno or
+                                 (x.cur_seqno == x.events_after_seqno and index <= x.events_after_index)):
+        return                      # a replacement replaying what its predecessor announced
     message.kind = kind
     message.handle = handle
     message.a = value
@@ -276,6 +285,8 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
         if peer != NULL:
             message.b = (<uint64_t>peer.raddr << 16) | peer.rport
             message.c = peer.lport
+    message.record = x.cur_seqno
+    message.index = index
     if not mq_try_post(x.events, &message):
         x.cnt.event_waits += 1
         while True:
@@ -683,13 +694,12 @@ cdef class Executor:
         """Off only to measure what readiness costs (bench/readiness.py)."""
         self.x.readiness = value
 
-    @property
-    def events_after_seqno(self):
-        return self.x.events_after_seqno
-
-    @events_after_seqno.setter
-    def events_after_seqno(self, uint64_t value):
-        self.x.events_after_seqno = value
+    def announced_through(self, uint64_t record, uint32_t index):
+        """A replacement: its predecessor announced the events of every record
+        before `record` (a seqno + 1, as events carry it) and those up to
+        `index` of `record` itself; they are not announced again."""
+        self.x.events_after_seqno = record
+        self.x.events_after_index = index
 
     def attach(self, BroadcastRing ring):
         """The log this executor's loop feeds from."""

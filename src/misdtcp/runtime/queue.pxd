@@ -1,22 +1,24 @@
 # The runtime's message queues: applications post requests to the sequencer
 # (the request queue), and worker 0 posts lifecycle events to the
 # application (the event queue).  Both are the same bounded multi-producer,
-# single-consumer queue of 32-byte messages in shared memory; queue.pyx
+# single-consumer queue of 48-byte messages in shared memory; queue.pyx
 # describes the protocol.  Every function here is nogil.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from misdtcp.runtime.wait cimport WaitCounters
 
-ctypedef struct Message:               # 32 bytes
+ctypedef struct Message:               # 48 bytes
     uint32_t kind                      # a request (REQ_*) or an event (EV_*) of runtime/vocabulary.pxd
     uint32_t handle                    # the connection handle it concerns (0 when none)
     uint64_t a
     uint64_t b
     uint64_t c
+    uint64_t record                    # events: the log record they came from (a seqno + 1) ...
+    uint64_t index                     # ... and their index among that record's events
 
 ctypedef struct MessageSlot:           # one cache line, so posters do not false-share
     uint64_t sequence                  # Vyukov: pos -> free for ticket pos; pos+1 -> full
     Message message
-    uint8_t _pad[24]
+    uint8_t _pad[8]
 
 ctypedef struct MessageQueueInfo:
     uint64_t magic

@@ -29,11 +29,11 @@ from misdtcp.runtime.wait cimport (WAIT_READY, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_no
 from misdtcp.runtime.wait import WaitStatus
 
 QUEUE_MAGIC = 0x51444D435344494D      # "MISDCMDQ"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
-PostedMessage = collections.namedtuple("PostedMessage", "kind handle a b c")
+PostedMessage = collections.namedtuple("PostedMessage", "kind handle a b c record index")
 
-if sizeof(Message) != 32 or sizeof(MessageSlot) != 64 or sizeof(MessageQueueControl) != 6 * 64:
+if sizeof(Message) != 48 or sizeof(MessageSlot) != 64 or sizeof(MessageQueueControl) != 6 * 64:
     raise ImportError("misdtcp.runtime.queue: shared-memory structs have an unexpected size")
 
 
@@ -130,7 +130,7 @@ cdef void mq_stop(MsgQueue *queue) noexcept nogil:
 
 
 cdef class MessageQueue:
-    """Bounded multi-producer, single-consumer queue of 32-byte messages in shared memory.
+    """Bounded multi-producer, single-consumer queue of 48-byte messages in shared memory.
 
     Posters in any process (forked, or mapped with ``from_fd``) call ``post``;
     the sequencer drains with ``mq_try_take`` (or ``take``/``drain`` here).
@@ -279,7 +279,7 @@ cdef class MessageQueue:
         cdef Message m
         if not mq_try_take(&self.queue, &m):
             return None
-        return PostedMessage(m.kind, m.handle, m.a, m.b, m.c)
+        return PostedMessage(m.kind, m.handle, m.a, m.b, m.c, m.record, m.index)
 
     def drain(self, uint64_t max_messages=0):
         """Every ready message (at most ``max_messages`` if non-zero), in order."""
@@ -288,8 +288,39 @@ cdef class MessageQueue:
         messages = []
         while (max_messages == 0 or <uint64_t>len(messages) < max_messages) and \
                 mq_try_take(&self.queue, &m):
-            messages.append(PostedMessage(m.kind, m.handle, m.a, m.b, m.c))
+            messages.append(PostedMessage(m.kind, m.handle, m.a, m.b, m.c, m.record, m.index))
         return messages
+
+    def last_posted(self):
+        """The newest message a poster finished posting (whether taken since
+        or not), or None.  For a queue whose one poster has stopped (a dead
+        worker 0's event queue): what it announced last.  A ticket it
+        claimed but never published is skipped."""
+        self._check_open()
+        cdef uint64_t position = atomic_load_acquire_u64(&self.queue.ctl.tail)
+        cdef uint64_t sequence
+        cdef MessageSlot *slot
+        while position:
+            position -= 1
+            slot = &self.queue.slots[position & self.queue.mask]
+            sequence = atomic_load_acquire_u64(&slot.sequence)
+            if sequence == position + 1 or sequence == position + self.queue.capacity:
+                m = slot.message
+                return PostedMessage(m.kind, m.handle, m.a, m.b, m.c, m.record, m.index)
+            if sequence != position:
+                return None
+        return None
+
+    def abandon_claim(self):
+        """For a queue with one poster that died: give back the ticket it
+        claimed but never published (its slot would hold the consumer up
+        forever).  Returns True if there was one.  Only while nobody posts."""
+        self._check_open()
+        cdef uint64_t tail = atomic_load_acquire_u64(&self.queue.ctl.tail)
+        if tail and atomic_load_acquire_u64(&self.queue.slots[(tail - 1) & self.queue.mask].sequence) == tail - 1:
+            atomic_store_release_u64(&self.queue.ctl.tail, tail - 1)
+            return True
+        return False
 
     def wait(self, uint32_t spin=WAIT_SPIN, double timeout=0.05):
         """Consumer: block (GIL released) until a message is ready; returns a WaitStatus."""

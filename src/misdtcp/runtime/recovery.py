@@ -24,7 +24,7 @@ class ResumePoint:
     applied: int               # the log position the dead worker had applied up to
     progress: bytes            # the progress row it published (copies below are done)
     acked: bytes | None        # worker 0: the acknowledged offsets it published
-    announced: int             # events of records up to this seqno were announced
+    announced: tuple[int, int]  # worker 0: the last event it announced (record seqno + 1, index)
 
 
 def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
@@ -45,14 +45,21 @@ def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
     else:
         return None
     applied = view.counters(worker)["last_seqno"]
+    announced = (0, 0)
+    if worker == 0:
+        last = areas.events.last_posted()     # events carry the record and index they came from
+        if last is not None:
+            announced = (last.record, last.index)
     return ResumePoint(worker, seqno, state, applied, view.progress_row(worker),
-                       view.acked_row() if worker == 0 else None, applied)
+                       view.acked_row() if worker == 0 else None, announced)
 
 
 def prepare(areas, point: ResumePoint) -> None:
     """Make the shared state ready for the replacement (the dead worker is
     reaped: nothing else writes its rows or its cursor)."""
     areas.ring.resume_consumer(point.worker, point.seqno)
+    if point.worker == 0:
+        areas.events.abandon_claim()     # killed between claiming a slot and filling it
     areas.view.mark_restart(point.worker)
 
 
@@ -63,6 +70,6 @@ def run_replacement(point: ResumePoint, core, executor, ring) -> None:
     if point.state is not None:
         core.load_state(point.state)
     executor.resume_after(point.progress, point.acked, point.applied)
-    executor.events_after_seqno = point.announced
+    executor.announced_through(*point.announced)
     run_misd(executor, ring, point.worker, False)
     executor.flush()
