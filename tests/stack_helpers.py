@@ -49,3 +49,39 @@ def wait_for(predicate, timeout=10.0, interval=0.01):
             return True
         time.sleep(interval)
     return False
+
+
+def receive_transfer(stack, ns, total, *, during=None, timeout=20.0, port=9):
+    """A kernel client in `ns` sends `total` random bytes to `port` of the
+    stack; this process receives them without copying and hashes them.
+    `during(received)` runs after every view (to kill or stop a process at
+    a chosen moment).  Returns (bytes received, their SHA-256, the sender's
+    own count and SHA-256)."""
+    import hashlib
+    import subprocess
+
+    from netns_helpers import finish
+    from test_e2e_transfer import SENDER
+
+    listener = stack.listen(port)
+    client = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=port), str(total)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        conn = listener.accept(timeout=timeout)
+        digest = hashlib.sha256()
+        got = 0
+        while True:
+            view = conn.recv_view(timeout=timeout)
+            if not len(view):
+                break
+            digest.update(view)
+            got += len(view)
+            conn.release(view)
+            if during is not None:
+                during(got)
+        conn.close()
+    finally:
+        rc, out, err = finish(client, timeout=timeout + 10)
+    assert rc == 0, f"the sender failed: {err.strip()}"
+    sent, sent_digest = out.split()
+    return got, digest.hexdigest(), int(sent), sent_digest

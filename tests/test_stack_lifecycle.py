@@ -135,3 +135,32 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, plac
         ns.delete()
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("offload", [True, False])
+def test_recoverable_mode_runs_with_the_smallest_log(offload):
+    """Workers release the log only up to their last checkpoint: checkpoints
+    must come often enough that a 1 MiB log (the smallest) never fills with
+    nothing releasable -- with offload one sequencer round alone can read
+    64 super-frames of 64 KiB.  A worker is killed half-way for good measure."""
+    from stack_helpers import receive_transfer
+    require_netns()
+    ns, tun = make_tun_netns(offload=offload)
+    total = 48 << 20
+    stack = Stack(tun, address=STACK, workers=2, ring_size=1 << 20, offload=offload).start()
+    killed = []
+
+    def kill_once(got):
+        if not killed and got >= total // 2:
+            os.kill(stack.processes()["worker 1"], signal.SIGKILL)
+            killed.append(got)
+    try:
+        got, digest, sent, sent_digest = receive_transfer(stack, ns, total, during=kill_once)
+        assert got == sent == total and digest == sent_digest
+        assert stack.recoveries == 1
+        assert stack.ring_counters()["producer"]["full_waits"] > 0, "the log never filled: not a small log"
+    finally:
+        stack.stop()
+        tun.close()
+        ns.delete()

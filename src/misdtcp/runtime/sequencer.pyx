@@ -102,6 +102,10 @@ ctypedef struct Sequencer:
     uint64_t room_ns             # ... of which waiting for room in the log (left out)
     uint64_t cpu_start_ns        # the thread's CPU clock when the loop began
     uint64_t stats_published_ns
+    uint64_t checkpoint_every        # recovery checkpoints: data bytes between them (0: none) ...
+    uint64_t checkpoint_entries      # ... or descriptors, whichever comes first
+    uint64_t checkpoint_data_at      # where the last one was
+    uint64_t checkpoint_entry_at
     SequencerStats stats
 
 
@@ -143,7 +147,7 @@ cdef inline void _publish(Sequencer *s) noexcept nogil:
     _run_inline(s)
 
 
-cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
+cdef bint _wait_room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
     """Wait (the one wait policy) until the log has room; False once stopping.
     Pending descriptors are published first: the workers must see them to
     free any room.  The time it takes is counted in s.room_ns."""
@@ -154,6 +158,7 @@ cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept no
     t0 = monotonic_ns()
     while not ring_has_room(s.ring, entries, data_bytes):
         _publish(s)
+        s.h.sequencer_heartbeat_ns = monotonic_ns()     # waiting for the workers, not hung
         if ring_has_room(s.ring, entries, data_bytes):
             break
         if atomic_load_acquire_u32(&s.h.stop) or \
@@ -162,6 +167,38 @@ cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept no
             break
     s.room_ns += monotonic_ns() - t0
     return ok
+
+
+cdef void _checkpoint_if_due(Sequencer *s) noexcept nogil:
+    """A REC_CHECKPOINT once `checkpoint_every` data bytes or a quarter of
+    the descriptors went by since the last one.  Checked before every write
+    to the log, not once per round: in recoverable mode workers release the
+    log only up to their last checkpoint, and one round can read more than a
+    small log holds (64 super-frames of 64 KiB into a 1 MiB log) -- without
+    a checkpoint inside it, nothing would become releasable and the round
+    would wait for room forever.  So at most a quarter of the log plus one
+    frame is ever held back."""
+    cdef Descriptor *d
+    cdef uint64_t entry = s.ring.ctl.producer.cursor + s.ring.pending
+    if not s.checkpoint_every or (s.ring.data_tail - s.checkpoint_data_at < s.checkpoint_every and
+                                  entry - s.checkpoint_entry_at < s.checkpoint_entries):
+        return
+    if not _wait_room(s, 1, 0):
+        return
+    d = ring_claim(s.ring, 0)
+    d.kind = REC_CHECKPOINT
+    d.frame_flags = 0
+    d.length = 0
+    d.now_ns = s.now
+    s.checkpoint_data_at = s.ring.data_tail
+    s.checkpoint_entry_at = entry + 1
+    s.h.sequencer_records += 1
+
+
+cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
+    """Room in the log for what comes next (after a checkpoint, if one is due)."""
+    _checkpoint_if_due(s)
+    return _wait_room(s, entries, data_bytes)
 
 
 cdef bint _record(Sequencer *s, uint8_t kind, const uint8_t *data, uint32_t n, uint64_t now) noexcept nogil:
@@ -382,6 +419,10 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.room_ns = 0
     s.cpu_start_ns = 0
     s.stats_published_ns = 0
+    s.checkpoint_every = 0
+    s.checkpoint_entries = ring.entries // 4
+    s.checkpoint_data_at = 0
+    s.checkpoint_entry_at = 0
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
     s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
     return 0
@@ -393,15 +434,15 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
                   bint coalesce_segments=True, Executor inline=None):
     """Run until the runtime's stop flag is set; then publish REC_STOP.
     `checkpoint_every`: a REC_CHECKPOINT whenever that many data-area bytes
-    or a quarter of the descriptors went by (0: none).  With `pcap`, every
+    or a quarter of the descriptors went by, checked before every write
+    (0: none; see _checkpoint_if_due).  With `pcap`, every
     frame that enters the log is captured (after fault injection: what the
     stack really received).  `inline`: worker 0's executor, run here as the
     log's consumer 0 (the inline placement).  Returns the sequencer's
     counters."""
     cdef Sequencer s
     cdef Message message
-    cdef uint64_t now, last = 0, last_checkpoint_data = 0, last_checkpoint_entries = 0
-    cdef uint64_t quarter = ring.entries // 4
+    cdef uint64_t now, last = 0
     cdef uint32_t got
     cdef pollfd fds[2]
     cdef int timeout_ms
@@ -414,6 +455,9 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
         s.inline = &inline.x
         s.inline_running = True
         exec_start_walk(s.inline, s.ring, 0)
+    s.checkpoint_every = checkpoint_every
+    s.checkpoint_data_at = ring.ring.data_tail
+    s.checkpoint_entry_at = ring.ring.ctl.producer.cursor
     with nogil:
         s.cpu_start_ns = thread_cpu_ns()
         if s.inline != NULL:
@@ -441,14 +485,6 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             # held frames that are due (reorder / delay)
             s.now = monotonic_ns()
             got += stages_release_due(&s.stages, s.now, _staged_frame, &s)
-            # recovery checkpoints: workers snapshot their state here and the
-            # ring reclaims space only up to the latest one
-            if checkpoint_every and (s.ring.data_tail - last_checkpoint_data >= checkpoint_every or
-                                     s.ring.ctl.producer.cursor + s.ring.pending - last_checkpoint_entries
-                                     >= quarter):
-                last_checkpoint_data = s.ring.data_tail
-                last_checkpoint_entries = s.ring.ctl.producer.cursor + s.ring.pending
-                _record(&s, REC_CHECKPOINT, scratch, 0, now)
             _publish(&s)
             if got:
                 last = now
