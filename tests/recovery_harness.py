@@ -160,7 +160,7 @@ class RecoveryBench:
 
         def body():
             core = self.core(worker)
-            recovery.run_replacement(point, core, self.executor(core, worker), self.log.ring)
+            recovery.run_replacement(point, self.areas, self.state_size, core, self.executor(core, worker))
         self._fork(worker, body)
         return point
 

@@ -80,8 +80,11 @@ def receive_transfer(stack, ns, total, *, during=None, timeout=20.0, port=9):
             if during is not None:
                 during(got)
         conn.close()
-    finally:
-        rc, out, err = finish(client, timeout=timeout + 10)
+    except BaseException:
+        client.kill()
+        finish(client, timeout=5)
+        raise
+    rc, out, err = finish(client, timeout=timeout + 10)
     assert rc == 0, f"the sender failed: {err.strip()}"
     sent, sent_digest = out.split()
     return got, digest.hexdigest(), int(sent), sent_digest

@@ -10,6 +10,7 @@ import pytest
 
 from misdtcp.api import Stack, StackError
 from netns_helpers import finish, make_tun_netns, require_netns
+from process_helpers import alive, holders_of, memfds_of
 from test_e2e_transfer import SENDER
 
 pytestmark = pytest.mark.netns
@@ -34,22 +35,29 @@ def test_start_stop_leaves_nothing_behind(strategy, workers, placement):
     try:
         import gc
         gc.collect()                        # earlier tests' garbage is not freed while we count
-        shm_before = set(os.listdir("/dev/shm"))
         fds_before = open_fds()
         maps_before = memfd_maps()          # other tests' areas (a cached fuzz log) are not ours
+        ours_before = memfds_of([os.getpid()])
         stack = Stack(tun, address=STACK, workers=workers, strategy=strategy, placement=placement).start()
         # inline: replica 0 runs in the sequencer's process
-        assert len(stack.processes()) == (1 if strategy == "single" else
-                                          workers if stack.placement == "inline" else 1 + workers)
+        if strategy == "single":
+            roles = {"forker", "worker 0"}
+        else:
+            roles = {"forker", "sequencer", *(f"worker {w}" for w in range(workers))}
+            if stack.placement == "inline":
+                roles.discard("worker 0")
+        assert set(stack.processes()) == roles
         pids = list(stack.processes().values())
+        memfds = memfds_of(pids) - ours_before      # the stack's own shared memory
+        assert memfds
         stack.stop()
         del stack
         gc.collect()
         for pid in pids:
-            assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+            assert not alive(pid)
         assert open_fds() - fds_before == set()
-        assert set(os.listdir("/dev/shm")) == shm_before
         assert memfd_maps() == maps_before
+        assert holders_of(memfds) == set()          # the stack's shared memory is gone
     finally:
         tun.close()
         ns.delete()
@@ -86,7 +94,7 @@ def test_killed_process_is_detected_within_a_second(victim):
         tun.close()
         ns.delete()
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}")
+        assert not alive(pid)
 
 
 @pytest.mark.timeout(120)
@@ -134,7 +142,7 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, plac
         tun.close()
         ns.delete()
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}")
+        assert not alive(pid)
 
 
 @pytest.mark.timeout(120)

@@ -182,8 +182,8 @@ class Stack:
             raise StackError(self._failure)
 
     def processes(self) -> dict[str, int]:
-        """The runtime's processes by role ('sequencer', 'worker 0', ...) and PID."""
-        return dict(self.runtime.supervisor.pids)
+        """The runtime's processes by role ('forker', 'sequencer', 'worker 0', ...) and PID."""
+        return self.runtime.processes()
 
     @property
     def placement(self) -> str:

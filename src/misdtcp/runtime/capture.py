@@ -97,6 +97,10 @@ class CaptureMerger:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="misdtcp-capture", daemon=True)
+
+    def start(self) -> None:
+        """Merge while the stack runs (a thread: start it after the stack's
+        forker exists, which must be forked from a process without one)."""
         self._thread.start()
 
     def _write(self, data: bytes) -> None:
@@ -129,7 +133,8 @@ class CaptureMerger:
     def close(self) -> None:
         """After the processes have ended: merge the rest, close everything."""
         self._stop.set()
-        self._thread.join(2.0)
+        if self._thread.is_alive():
+            self._thread.join(2.0)
         try:
             if self.error is None:
                 self._gather()

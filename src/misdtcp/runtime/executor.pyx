@@ -547,7 +547,7 @@ cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noex
     from x.loop_seqno up to `end` (at most EXEC_MAX_BATCH), then publish the
     progress once and release the log once.  The walk's position lives in
     x.loop_seqno / x.loop_data.  Returns False once REC_STOP was applied."""
-    cdef uint64_t seqno = x.loop_seqno, n = 0
+    cdef uint64_t seqno = x.loop_seqno, n = 0, now
     cdef const Descriptor *d
     cdef bint running = True
     if end - seqno > EXEC_MAX_BATCH:
@@ -573,7 +573,9 @@ cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noex
         ring_release(rg, consumer_id, seqno, x.loop_data, n)
     exec_flush_held(x)
     exec_signal_ready(x)
-    exec_publish_stats(x, monotonic_ns())
+    now = monotonic_ns()
+    x.cnt.heartbeat_ns = now                 # busy, not hung (runtime/watchdog.py)
+    exec_publish_stats(x, now)
     return running
 
 

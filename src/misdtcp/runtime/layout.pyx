@@ -298,7 +298,18 @@ cdef class SharedView:
         return best_pos, data
 
     def mark_restart(self, uint32_t worker):
+        """A replacement takes over: its predecessor's heartbeat no longer counts."""
         self.h.counters[worker].restarts += 1
+        self.h.counters[worker].heartbeat_ns = 0
+
+    def liveness(self, uint32_t worker):
+        """(heartbeat_ns, last_seqno) of `worker`: the watchdog's view of it."""
+        return (atomic_load_acquire_u64(&self.h.counters[worker].heartbeat_ns),
+                atomic_load_acquire_u64(&self.h.counters[worker].last_seqno))
+
+    @property
+    def sequencer_heartbeat_ns(self):
+        return atomic_load_acquire_u64(&self.h.sequencer_heartbeat_ns)
 
     def counters(self, uint32_t worker):
         cdef WorkerCounters c = self.h.counters[worker]

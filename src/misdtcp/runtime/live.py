@@ -1,23 +1,21 @@
 """The runtime of a live stack: its shared memory, its processes, and what
 happens when one of them dies.
 
-`LiveRuntime.start(device_fd)` creates the shared areas and forks the
-strategy's processes: the sequencer (reads the device, writes the log) and N
-workers (run the log), or the one `single` process.  `watch()` is called
-periodically by the API's event thread: it reaps processes that ended and,
-with recovery on (misd), replaces a dead worker from its last replica
-snapshot; otherwise it reports the failure in one sentence.  `stop()` ends
-every process and closes every area.
-
-Recovery: the sequencer logs a checkpoint every quarter of the log; each worker
-snapshots its replica state there and releases ring space only up to its
-latest checkpoint.  A replacement loads the snapshot and replays the log from
-that point -- copies are idempotent, events already announced are not posted
-again.
+`LiveRuntime.start(device_fd)` creates the shared areas, starts the
+forker (runtime/forker.py: the single-threaded parent of every other
+process) and has it fork the strategy's processes: the sequencer (reads the
+device, writes the log) and N workers (run the log), or the one `single`
+process.  `watch()` is called every 100 ms by the API's event thread: it
+reaps processes that ended, notices processes that make no progress while
+work is pending (runtime/watchdog.py) and SIGKILLs them, and with recovery
+on (misd) replaces a dead or hung worker from its last replica snapshot
+(runtime/recovery.py); otherwise it reports the failure in one sentence.
+`stop()` ends every process and closes every area.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from misdtcp._tcpcore import TcpCore
@@ -30,8 +28,9 @@ from misdtcp.runtime.executor import Executor, Sink
 from misdtcp.runtime.loops import run_single_device
 from misdtcp.runtime.placement import place
 from misdtcp.runtime.sequencer import run_sequencer
+from misdtcp.runtime.forker import Forker, ForkerError
 from misdtcp.runtime.strategies import Run
-from misdtcp.runtime.supervisor import Supervisor
+from misdtcp.runtime.watchdog import Liveness, Watchdog
 
 
 class CaptureError(RuntimeError):
@@ -73,7 +72,9 @@ class LiveRuntime:
         self.recover = config.recover and self.plan.replicated
         self.recoveries = 0
         self.areas: SharedAreas | None = None
-        self.supervisor = Supervisor()
+        self.supervisor = Forker({"sequencer": self._sequencer_main, "worker": self._worker_main,
+                                  "single": self._single_main, "replacement": self._replacement_main})
+        self.watchdog = Watchdog()
         self.capture: CaptureParts | None = None
         self.merger: CaptureMerger | None = None
         self.wake_fd = -1
@@ -103,13 +104,26 @@ class LiveRuntime:
                 raise CaptureError(f"cannot write {target}: {exc.strerror}") from None
         if self.plan.shared_state:
             TcpCore(c.address, **c.core_config, state_buffer=self.areas.state)
+        self.supervisor.start()
+        if self.merger is not None:
+            self.merger.start()
         if self.plan.sequencer:
-            self.supervisor.spawn("sequencer", self.placement.sequencer_cpu, self._sequencer_main)
+            self._spawn("sequencer", self.placement.sequencer_cpu, "sequencer")
             for w in range(1 if self.placement.inline else 0, c.workers):
-                self.supervisor.spawn(f"worker {w}", self._cpu(w), self._worker_main, w)
+                self._spawn(f"worker {w}", self._cpu(w), "worker", w)
         else:
-            self.supervisor.spawn("worker 0", self._cpu(0), self._single_main)
+            self._spawn("worker 0", self._cpu(0), "single")
         self.areas.view.go()
+
+    def _spawn(self, role: str, cpu: int | None, target: str, *args) -> None:
+        self.supervisor.spawn(role, cpu, target, *args)
+        self.watchdog.spawned(role, time.monotonic_ns())
+
+    def processes(self) -> dict[str, int]:
+        """The stack's processes by role: the forker, the sequencer, the workers."""
+        found = {"forker": self.supervisor.pid} if self.supervisor.pid is not None else {}
+        found.update(self.supervisor.pids)
+        return found
 
     def stop(self) -> None:
         """End every process and close every area.  Idempotent."""
@@ -141,20 +155,50 @@ class LiveRuntime:
                 pass
 
     def watch(self) -> str | None:
-        """Reap processes that ended; replace a dead worker when recovery is
-        on.  Returns a one-sentence failure, or None while all is well."""
-        for ended in self.supervisor.reap():
-            role = ended.role.split()[0]
-            if role == "worker" and self.recover and not self.areas.view.stopping:
-                if self._replace_worker(int(ended.role.split()[1])):
+        """Reap processes that ended and kill those that hang; replace a dead
+        or hung worker when recovery is on.  Returns a one-sentence failure,
+        or None while all is well."""
+        try:
+            for ended in self.supervisor.reap():
+                role = ended.role.split()[0]
+                if self._replaceable(ended.role) and self._replace_worker(int(ended.role.split()[1])):
                     continue
-            return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
+                return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
+            for role, stalled_ns in self.watchdog.stalled(time.monotonic_ns(), self._liveness()):
+                pid = self.supervisor.pids.get(role)
+                self.supervisor.kill(role)
+                if self._replaceable(role) and self._replace_worker(int(role.split()[1])):
+                    continue
+                return (f"{role} (pid {pid}) made no progress for {stalled_ns / 1e9:.1f} s while work was "
+                        f"pending; the stack stopped")
+        except ForkerError as exc:
+            return f"{exc}; the stack stopped"
         if self.areas.view.diverged:
             return f"replicas diverged at digest round {self.areas.view.diverged_round}; the stack stopped"
         lost = self.areas.view.lost_actions
         if lost is not None:
             return lost + "; the stack stopped"
         return None
+
+    def _replaceable(self, role: str) -> bool:
+        return role.startswith("worker ") and self.recover and not self.areas.view.stopping
+
+    def _liveness(self) -> dict[str, Liveness]:
+        """What each process shows of itself, for the watchdog."""
+        view = self.areas.view
+        produced = self.areas.ring.producer_cursor
+        samples = {}
+        if self.plan.sequencer and "sequencer" in self.supervisor.pids:
+            samples["sequencer"] = Liveness(view.sequencer_heartbeat_ns, produced, True)
+        for w in range(self.config.workers if self.plan.sequencer else 1):
+            if f"worker {w}" not in self.supervisor.pids:
+                continue
+            heartbeat, applied = view.liveness(w)
+            # a misd worker owes every record published; mimd and single
+            # workers refresh their heartbeat in every wait, idle or not
+            pending = applied < produced if self.plan.replicated else True
+            samples[f"worker {w}"] = Liveness(heartbeat, applied, pending)
+        return samples
 
     # -- the processes --------------------------------------------------------------
     def _cpu(self, worker: int) -> int:
@@ -213,14 +257,14 @@ class LiveRuntime:
     def _replacement_main(self, point: recovery.ResumePoint) -> None:
         """A new process for a dead worker (runtime/recovery.py)."""
         core = self._core(point.worker)
-        recovery.run_replacement(point, core, self._executor(core, point.worker), self.areas.ring)
+        recovery.run_replacement(point, self.areas, self.state_size, core, self._executor(core, point.worker))
 
     def _replace_worker(self, worker: int) -> bool:
-        """Fork a replacement for dead worker `worker` from its last snapshot."""
+        """Have the forker start a replacement for dead `worker` from its last snapshot."""
         point = recovery.resume_point(self.areas, worker, self.state_size)
         if point is None:
             return False
         recovery.prepare(self.areas, point)
-        self.supervisor.spawn(f"worker {worker}", self._cpu(worker), self._replacement_main, point)
+        self._spawn(f"worker {worker}", self._cpu(worker), "replacement", point)
         self.recoveries += 1
         return True

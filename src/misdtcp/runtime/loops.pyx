@@ -96,6 +96,7 @@ cdef inline void _begin(Exec *x, Ring *rg, bint prefault) noexcept nogil:
         _prefault(rg)
     _wait_go(x.h)
     x.cnt.start_ns = monotonic_ns()
+    x.cnt.heartbeat_ns = x.cnt.start_ns
 
 
 cdef inline void _end(Exec *x, uint64_t cpu0) noexcept nogil:
@@ -252,7 +253,7 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers, bint prefault=T
                 cnt.lock_waits += 1
                 while wait_for(_my_turn, &turn, &h.turn_wait.eventcount, &h.stop, WAIT_SPIN,
                                WAIT_TIMEOUT_NS, &waits) != 0 and not atomic_load_acquire_u32(&h.stop):
-                    pass
+                    cnt.heartbeat_ns = monotonic_ns()
             if not _my_turn(&turn):
                 break                                   # stopped while waiting
             frame = exec_apply(x, d, seqno, &stop)
@@ -278,13 +279,14 @@ def run_mimd(Executor ex, BroadcastRing ring, uint32_t nworkers, bint prefault=T
                 cnt.lock_waits += 1
                 while wait_for(_earlier_done, &done, &h.done_wait.eventcount, &h.stop, WAIT_SPIN,
                                WAIT_TIMEOUT_NS, &waits) != 0 and not atomic_load_acquire_u32(&h.stop):
-                    pass
+                    cnt.heartbeat_ns = monotonic_ns()
             exec_publish_pending(x)
             atomic_store_release_u64(&h.done_seqno, seqno + 1)
             ec_notify(&h.done_wait.eventcount)
             exec_flush_held(x)
             exec_signal_ready(x)
-            exec_publish_stats(x, monotonic_ns())
+            cnt.heartbeat_ns = monotonic_ns()
+            exec_publish_stats(x, cnt.heartbeat_ns)
             atomic_store_release_u64(&cnt.inflight, <uint64_t>-1)
             cnt.records += 1
             cnt.position += 1

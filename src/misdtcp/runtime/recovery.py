@@ -7,6 +7,20 @@ log from that snapshot's position (docs/DESIGN.md, "Recovery").
 memory; `prepare` makes the shared state ready for the replacement;
 `run_replacement` is the replacement's body.  LiveRuntime uses all three, and
 so do the tests that kill a worker at an exact log position.
+
+What makes the replay exact:
+
+* snapshots: a slot being written claims no position (executor
+  `_checkpoint`), so only a whole snapshot is ever loaded;
+* copies: the replacement skips copies below the progress its predecessor
+  published and publishes none below it (executor `exec_run_actions`);
+* events: each carries its record and index, and the event queue keeps the
+  last one the predecessor finished posting, so the replacement announces
+  exactly what follows it (executor `_post_event`).
+
+A ResumePoint is a few numbers (it travels to the forker); the replacement
+reads the snapshot and its predecessor's rows from shared memory itself --
+nothing writes them while the worker is dead.
 """
 from __future__ import annotations
 
@@ -19,11 +33,9 @@ from misdtcp.runtime.loops import run_misd
 class ResumePoint:
     """What a replacement for `worker` starts from."""
     worker: int
-    seqno: int                 # the first log position it applies
-    state: bytes | None        # the replica state at `seqno` (None: the initial state)
-    applied: int               # the log position the dead worker had applied up to
-    progress: bytes            # the progress row it published (copies below are done)
-    acked: bytes | None        # worker 0: the acknowledged offsets it published
+    seqno: int                  # the first log position it applies
+    from_snapshot: bool         # the state at `seqno` is a snapshot (else: the initial state, seqno 0)
+    applied: int                # the log position the dead worker had applied up to
     announced: tuple[int, int]  # worker 0: the last event it announced (record seqno + 1, index)
 
 
@@ -34,24 +46,22 @@ def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
     The log is held from the worker's cursor (its last checkpoint when it
     last released); any intact snapshot at or after the cursor will do, and
     the newest replays least.  A slot the worker died writing claims no
-    position (executor `_checkpoint`), so it is never taken."""
+    position, so it is never taken."""
     view = areas.view
     cursor = areas.ring.consumer_cursor(worker)
     found = view.latest_snapshot(worker, cursor, areas.snapshots, state_size)
     if found is not None:
-        seqno, state = found
+        seqno, from_snapshot = found[0], True
     elif cursor == 0:
-        seqno, state = 0, None        # no checkpoint released yet: the initial state replays it all
+        seqno, from_snapshot = 0, False     # nothing released yet: the initial state replays it all
     else:
         return None
-    applied = view.counters(worker)["last_seqno"]
     announced = (0, 0)
     if worker == 0:
-        last = areas.events.last_posted()     # events carry the record and index they came from
+        last = areas.events.last_posted()   # events carry the record and index they came from
         if last is not None:
             announced = (last.record, last.index)
-    return ResumePoint(worker, seqno, state, applied, view.progress_row(worker),
-                       view.acked_row() if worker == 0 else None, announced)
+    return ResumePoint(worker, seqno, from_snapshot, view.counters(worker)["last_seqno"], announced)
 
 
 def prepare(areas, point: ResumePoint) -> None:
@@ -59,17 +69,22 @@ def prepare(areas, point: ResumePoint) -> None:
     reaped: nothing else writes its rows or its cursor)."""
     areas.ring.resume_consumer(point.worker, point.seqno)
     if point.worker == 0:
-        areas.events.abandon_claim()     # killed between claiming a slot and filling it
+        areas.events.abandon_claim()        # killed between claiming a slot and filling it
     areas.view.mark_restart(point.worker)
 
 
-def run_replacement(point: ResumePoint, core, executor, ring) -> None:
+def run_replacement(point: ResumePoint, areas, state_size: int, core, executor) -> None:
     """The replacement's body: the replica state at the resume point, then
     the log replayed from there (copies already done are not redone, events
     already announced are not announced again)."""
-    if point.state is not None:
-        core.load_state(point.state)
-    executor.resume_after(point.progress, point.acked, point.applied)
+    view = areas.view
+    if point.from_snapshot:
+        state = view.snapshot_for(point.worker, point.seqno, areas.snapshots, state_size)
+        if state is None:
+            raise RuntimeError(f"the snapshot of worker {point.worker} at {point.seqno} is gone")
+        core.load_state(state)
+    executor.resume_after(view.progress_row(point.worker), view.acked_row() if point.worker == 0 else None,
+                          point.applied)
     executor.announced_through(*point.announced)
-    run_misd(executor, ring, point.worker, False)
+    run_misd(executor, areas.ring, point.worker, False)
     executor.flush()

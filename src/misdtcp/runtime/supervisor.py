@@ -1,12 +1,16 @@
-"""Process supervision for the runtime: fork, pin, watch, end.
+"""Process supervision for replay runs: fork, pin, name, watch, end.
 
-A `Supervisor` starts each of the stack's processes (the sequencer and the
-workers, or the one `single` process) with `spawn`, each under a role name,
-pinned to its CPU.  `reap` collects the ones that ended and says how;
-`stop` waits for all of them (they stop on the runtime's stop flag) and
+A `Supervisor` starts processes with `spawn`, each under a role name,
+pinned to its CPU, named for `ps` (runtime/process.py) and killed if the
+thread that forked it ends.  `reap` collects the ones that ended and says
+how; `stop` waits for all of them (they stop on the runtime's stop flag) and
 kills those that do not stop in time.  A child never returns into the
 parent's code: it runs its target and `os._exit`s with 0 or, after printing
 what went wrong, 1.
+
+A live stack does not fork from the application's process (it has threads):
+its processes come from a single-threaded forker (runtime/forker.py), which
+uses `child_main` below for each of them.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
+
+from misdtcp.runtime.process import die_with_parent, process_name, set_name
 
 
 @dataclass(frozen=True)
@@ -35,18 +41,29 @@ def describe(status: int) -> tuple[str, bool]:
     return f"exit status {code}", code == 0
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """A stack process must not outlive the process that supervises it: if
-    that one is killed (SIGKILL leaves no chance to stop them), the kernel
-    sends this child SIGKILL (prctl PR_SET_PDEATHSIG) instead of leaving it
-    spinning on a log nobody writes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:           # the parent died before the prctl took effect
-        os._exit(1)
+def child_main(role: str, cpu: int | None, parent: int, target: Callable[..., None], args,
+               close_fds=(), ready_fd: int = -1) -> None:  # pragma: no cover - runs in a child process
+    """The body of a freshly forked process of the stack; never returns.
+    `ready_fd`: written to (then closed) once the process is named and bound
+    to its parent, before it runs its target."""
+    code = 0
+    try:
+        die_with_parent(parent)
+        set_name(process_name(role))
+        for fd in close_fds:
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        if ready_fd >= 0:
+            os.write(ready_fd, b"r")
+            os.close(ready_fd)
+        target(*args)
+    except BaseException:  # noqa: BLE001 - reported through the exit status
+        traceback.print_exc()
+        code = 1
+    os._exit(code)
 
 
 class Supervisor:
@@ -55,20 +72,10 @@ class Supervisor:
 
     def spawn(self, role: str, cpu: int | None, target: Callable[..., None], *args) -> int:
         """Fork a process that runs target(*args) pinned to `cpu` (None: unpinned)."""
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child process
-            code = 0
-            try:
-                _die_with_parent()
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                if cpu is not None:
-                    os.sched_setaffinity(0, {cpu})
-                target(*args)
-            except BaseException:  # noqa: BLE001 - reported through the exit status
-                traceback.print_exc()
-                code = 1
-            os._exit(code)
+            child_main(role, cpu, parent, target, args)
         self.pids[role] = pid
         return pid
 
