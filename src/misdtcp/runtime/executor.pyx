@@ -137,6 +137,11 @@ cdef inline ConnShare *_share(Exec *x, uint32_t handle) noexcept nogil:
     return s
 
 
+cdef inline bint _replaying(Exec *x) noexcept nogil:
+    """A replacement applying records its dead predecessor had applied."""
+    return x.floor_until != 0 and x.cur_seqno <= x.floor_until
+
+
 ctypedef struct _Predecessors:
     const uint64_t *word
     uint32_t handle
@@ -163,8 +168,7 @@ cdef bint _take_turn(Exec *x, Action *a, uint64_t *word) noexcept nogil:
     p.word = word
     p.handle = a.handle
     p.index = a.pad
-    if x.events_after_seqno and x.cur_seqno <= x.events_after_seqno and \
-            <int32_t>(_sent_count(word, a.handle) - a.pad) > 0:
+    if _replaying(x) and <int32_t>(_sent_count(word, a.handle) - a.pad) > 0:
         x.cnt.tx_skipped += 1
         return False
     if (a.code & TX_ORDERED) and not _predecessors_written(&p):
@@ -341,10 +345,6 @@ cdef inline uint64_t _done_before(const uint64_t *floor, uint32_t handle) noexce
     if ((word_gen - gen) & 0xfff) < 0x800:
         return <uint64_t>-1
     return 0
-
-
-cdef inline bint _replaying(Exec *x) noexcept nogil:
-    return x.floor_until != 0 and x.cur_seqno <= x.floor_until
 
 
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
