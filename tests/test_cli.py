@@ -540,3 +540,27 @@ def test_bind_and_interval_zero(ns):
     summary = [r for r in records if r["event"] == "summary"]
     assert len(summary) == 1 and summary[0]["bytes_received"] >= 2000000
     assert 0 < summary[0]["active_seconds"] < 1.5 and summary[0]["gbps"] > 0   # over the active time only
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("every", [0, 4])
+def test_serve_check_every_turns_the_replica_digest_check_on(ns, every):
+    extra = ["--check-every", str(every)] if every else []
+    proc = start_serve(ns, "--app", "discard", "--workers", "2", "--json", "--interval", "5", *extra)
+    try:
+        wait_listening(ns, 9)
+        ns.run([sys.executable, "-c", (
+            "import os, socket\n"
+            "s = socket.create_connection(('10.77.0.2', 9))\n"
+            "s.sendall(os.urandom(4 << 20))\n"
+            "s.close()\n")])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    summary = [json.loads(line) for line in out.splitlines() if '"summary"' in line]
+    assert len(summary) == 1
+    if every:
+        assert summary[0]["checked_rounds"] > 10
+    else:
+        assert summary[0]["checked_rounds"] == 0

@@ -172,3 +172,46 @@ def test_recoverable_mode_runs_with_the_smallest_log(offload):
         stack.stop()
         tun.close()
         ns.delete()
+
+
+@pytest.mark.timeout(90)
+def test_diverged_replicas_stop_a_live_stack_loudly():
+    """A debug hook (for tests only) gives worker 1 another secret: its ISNs
+    and so its whole connection state differ from worker 0's.  The digest
+    check must stop the stack with one sentence, not deliver."""
+    from stack_helpers import receive_transfer
+    require_netns()
+    ns, tun = make_tun_netns()
+    stack = Stack(tun, address=STACK, workers=2, digest_every=16, secret=99,
+                  _debug_worker_config=lambda w: {"secret": 99 + w}).start()
+    try:
+        with pytest.raises(StackError) as raised:
+            receive_transfer(stack, ns, 64 << 20, timeout=10)
+        assert str(raised.value) == stack.failure
+        assert stack.failure.startswith("replicas diverged at digest round ")
+        assert stack.failure.endswith("; the stack stopped")
+        pids = list(stack.processes().values())
+    finally:
+        stack.stop()
+        tun.close()
+        ns.delete()
+    assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.timeout(60)
+def test_the_debug_hook_leaves_agreeing_replicas_alone():
+    """The same hook giving every worker the same secret diverges nothing:
+    the test above fails for the reason it names."""
+    from stack_helpers import receive_transfer
+    require_netns()
+    ns, tun = make_tun_netns()
+    stack = Stack(tun, address=STACK, workers=2, digest_every=16, secret=99,
+                  _debug_worker_config=lambda w: {"secret": 99}).start()
+    try:
+        got, digest, sent, sent_digest = receive_transfer(stack, ns, 16 << 20)
+        assert got == sent and digest == sent_digest and stack.failure is None
+        assert min(c["digest_round"] for c in stack.worker_counters()) > 10
+    finally:
+        stack.stop()
+        tun.close()
+        ns.delete()

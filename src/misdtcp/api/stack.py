@@ -49,7 +49,8 @@ class Stack:
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
                  pcap: str | None = None, pcap_snaplen: int = 262144, digest_every: int = 0, recover: bool = True,
                  ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
-                 placement: str = "auto", event_queue: int = 8192, **core_options):
+                 placement: str = "auto", event_queue: int = 8192, _debug_worker_config=None,
+                 **core_options):
         """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
@@ -64,7 +65,11 @@ class Stack:
         inline when the workers leave no CPU free (runtime/placement.py).
         `event_queue`: lifecycle events (accepted, closed, ...) the queue to
         this process holds (a power of two); when it is full, worker 0
-        waits for the event thread to make room."""
+        waits for the event thread to make room.  `digest_every` (misd): the
+        replicas compare digests of their state every that many frames, and
+        a mismatch stops the stack (0: off).  `_debug_worker_config(w)`
+        overrides core options of worker w: for tests of the divergence
+        check only."""
         try:
             plan = strategies.get(strategy, live=True)
         except ValueError as exc:
@@ -111,7 +116,8 @@ class Stack:
                 core_config=core_config, rcvbuf=rcvbuf, sndbuf=sndbuf, max_connections=max_connections,
                 offload=offload, ring_data=pow2(ring_size, 1 << 20), huge_pages=huge_pages,
                 faults=dict(faults) if faults else None, pcap=pcap, pcap_snaplen=pcap_snaplen,
-                digest_every=digest_every, recover=recover, placement=placement, events_capacity=event_queue))
+                digest_every=digest_every, recover=recover, placement=placement, events_capacity=event_queue,
+                debug_worker_config=_debug_worker_config))
         except PlacementError as exc:
             raise StackError(str(exc)) from None
         self.lock = threading.RLock()

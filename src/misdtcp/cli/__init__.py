@@ -112,6 +112,9 @@ def _device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcap", metavar="FILE", help="capture both directions, in time order, to FILE ('-': stdout)")
     p.add_argument("--pcap-snaplen", type=_positive("--pcap-snaplen", 64, 262144), default=262144,
                    help="bytes kept of each captured frame, as tcpdump -s [262144]")
+    p.add_argument("--check-every", type=_positive("--check-every", 0), default=0, metavar="N",
+                   help="replicas compare digests of their state every N frames; a mismatch stops the "
+                        "stack (misd) [0: off]")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -104,6 +104,10 @@ class Reporter:
         }
         if final:
             record["active_seconds"] = round(self.active, 3)
+            # digest rounds every worker compared (--check-every): the last
+            # round a worker published, counted from 0
+            record["checked_rounds"] = min((c["digest_round"] + 1 if c["digest"] else 0)
+                                           for c in cur["workers"])
         self.out.record(record)
         self.out.event("end" if final else "interval", self._iperf3(cur, base, start, seconds, final))
         share = "/".join(f"{s * 100:.0f}%" for s in record["copied_share"])
@@ -112,7 +116,9 @@ class Reporter:
         self.out.text(f"[{span}] {'total' if final else '':5} received {received / 1e6:9.1f} MB  "
                       f"sent {sent / 1e6:9.1f} MB  {gbps:7.2f} Gbit/s  copies {share}  "
                       f"segments {'/'.join(map(str, segments))}  retransmits {rexmit}  "
-                      f"latency {latency_us:.0f} us  drops: {drop_text}")
+                      f"latency {latency_us:.0f} us  drops: {drop_text}"
+                      + (f"  replicas agreed in {record['checked_rounds']} digest rounds"
+                         if record.get("checked_rounds") else ""))
         return True
 
     def _iperf3(self, cur, base, start, seconds, final) -> dict:

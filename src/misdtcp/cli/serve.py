@@ -98,7 +98,7 @@ def open_device_and_stack(args, cpus):
                       cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
                       max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
                       faults=fault_settings(args), pcap=args.pcap, pcap_snaplen=args.pcap_snaplen,
-                      placement=args.placement)
+                      placement=args.placement, digest_every=args.check_every)
         stack.start()
     except StackError as exc:
         tun.close()

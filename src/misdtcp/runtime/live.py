@@ -61,6 +61,7 @@ class LiveConfig:
     tick_ns: int = 5_000_000
     placement: str = "auto"          # runtime/placement.py: auto, inline or separate
     events_capacity: int = 8192          # lifecycle events the queue to the application holds
+    debug_worker_config: object = None   # tests only: w -> core options that override worker w's
 
 
 class LiveRuntime:
@@ -231,7 +232,10 @@ class LiveRuntime:
 
     def _core(self, worker: int) -> TcpCore:
         c = self.config
-        return self.plan.core(c.address, c.core_config, self._run(worker), self.areas.state)
+        config = c.core_config
+        if c.debug_worker_config is not None:       # the divergence check's test
+            config = {**config, **c.debug_worker_config(worker)}
+        return self.plan.core(c.address, config, self._run(worker), self.areas.state)
 
     def _sequencer_main(self) -> None:
         c = self.config
