@@ -10,7 +10,7 @@ import pytest
 
 from misdtcp.api import Stack, StackError
 from netns_helpers import finish, make_tun_netns, require_netns
-from process_helpers import alive, holders_of, memfds_of
+from misdtcp.testing.procfs import alive, holders_of, memfds_of
 from test_e2e_transfer import SENDER
 
 pytestmark = pytest.mark.netns

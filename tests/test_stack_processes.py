@@ -15,7 +15,7 @@ import pytest
 from misdtcp.api import Stack, StackError
 from misdtcp.device.netns import Netns
 from netns_helpers import make_tun_netns, require_netns
-from process_helpers import alive, comm, descendants, holders_of, memfds_of, parent_of, threads_of
+from misdtcp.testing.procfs import alive, comm, descendants, holders_of, memfds_of, parent_of, threads_of
 from stack_helpers import receive_transfer, wait_for
 
 pytestmark = pytest.mark.netns

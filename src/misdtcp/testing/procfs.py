@@ -1,4 +1,4 @@
-"""What a test can see of the processes it started, through /proc: names,
+"""What a test or a tool can see of the processes it started, through /proc: names,
 parents, threads, descendants, and which of them hold its memfds."""
 from __future__ import annotations
 
