@@ -32,7 +32,8 @@ def serving(app="discard", *, workers=1, offload=True, strategy="misd", reports=
         else:
             kwargs["report"] = reports.append if reports is not None else None
         threading.Thread(target=serve, args=(stack, port), kwargs=kwargs, daemon=True).start()
-        time.sleep(0.05)
+        if not wait_for(lambda: stack.listening(port) or stack.failure, timeout=10) or stack.failure:
+            raise RuntimeError(f"the {app} app did not start listening: {stack.failure}")
         yield ns, stack
     finally:
         stop.set()

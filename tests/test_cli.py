@@ -1,13 +1,13 @@
 """`misdtcp serve` as people run it: inside a namespace, with the stock
-iperf3 client, interval reports, --json, --pcap, a clean exit on SIGINT, and
-one-sentence errors with exit status 2."""
+iperf3 client, interval reports, --json, --pcap, a clean exit with a
+summary on SIGINT and SIGTERM, and one-sentence errors with exit status 2."""
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,6 +16,7 @@ from netns_helpers import require_netns
 
 pytestmark = pytest.mark.netns
 MISDTCP = [sys.executable, "-m", "misdtcp"]
+ALLOWED = sorted(os.sched_getaffinity(0))
 
 
 def run_cli(*args, timeout=20, prefix=()):
@@ -43,41 +44,68 @@ def ns():
         n.delete()
 
 
-def start_serve(ns, *args):
-    return ns.popen([*MISDTCP, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Serve:
+    """A `misdtcp serve` inside a namespace whose output lines are read as
+    they come (no sleeping: the test waits for the line it needs)."""
+
+    def __init__(self, ns, *args):
+        self.proc = ns.popen([*MISDTCP, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        self.lines: list[str] = []
+
+    def read_until(self, predicate, timeout=20.0) -> str:
+        """Read output lines until one satisfies `predicate`; returns it."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, remaining))
+            if not ready:
+                raise AssertionError(f"no such line from serve within {timeout:g} s: {self.lines[-5:]}")
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"serve ended: {self.proc.wait()} {self.proc.stderr.read()}")
+            self.lines.append(line.rstrip("\n"))
+            if predicate(self.lines[-1]):
+                return self.lines[-1]
+
+    def serving(self):
+        """Wait for the line serve prints once a client can connect."""
+        return self.read_until(lambda l: "serving" in l)
+
+    def records(self, event=None):
+        found = [json.loads(l) for l in self.lines if l.startswith("{")]
+        return [r for r in found if event is None or r.get("event") == event]
+
+    def end(self, signum, timeout=20.0):
+        """Send `signum`; the exit status and stderr once serve ended (its output collected)."""
+        self.proc.send_signal(signum)
+        out, err = self.proc.communicate(timeout=timeout)
+        self.lines += out.splitlines()
+        return self.proc.returncode, err
 
 
-def wait_listening(ns, port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        probe = ns.run([sys.executable, "-c",
-                        f"import socket; socket.create_connection(('10.77.0.2', {port}), timeout=1).close()"],
-                       check=False)
-        if probe.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("misdtcp serve did not start listening")
+def json_event(name):
+    return lambda line: line.startswith("{") and json.loads(line).get("event") == name
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
 def test_serve_iperf3_reports_and_exits_cleanly_on_sigint(ns, tmp_path):
     pcap = tmp_path / "both.pcap"
-    proc = start_serve(ns, "--workers", "2", "--interval", "0.5", "--json", "--pcap", str(pcap))
+    serve = Serve(ns, "--workers", "2", "--interval", "0.5", "--json", "--pcap", str(pcap))
     try:
-        wait_listening(ns, 5201)
+        serve.serving()
         client = ns.run(["iperf3", "-c", "10.77.0.2", "-t", "2", "-J"], check=False, timeout=60)
         assert client.returncode == 0
         assert json.loads(client.stdout)["end"]["sum_received"]["bytes"] > 0
-        time.sleep(0.6)
+        serve.read_until(json_event("interval"))
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    intervals = [r for r in records if r.get("event") == "interval"]
-    summary = [r for r in records if r.get("event") == "summary"]
-    assert intervals and len(summary) == 1
+        rc, err = serve.end(signal.SIGINT)
+    assert rc == 0, err
+    assert err == ""
+    summary = serve.records("summary")
+    assert serve.records("interval") and len(summary) == 1
     assert summary[0]["bytes"] > 1 << 20
     assert len(summary[0]["copied_share"]) == 2 and all(s > 0.2 for s in summary[0]["copied_share"])
     assert summary[0]["latency_us"] > 0
@@ -92,50 +120,78 @@ def test_serve_iperf3_reports_and_exits_cleanly_on_sigint(ns, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_serve_discard_json_reports_each_connection(ns):
-    proc = start_serve(ns, "--app", "discard", "--json", "--interval", "5")
+def test_serve_discard_json_reports_each_connection_and_sigterm_ends_with_a_summary(ns):
+    serve = Serve(ns, "--app", "discard", "--json", "--interval", "5")
     try:
-        wait_listening(ns, 9)
+        serve.serving()
         ns.run([sys.executable, "-c", (
             "import socket\n"
             "s = socket.create_connection(('10.77.0.2', 9))\n"
             "s.sendall(b'hello world')\n"
             "s.close()\n")])
-        time.sleep(0.5)
+        closed = json.loads(serve.read_until(json_event("closed")))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    closed = [r for r in records if r.get("event") == "closed"]
-    probe_and_hello = [r for r in closed if r["bytes"] == 11]
-    assert probe_and_hello and probe_and_hello[0]["sha256"] == \
-        "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        rc, err = serve.end(signal.SIGTERM)
+    assert closed["bytes"] == 11
+    assert closed["sha256"] == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+    assert rc == 0, err                                  # SIGTERM is a clean stop, not a failure
+    summary = serve.records("summary")
+    assert len(summary) == 1 and summary[0]["bytes"] == 11
+    assert ns.run(["ip", "link", "show", "misd0"], check=False).returncode != 0
+
+
+@pytest.mark.timeout(60)
+def test_serve_text_output_says_serving_and_ends_with_a_total_line(ns):
+    serve = Serve(ns, "--app", "discard", "--interval", "5")
+    try:
+        line = serve.serving()
+    finally:
+        rc, err = serve.end(signal.SIGTERM)
+    placement = "separate" if len(ALLOWED) > 1 else "inline"      # runtime/placement.py's auto
+    assert line == (f"misdtcp: serving discard on 10.77.0.2:9 via misd0 (misd, 1 worker(s), {placement} "
+                    "placement, offload on)")
+    assert rc == 0, err
+    assert serve.lines[-1].split("]")[1].split()[0] == "total"
+
+
+def bad_cpu():
+    return max(ALLOWED) + 1000
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("args,needle", [
-    (["--address", "10.77.0.300"], "is not an IPv4 address"),
-    (["--address", "192.168.1.2"], "outside the kernel side's network"),
-    (["--address", "10.77.0.1"], "kernel side's own address"),
-    (["--kernel-address", "nonsense"], "is not an IPv4 address/prefix"),
-    (["--workers", "3", "--cpus", "0,1"], "3 workers need at least 3 CPUs"),
-    (["--cpus", "0,999"], "CPU 999 is not available"),
-    (["--drop-rate", "2"], "between 0 and 1"),
-    (["--app", "gopher"], "invalid choice"),
-    (["--strategy", "mimd", "--placement", "inline"], "only the misd strategy can run replica 0"),
-    (["-p", "70000"], "--port 70000 is outside 1..65535"),
-    (["--port", "0"], "--port 0 is outside 1..65535"),
-    (["-p", "http"], "--port must be a port number"),
-    (["--interval=-1"], "--interval must be 0 or more"),
-    (["--pcap-snaplen", "10"], "--pcap-snaplen must be at least 64"),
-    (["-J", "--json-stream"], "not allowed with argument"),
-    (["--pidfile", "/nonexistent-dir/misdtcp.pid"], "cannot write the pid file /nonexistent-dir/misdtcp.pid"),
-    (["--logfile", "/nonexistent-dir/misdtcp.log"], "cannot write the log file /nonexistent-dir/misdtcp.log"),
+@pytest.mark.parametrize("args,message", [
+    (["--address", "10.77.0.300"], "--address '10.77.0.300' is not an IPv4 address"),
+    (["--address", "192.168.1.2"], "--address 192.168.1.2 is outside the kernel side's network 10.77.0.0/24"),
+    (["--address", "10.77.0.1"], "--address 10.77.0.1 is the kernel side's own address; pick another in "
+                                 "10.77.0.0/24"),
+    (["--kernel-address", "nonsense"], "--kernel-address 'nonsense' is not an IPv4 address/prefix"),
+    (["--workers", str(len(ALLOWED) + 1), "--cpus", ",".join(map(str, ALLOWED))],
+     f"{len(ALLOWED) + 1} workers need at least {len(ALLOWED) + 1} CPUs, but only {len(ALLOWED)} are given "
+     f"({','.join(map(str, ALLOWED))})"),
+    (["--cpus", f"{ALLOWED[0]},{bad_cpu()}"], f"CPU {bad_cpu()} is not available to this process "
+                                              f"(allowed: {ALLOWED})"),
+    (["--cpus", "0-x"], "--cpus '0-x' is not a list like 0,1 or 0-3"),
+    (["--drop-rate", "2"], "argument --drop-rate: --drop-rate must be between 0 and 1, not 2.0"),
+    (["--app", "gopher"], "argument --app: invalid choice: 'gopher' (choose from 'iperf3', 'echo', 'discard', 'sink')"),
+    (["--workers", "0"], "argument --workers: --workers must be at least 1, not 0"),
+    (["--check-every=-1"], "argument --check-every: --check-every must be at least 0, not -1"),
+    (["--rcvbuf", "20000"], "--rcvbuf and --sndbuf must be multiples of 4096"),
+    (["--interval=-1"], "argument -i/--interval: --interval must be 0 or more, not -1"),
+    (["-p", "70000"], "argument -p/--port: --port 70000 is outside 1..65535"),
+    (["--port", "0"], "argument -p/--port: --port 0 is outside 1..65535"),
+    (["-p", "http"], "argument -p/--port: --port must be a port number, not 'http'"),
+    (["--pcap-snaplen", "10"], "argument --pcap-snaplen: --pcap-snaplen must be at least 64, not 10"),
+    (["-J", "--json-stream"], "argument --json-stream: not allowed with argument -J/--json"),
+    (["--pidfile", "/nonexistent-dir/misdtcp.pid"], "cannot write the pid file /nonexistent-dir/misdtcp.pid: No such file or directory"),
+    (["--logfile", "/nonexistent-dir/misdtcp.log"], "cannot write the log file /nonexistent-dir/misdtcp.log: No such file or directory"),
+    (["--strategy", "mimd", "--placement", "inline"],
+     "only the misd strategy can run replica 0 inside the sequencer (inline)"),
 ])
-def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, needle):
+def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, message):
     rc, out, err = run_cli("serve", *args, prefix=("ip", "netns", "exec", ns.name))
     assert rc == 2
-    assert needle in one_sentence_error(err)
+    assert one_sentence_error(err) == f"misdtcp: {message}"
+    assert out == ""
 
 
 @pytest.mark.timeout(30)
@@ -178,20 +234,21 @@ def test_missing_dev_net_tun_is_a_clear_error(ns):
     proc = subprocess.run(["ip", "netns", "exec", ns.name, "unshare", "-m", "sh", "-c", script],
                           capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2
-    assert "/dev/net/tun does not exist" in one_sentence_error(proc.stderr)
+    assert one_sentence_error(proc.stderr) == \
+        "misdtcp: /dev/net/tun does not exist: this kernel has no TUN support (modprobe tun)"
 
 
 @pytest.mark.timeout(60)
 def test_busy_device_is_a_clear_error(ns):
-    first = start_serve(ns, "--app", "discard")
+    first = Serve(ns, "--app", "discard")
     try:
-        wait_listening(ns, 9)
+        first.serving()
         rc, out, err = run_cli("serve", "--app", "discard", prefix=("ip", "netns", "exec", ns.name))
         assert rc == 2
-        one_sentence_error(err)
+        message = one_sentence_error(err)
+        assert "misd0" in message and "busy" in message.lower(), message
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=20)
+        first.end(signal.SIGINT)
 
 
 def wait_for_file_text(path, needle, timeout=15):
@@ -546,19 +603,19 @@ def test_bind_and_interval_zero(ns):
 @pytest.mark.parametrize("every", [0, 4])
 def test_serve_check_every_turns_the_replica_digest_check_on(ns, every):
     extra = ["--check-every", str(every)] if every else []
-    proc = start_serve(ns, "--app", "discard", "--workers", "2", "--json", "--interval", "5", *extra)
+    serve = Serve(ns, "--app", "discard", "--workers", "2", "--json", "--interval", "5", *extra)
     try:
-        wait_listening(ns, 9)
+        serve.serving()
         ns.run([sys.executable, "-c", (
             "import os, socket\n"
             "s = socket.create_connection(('10.77.0.2', 9))\n"
             "s.sendall(os.urandom(4 << 20))\n"
             "s.close()\n")])
+        serve.read_until(json_event("closed"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
-    summary = [json.loads(line) for line in out.splitlines() if '"summary"' in line]
+        rc, err = serve.end(signal.SIGTERM)
+    assert rc == 0, err
+    summary = serve.records("summary")
     assert len(summary) == 1
     if every:
         assert summary[0]["checked_rounds"] > 10

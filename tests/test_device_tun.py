@@ -159,15 +159,60 @@ s.close()
 """
 
 
+def receive_from_kernel_client(tun, total: int):
+    """Play the stack's side of KERNEL_CLIENT's connection by hand: answer
+    its SYN, acknowledge every data frame, until `total` bytes arrived in
+    order.  Returns (SYN header, SYN packet, data frames as (header, packet),
+    the bytes received)."""
+    syn_header, syn_packet = read_frame(tun, 10.0, tcp_from(port=5201))
+    syn = IP(syn_packet)
+    assert syn[TCP].flags == "S"
+    tsval, _ = option(syn[TCP], "Timestamp")
+    isn = 1_000_000
+    kernel_port = syn[TCP].sport
+    rcv_nxt = syn[TCP].seq + 1
+    state = {"our_ts": 1, "last_tsval": tsval}
+
+    def send(flags: str, seq: int, ack: int, options=None) -> None:
+        segment = IP(src=STACK_ADDR, dst=KERNEL_ADDR) / TCP(
+            sport=5201, dport=kernel_port, flags=flags, seq=seq, ack=ack, window=65535,
+            options=options or [("NOP", None), ("NOP", None), ("Timestamp", (state["our_ts"], state["last_tsval"]))])
+        write_frame(tun, bytes(segment))
+
+    send("SA", isn, rcv_nxt, [("MSS", MSS), ("SAckOK", b""), ("Timestamp", (1, tsval)), ("NOP", None), ("WScale", 7)])
+    frames = []
+    received = bytearray()
+    deadline = time.monotonic() + 30
+    while len(received) < total and time.monotonic() < deadline:
+        header, packet = read_frame(tun, 10.0, tcp_from(port=5201))
+        seg = IP(packet)
+        tcp = seg[TCP]
+        payload = bytes(packet[seg.ihl * 4 + tcp.dataofs * 4:seg.len])
+        if not frames and not payload:
+            assert tcp.flags.A and tcp.ack == isn + 1, "the kernel did not complete the handshake"
+        if payload:
+            frames.append((header, packet))
+            if tcp.seq == rcv_nxt:
+                received += payload
+                rcv_nxt += len(payload)
+        ts = option(tcp, "Timestamp")
+        if ts:
+            state["last_tsval"] = ts[0]
+        state["our_ts"] += 1
+        send("A", isn + 1, rcv_nxt)  # cumulative ACK; the kernel only ever sends in order here
+    return syn_header, syn_packet, frames, bytes(received)
+
+
+SENT = bytes(range(256)) * 1024     # what KERNEL_CLIENT sends
+
+
 @pytest.mark.timeout(60)
 def test_kernel_tcp_syn_options_and_gso_super_frames(tun_netns):
     ns, tun = tun_netns
     client = kernel_python(ns, KERNEL_CLIENT.format(stack=STACK_ADDR))
-    total = 256 * 1024
-
-    header, packet = read_frame(tun, 10.0, tcp_from(port=5201))
+    total = len(SENT)
+    header, packet, frames, received = receive_from_kernel_client(tun, total)
     syn = IP(packet)
-    assert syn[TCP].flags == "S"
     # The kernel leaves the TCP checksum to us: NEEDS_CSUM, checksum at
     # csum_start + csum_offset, the field holding the pseudo-header sum.
     assert header.needs_csum and not header.is_gso
@@ -176,51 +221,10 @@ def test_kernel_tcp_syn_options_and_gso_super_frames(tun_netns):
     assert option(syn[TCP], "MSS") == MSS
     assert option(syn[TCP], "SAckOK") is not None
     assert option(syn[TCP], "WScale") is not None
-    tsval, _ = option(syn[TCP], "Timestamp")
-
-    isn = 1_000_000
-    kernel_port = syn[TCP].sport
-    rcv_nxt = syn[TCP].seq + 1
-    our_ts = 1
-
-    def send(flags: str, seq: int, ack: int, options=None) -> None:
-        segment = IP(src=STACK_ADDR, dst=KERNEL_ADDR) / TCP(
-            sport=5201, dport=kernel_port, flags=flags, seq=seq, ack=ack, window=65535,
-            options=options or [("NOP", None), ("NOP", None), ("Timestamp", (our_ts, last_tsval))])
-        write_frame(tun, bytes(segment))
-
-    last_tsval = tsval
-    send("SA", isn, rcv_nxt, [("MSS", MSS), ("SAckOK", b""), ("Timestamp", (our_ts, tsval)),
-                              ("NOP", None), ("WScale", 7)])
-    _, packet = read_frame(tun, 10.0, tcp_from(port=5201))
-    ack = IP(packet)
-    assert ack[TCP].flags.A and ack[TCP].ack == isn + 1, "the kernel did not complete the handshake"
-
-    frames = 0
-    gso_frames = []
-    deadline = time.monotonic() + 30
-    start = rcv_nxt
-    if len(ack[TCP].payload):
-        assert ack[TCP].seq == rcv_nxt
-        rcv_nxt += len(ack[TCP].payload)
-    while rcv_nxt - start < total and time.monotonic() < deadline:
-        header, packet = read_frame(tun, 10.0, tcp_from(port=5201))
-        frames += 1
-        seg = IP(packet)
-        tcp = seg[TCP]
-        payload_len = seg.len - seg.ihl * 4 - tcp.dataofs * 4
-        if header.is_gso:
-            gso_frames.append((header, packet))
-        if tcp.seq == rcv_nxt and payload_len:
-            rcv_nxt += payload_len
-        ts = option(tcp, "Timestamp")
-        if ts:
-            last_tsval = ts[0]
-        our_ts += 1
-        send("A", isn + 1, rcv_nxt)  # cumulative ACK; the kernel only ever sends in order here
-
-    assert rcv_nxt - start == total, f"received {rcv_nxt - start} of {total} bytes in {frames} frames"
-    assert gso_frames, f"no GSO super-frame among {frames} frames"
+    assert option(syn[TCP], "Timestamp") is not None
+    assert received == SENT, f"received {len(received)} of {total} bytes in {len(frames)} frames"
+    gso_frames = [(h, p) for h, p in frames if h.is_gso]
+    assert gso_frames, f"no GSO super-frame among {len(frames)} frames"
     for header, packet in gso_frames:
         seg = IP(packet)
         assert header.gso_type == vnet.GSO_TCPV4
@@ -236,8 +240,9 @@ def test_kernel_tcp_syn_options_and_gso_super_frames(tun_netns):
         assert len(packet) > 1500
         assert ip_header_valid(packet)
         assert seg[TCP].chksum == pseudo_sum(packet)
-    assert frames < total // MSS_TS, "GSO did not reduce the number of reads"
-    print(f"{frames} frames for {total} bytes; largest super-frame {max(len(p) for _h, p in gso_frames)} bytes")
+    assert len(frames) < total // MSS_TS, "GSO did not reduce the number of reads"
+    print(f"{len(frames)} frames for {total} bytes; largest super-frame "
+          f"{max(len(p) for _h, p in gso_frames)} bytes")
 
     status, out, err = finish(client)
     assert status == 0, err
@@ -246,16 +251,25 @@ def test_kernel_tcp_syn_options_and_gso_super_frames(tun_netns):
 
 @pytest.mark.timeout(60)
 def test_without_offload_frames_are_mtu_sized_with_full_checksums():
+    """Every frame of a whole transfer, not just the SYN: no GSO, no
+    checksum left to us, nothing over the MTU, and the bytes in order."""
     require_netns()
     ns, tun = make_tun_netns(offload=False)
     try:
         client = kernel_python(ns, KERNEL_CLIENT.format(stack=STACK_ADDR))
-        header, packet = read_frame(tun, 10.0, tcp_from(port=5201))
-        syn = IP(packet)
-        assert syn[TCP].flags == "S"
+        header, packet, frames, received = receive_from_kernel_client(tun, len(SENT))
+        assert IP(packet)[TCP].flags == "S"
         assert header.flags == 0 and header.gso_type == vnet.GSO_NONE
         assert ip_header_valid(packet) and l4_checksum_valid(packet)
-        client.kill()
+        assert received == SENT
+        assert len(frames) >= len(SENT) // MSS_TS
+        for header, packet in frames:
+            assert header.flags == 0 and header.gso_type == vnet.GSO_NONE and header.gso_size == 0
+            assert len(packet) <= 1500 and IP(packet).len == len(packet)
+            assert ip_header_valid(packet) and l4_checksum_valid(packet)
+        status, out, err = finish(client)
+        assert status == 0, err
+        assert out.split() == ["sent", str(len(SENT))]
     finally:
         tun.close()
         ns.delete()

@@ -5,7 +5,6 @@ commands run inside the test's namespace (bounded in count and time)."""
 import json
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -21,8 +20,8 @@ def test_a_thousand_clients_at_once_are_served_or_cleanly_refused():
     """1,000 kernel clients connect to echo at the same moment (non-blocking
     connects), each sends 2,000 bytes and reads them back.  The table holds
     256 connections and the listener's backlog is 128: every client must end
-    served (echo intact) or with a clean error (refused, reset, or nothing
-    within 60 s), never with wrong bytes; the stack must stay up, keep its
+    served (echo intact) or cleanly refused or reset -- never with wrong
+    bytes, never left without an answer; the stack must stay up, keep its
     table within bounds and serve a new client afterwards."""
     cap = 256
     with serving("echo", workers=2, max_connections=cap) as (ns, stack):
@@ -32,12 +31,12 @@ def test_a_thousand_clients_at_once_are_served_or_cleanly_refused():
             rc, out, err = finish(proc, timeout=90)
         assert rc == 0, err
         outcomes = last_json(out)["outcomes"]
-        time.sleep(0.1)
-        stats, drops = stack.core_stats()
+        stats, drops = stack.core_stats(fresh=True)
         print("clients", outcomes, "stats", stats, "drops", drops, "peak", table.peak,
               "memory", before, memory(stack))
         assert sum(outcomes.values()) == 1000, outcomes
-        assert set(outcomes) <= {"served", "refused", "reset", "timeout"}, outcomes   # never "wrong"
+        # every client gets an answer: never wrong bytes, and never silence
+        assert set(outcomes) <= {"served", "refused", "reset"}, outcomes
         # the first backlog's worth gets a slot and is served (on a loaded
         # machine exactly those; the others got cookies while the accept
         # queue was full, and a reset for their next segment, as on Linux)
@@ -96,8 +95,11 @@ def test_an_application_that_stops_reading_closes_the_window_without_growing():
         assert line, proc.stderr.read1().decode() if proc.poll() is not None else "no report"
         blocked = json.loads(line)["blocked"]
         mem_blocked = memory(stack)
-        stats_blocked, drops_blocked = stack.core_stats()
-        time.sleep(2.0)                       # more probes; nothing may grow meanwhile
+        stats_blocked, drops_blocked = stack.core_stats(fresh=True)
+        # the kernel's next zero-window probe (it backs off) is answered;
+        # nothing may grow meanwhile
+        probed = drops_blocked.get("out_of_window", 0)
+        assert wait_for(lambda: stack.core_stats()[1].get("out_of_window", 0) > probed, timeout=30)
         mem_later = memory(stack)
         stats_later, drops_later = stack.core_stats()
         conn = result["conn"]
@@ -108,8 +110,6 @@ def test_an_application_that_stops_reading_closes_the_window_without_growing():
         # the window closed and stayed closed: probes were answered with window 0
         assert blocked["zero_window_acks"] >= 1
         assert blocked["probes"] >= 1
-        assert drops_later.get("out_of_window", 0) > drops_blocked.get("out_of_window", 0) or \
-            blocked["probes"] >= 2
         assert mem_later["anon"] - mem_blocked["anon"] < 4 * 1024, (mem_blocked, mem_later)
         # the application reads again: the window opens and the stream completes
         may_read.set()

@@ -599,7 +599,7 @@ def test_a_waiting_command_consumer_is_woken_by_a_post():
     with MessageQueue(16) as queue:
         waiter, outcome = in_thread(queue.wait, 0, 5.0)
         try:
-            time.sleep(0.2)
+            wait_until(lambda: queue.counters()["consumer_sleeps"] >= 1)   # it reached FUTEX_WAIT
             started = time.monotonic()
             queue.post(Request.LISTEN, 0, 5201)
             waiter.join(timeout=2)

@@ -142,6 +142,7 @@ class Listener(_Timeouts):
         self._cond = threading.Condition(stack.lock)
         self._readiness = Readiness(stack.lock)
         self._closed = False
+        self.ready = False          # the stack listens (Stack.listen returned)
 
     def accept(self, timeout: float | None = None) -> tuple[Connection, tuple[str, int]]:
         """The next established connection and its peer's (address, port).

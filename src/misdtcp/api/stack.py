@@ -299,9 +299,11 @@ class Stack:
             self.check()
         self.runtime.wake()
 
-    def listen(self, port: int, backlog: int = 128) -> Listener:
-        """Accept connections on `port`.  The backlog (connections not yet
-        accepted) is capped at the connection table's size."""
+    def listen(self, port: int, backlog: int = 128, timeout: float = 5.0) -> Listener:
+        """Accept connections on `port`; returns once the stack listens (a
+        SYN that arrives from now on finds the listener, as after
+        listen(2)).  The backlog (connections not yet accepted) is capped at
+        the connection table's size."""
         if not 1 <= port <= 65535:
             raise StackError(f"port {port} is outside 1..65535")
         backlog = max(1, min(backlog, self.max_connections))
@@ -311,7 +313,28 @@ class Stack:
             listener = Listener(self, port)
             self._listeners[port] = listener
         self.post(Request.LISTEN, 0, port, backlog)
+        self._wait_logged(timeout)
+        listener.ready = True
         return listener
+
+    def listening(self, port: int) -> bool:
+        """A listener on `port` is in effect (its listen() returned)."""
+        listener = self._listeners.get(port)
+        return listener is not None and listener.ready
+
+    def _wait_logged(self, timeout: float) -> None:
+        """Wait until the sequencer (or the single process) has taken every
+        request posted so far: what arrives from the device afterwards comes
+        later in the log, so every replica applies those requests first."""
+        requests = self.runtime.areas.requests
+        posted = requests.counters()["tail"]
+        deadline = time.monotonic() + timeout
+        while requests.counters()["head"] < posted:
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stack did not take the request within {timeout:g} s")
+            self.runtime.wake()
+            time.sleep(0.001)
 
     def unlisten(self, port: int) -> None:
         self.post(Request.UNLISTEN, 0, port)
@@ -363,9 +386,19 @@ class Stack:
     def ring_counters(self) -> dict:
         return self.runtime.areas.ring.counters()
 
-    def core_stats(self) -> tuple[dict, dict]:
+    def core_stats(self, fresh: bool = False, timeout: float = 2.0) -> tuple[dict, dict]:
         """The core's statistics (retransmits, challenge ACKs, ...) and its
-        drop counters by reason, as last published by worker 0."""
+        drop counters by reason, as last published by worker 0 (about every
+        20 ms while it runs).  `fresh`: wait for a publication made after
+        this call, so everything the log held before it is counted."""
+        if fresh:
+            asked = time.monotonic_ns()
+            deadline = time.monotonic() + timeout
+            while self.progress.stats_ns <= asked:
+                self.check()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker 0 published no statistics within {timeout:g} s")
+                time.sleep(0.002)
         return self.progress.core_stats(), self.progress.core_drops()
 
 

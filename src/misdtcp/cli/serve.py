@@ -162,6 +162,12 @@ def serve(args) -> int:
                 stop.set()
 
         app = _start_app(args.app, stack, port, out, stop, finished)
+        # say "serving" once a client can connect
+        started = time.monotonic()
+        while not stack.listening(port) and not stack.failure and not stop.is_set():
+            if time.monotonic() - started > 10:
+                raise UsageError(f"the {args.app} app did not start listening on port {port} within 10 s")
+            time.sleep(0.005)
         pidfile = PidFile(args.pidfile)             # once serving, as iperf3 -s -D writes it
         out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
                     "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,

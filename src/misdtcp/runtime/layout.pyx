@@ -261,6 +261,11 @@ cdef class SharedView:
                 out.append({"bytes_copied": 0, "segments_sent": 0, "bytes_sent": 0})
         return out
 
+    @property
+    def stats_ns(self):
+        """When worker 0 last published the core's statistics (CLOCK_MONOTONIC ns)."""
+        return atomic_load_acquire_u64(&self.h.stats_ns)
+
     def core_stats(self):
         """The core's replicated statistics as worker 0 last published them."""
         cdef CoreStats c = self.h.core_stats
