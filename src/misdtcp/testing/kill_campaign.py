@@ -118,6 +118,7 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
     ns = Netns().create()
     tun = stack = sender = None
     seen_pids: set[int] = set()
+    signalled: set[int] = set()
     memfds: set = set()
     try:
         ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
@@ -145,7 +146,8 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
                 conn.release(view)
                 while pending and received + got >= pending[0].at:
                     action = pending.pop(0)
-                    pid = stack.processes()[f"worker {action.worker}"]
+                    pid = _victim(stack, action.worker, signalled, timeout)
+                    signalled.add(pid)
                     seen_pids.add(pid)
                     os.kill(pid, action.signal)
                     result.actions.append((action.at, signal.Signals(action.signal).name, action.worker, pid))
@@ -181,6 +183,21 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
         result.leftovers.append(f"shared memory held by {sorted(holders_of(memfds))}")
     result.seconds = time.monotonic() - started
     return result
+
+
+def _victim(stack, worker: int, signalled: set[int], timeout: float) -> int:
+    """The process that now runs `worker`.  Right after a kill or a stop it
+    is still the one already hit (its replacement comes within a second):
+    wait for the replacement, so every action hits a live process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = stack.processes().get(f"worker {worker}")
+        if pid is not None and pid not in signalled:
+            return pid
+        stack.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {worker} was not replaced within {timeout:g} s")
+        time.sleep(0.005)
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> str:
