@@ -54,7 +54,7 @@ def test_connect_to_a_closed_port_is_refused(stack):
 
 
 @pytest.mark.timeout(120)
-def test_recv_view_is_zero_copy_and_recv_into_fills_a_buffer(stack):
+def test_recv_view_and_recv_into_deliver_the_stream(stack):
     ns, s = stack
     listener = s.listen(7000)
     payload = os.urandom(1 << 20)
@@ -79,6 +79,50 @@ def test_recv_view_is_zero_copy_and_recv_into_fills_a_buffer(stack):
             break
         got += buf[:n]
     assert bytes(got) == payload
+    conn.close()
+    assert client.wait(timeout=20) == 0
+
+
+@pytest.mark.timeout(60)
+def test_recv_view_is_a_window_onto_the_shared_receive_buffer_not_a_copy(stack):
+    """The view's bytes are the receive buffer's bytes: a byte changed
+    through another mapping of the same memfd shows through the view (a
+    copy would not), and the view's address lies inside the connection's
+    mapping of that buffer."""
+    import ctypes
+
+    from misdtcp.runtime.shm import MirroredBuffer
+    ns, s = stack
+    listener = s.listen(7002)
+    client = ns.python(["-c", (
+        "import socket\n"
+        f"s = socket.create_connection(({STACK!r}, 7002), timeout=20)\n"
+        "s.sendall(bytes(range(256)) * 64)\n"
+        "s.shutdown(socket.SHUT_WR)\n"
+        "s.recv(1)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    conn = listener.accept(timeout=10)
+    view = conn.recv_view(timeout=10)
+    assert len(view) > 16 and bytes(view[:4]) == bytes(range(4))
+    other = MirroredBuffer.from_fd(s.receive_fd)
+    place = other.view(conn.slot * s.rcvbuf + conn.consumed % s.rcvbuf, 1)
+    try:
+        place[0] ^= 0xFF
+        assert view[0] == 0xFF                        # the change shows through the view
+        place[0] ^= 0xFF
+        assert view[0] == 0
+    finally:
+        place.release()
+        other.close()
+    # and the view is the connection's mapping of the shared buffer, at the read offset
+    probe = ctypes.c_char.from_buffer(view)
+    whole = memoryview(conn._rcv)
+    mapping = ctypes.c_char.from_buffer(whole)
+    assert ctypes.addressof(probe) == ctypes.addressof(mapping) + conn.consumed % s.rcvbuf
+    del probe, mapping
+    whole.release()
+    conn.release(view)
+    while conn.recv(timeout=10):
+        pass
     conn.close()
     assert client.wait(timeout=20) == 0
 

@@ -2,6 +2,7 @@
 iperf3 client) on one side of a TUN, misdtcp on the other, inside a network
 namespace each test creates and deletes."""
 import json
+import os
 import shutil
 import subprocess
 
@@ -236,8 +237,9 @@ def test_every_strategy_delivers_exactly(strategy, workers):
     than this machine's cores too): byte-exact."""
     total = 64 << 20
     reports = []
+    allowed = sorted(os.sched_getaffinity(0))
     with serving("discard", workers=workers, strategy=strategy, reports=reports,
-                 cpus=[0, 1, 0][:workers] if workers > 2 else None) as (ns, stack):
+                 cpus=[allowed[w % len(allowed)] for w in range(workers)]) as (ns, stack):
         proc = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=9), str(total)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         rc, out, err = finish(proc, timeout=150)

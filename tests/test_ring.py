@@ -436,10 +436,14 @@ def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
 
 # ---- cleanup ---------------------------------------------------------------------------------
 
-def test_close_releases_fds_and_mappings_and_leaves_nothing_in_dev_shm():
-    shm_before = sorted(os.listdir("/dev/shm"))
+def test_close_releases_fds_and_mappings_and_the_memory_is_memfds_nobody_holds():
+    """Shared memory is memfds (never files in /dev/shm); closing gives back
+    every fd and mapping, and then no process holds those memfds."""
+    from misdtcp.testing.procfs import holders_of, memfds_of
     fds_before = open_fds()
     maps_before = memfd_mappings()
+    ours_before = memfds_of([os.getpid()])
+    created = set()
     for _ in range(3):
         buffer = MirroredBuffer(PAGE * 4)
         ring = BroadcastRing(64, DATA, n_consumers=4)
@@ -447,6 +451,9 @@ def test_close_releases_fds_and_mappings_and_leaves_nothing_in_dev_shm():
         queue = MessageQueue(64)
         view = buffer.view(0, 8)
         assert len(open_fds()) == len(fds_before) + 4
+        for fd in (buffer.fileno(), ring.fileno(), attached.fileno(), queue.fileno()):
+            assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:misdtcp")
+        created |= memfds_of([os.getpid()]) - ours_before
         assert len(memfd_mappings()) > len(maps_before)
         view.release()
         for shared in (buffer, ring, attached, queue):
@@ -454,7 +461,7 @@ def test_close_releases_fds_and_mappings_and_leaves_nothing_in_dev_shm():
             shared.close()                                    # idempotent
     assert open_fds() == fds_before
     assert memfd_mappings() == maps_before
-    assert sorted(os.listdir("/dev/shm")) == shm_before
+    assert len(created) == 9 and holders_of(created) == set()
 
 
 def test_dropping_the_last_reference_also_releases_everything():
