@@ -255,5 +255,5 @@ def pyplot():
         import matplotlib.pyplot as plt
         return plt
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: .venv/bin/pip install matplotlib "
-                         "(it is listed in requirements.txt)") from None
+        raise SystemExit("--plot needs matplotlib: make bench installs the benchmarks' extra "
+                         "(pip install -e '.[bench]')") from None

@@ -6,6 +6,8 @@ single replica and for replicas that own part of the output."""
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from hypothesis_profiles import examples
+
 from misdtcp._tcpcore import TcpCore
 from misdtcp.runtime.replay import ReplayConfig, build_log
 from misdtcp.runtime.replay_image import apply_descriptor
@@ -29,7 +31,7 @@ def walk(log, **identity):
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["mtu", "gso"]), coalesce=st.booleans(),
        faults=st.sampled_from([(0, 0, 0), (0.03, 0.03, 0.01), (0.08, 0.0, 0.0), (0.0, 0.06, 0.03)]),
        identity=st.sampled_from([{}, dict(replica=1, replicas=3, stripe=4096)]))

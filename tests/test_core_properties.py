@@ -12,6 +12,8 @@
 import random
 
 from hypothesis import HealthCheck, given, settings, strategies as st
+
+from hypothesis_profiles import examples
 from scapy.layers.inet import IP, TCP
 from scapy.packet import raw
 
@@ -20,7 +22,7 @@ from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
 
 MS = 1_000_000
 ISN = 2**32 - 3000                       # the peer's ISN: every run crosses the wrap
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -164,7 +166,7 @@ def test_no_ack_covers_bytes_not_received(d):
             break                  # the limit refused data: the model no longer tracks the core
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(deliveries(max_len=8000), st.integers(2, 4))
 def test_replicas_agree_and_split_the_work(d, n):
     stream, pieces, fin, seed = d
@@ -193,7 +195,7 @@ def test_replicas_agree_and_split_the_work(d, n):
             assert [a for a in acts if isinstance(a, Notify)] == [a for a in s_ev[0] if isinstance(a, Notify)]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(deliveries(max_len=6000))
 def test_same_event_stream_gives_same_actions_and_digests(d):
     stream, pieces, fin, seed = d
@@ -256,7 +258,7 @@ def valid_frames():
             raw(peer.segment("R")), raw(Peer(dport=81).segment("A", b"hello"))]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.one_of(
     st.binary(max_size=200),
     st.tuples(st.sampled_from(range(5)), st.lists(st.tuples(st.integers(0, 199), st.integers(0, 255)),

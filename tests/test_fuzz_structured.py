@@ -23,12 +23,14 @@ import sys
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from hypothesis_profiles import examples
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fuzz"))
 import scenario as S  # noqa: E402
 
 MS = S.MS
 EXAMPLES = int(os.environ.get("MISDTCP_FUZZ_EXAMPLES", "500"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=examples(EXAMPLES), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # --- strategies: TCP options ---------------------------------------------
@@ -106,7 +108,7 @@ def test_mutated_conversation_keeps_every_invariant(events):
     w.still_works()
 
 
-@settings(max_examples=max(EXAMPLES // 2, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(max(EXAMPLES // 2, 10)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(S.World.TEMPLATES), u16, st.lists(mutation, min_size=1, max_size=6),
        st.sampled_from(S.FRAME_FLAGS), st.sampled_from(S.GSO_SIZES))
 def test_one_mutated_frame_then_the_connection_still_works(name, n, muts, flags, gso):
@@ -118,7 +120,7 @@ def test_one_mutated_frame_then_the_connection_still_works(name, n, muts, flags,
     w.still_works()
 
 
-@settings(max_examples=max(EXAMPLES // 2, 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(max(EXAMPLES // 2, 10)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.binary(max_size=120), st.sampled_from(S.FRAME_FLAGS),
                           st.sampled_from(S.GSO_SIZES)), max_size=10))
 def test_arbitrary_bytes_are_counted_and_harmless(frames):

@@ -1,6 +1,8 @@
 """The payload-free range set (_ranges.pxd) against a set-of-ints model."""
 from hypothesis import given, settings, strategies as st
 
+from hypothesis_profiles import examples
+
 from misdtcp.core.ranges import CAPACITY, Ranges
 
 span = st.tuples(st.integers(0, 400), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1]))
@@ -21,7 +23,7 @@ def intervals(points):
     return [tuple(x) for x in out]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(ops)
 def test_range_set_matches_a_set_of_ints(ops):
     r = Ranges()
@@ -59,7 +61,7 @@ def test_range_set_matches_a_set_of_ints(ops):
         assert r.total() == len(model)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(span, max_size=12), st.integers(0, 460), st.integers(0, 460), span)
 def test_queries_match_the_model(spans, lo, hi, probe):
     r = Ranges()

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_profiles import examples
+
 from misdtcp import _ring
 from misdtcp._ring import BroadcastRing
 from misdtcp.runtime.queue import MessageQueue
@@ -476,7 +478,7 @@ def test_dropping_the_last_reference_also_releases_everything():
 
 # ---- property: cursor arithmetic -------------------------------------------------------------
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     start=st.sampled_from([(0, 0), (8, 3), (2**32 - 4, DATA - 5), (2**63, 2**63 + 1), (2**64 - 5, 2**64 - 200)]),
     operations=st.lists(

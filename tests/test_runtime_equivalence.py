@@ -11,6 +11,8 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from hypothesis_profiles import examples
+
 from misdtcp.runtime.replay_image import check_pattern
 from misdtcp.runtime.replay import ReplayConfig, build_log
 from misdtcp.runtime.replay_run import RuntimeFailure, run_log
@@ -43,7 +45,7 @@ def replay(log, strategy, workers=1, stripe=16384):
 
 
 @pytest.mark.timeout(240)
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["mtu", "gso"]),
        faults=st.sampled_from([(0, 0, 0), (0.02, 0.02, 0.01), (0.05, 0.0, 0.0), (0.0, 0.05, 0.02)]))
 def test_misd_matches_single_for_any_loss_reorder_duplication(seed, mode, faults):

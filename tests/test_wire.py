@@ -5,6 +5,8 @@ import struct
 
 import pytest
 from hypothesis import given, settings, strategies as st
+
+from hypothesis_profiles import examples
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw, raw
 
@@ -225,7 +227,7 @@ def test_more_than_four_sack_blocks_keeps_four():
     assert o["sack"] == [(i, i + 1) for i in range(4)]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=40))
 def test_random_option_bytes_never_crash(data):
     o = parse_options(data)
@@ -243,7 +245,7 @@ option_values = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(option_values)
 def test_build_options_round_trips_through_parse_options_and_scapy(v):
     # SACK-permitted takes the two NOPs in front of the timestamp when both are sent
