@@ -114,8 +114,10 @@ def park_worker0_on_a_full_event_queue(ns, stack):
 
 
 @pytest.mark.timeout(90)
-def test_a_full_event_queue_holds_worker0_back_and_loses_nothing(stack_in_netns):
-    ns, stack = stack_in_netns(workers=2, event_queue=4)
+@pytest.mark.parametrize("placement", ["separate", "inline"])
+def test_a_full_event_queue_holds_worker0_back_and_loses_nothing(stack_in_netns, placement):
+    """Inline, replica 0 is the sequencer's own loop: the sequencer waits."""
+    ns, stack = stack_in_netns(workers=2, event_queue=4, placement=placement)
     listener, client, waited = park_worker0_on_a_full_event_queue(ns, stack)
     assert waited > 0
     lines, handles = accept_all(listener, CLIENTS)
@@ -131,7 +133,7 @@ def test_worker0_replaced_while_announcing_announces_exactly_what_was_not(stack_
     full, the record half done): its replacement replays from a snapshot and
     must announce that event and every later one, and none of the earlier
     ones again -- each connection accepted once, with its data."""
-    ns, stack = stack_in_netns(workers=2, event_queue=4)
+    ns, stack = stack_in_netns(workers=2, event_queue=4, placement="separate")
     listener = stack.listen(9)
     with stack.lock:
         client = start_clients(ns, CLIENTS)

@@ -39,12 +39,16 @@ def tun_ns():
 
 
 @pytest.mark.timeout(60)
-def test_processes_are_named_for_ps_and_top(tun_ns):
+@pytest.mark.parametrize("placement", ["separate", "inline"])
+def test_processes_are_named_for_ps_and_top(tun_ns, placement):
     ns, tun = tun_ns()
-    with Stack(tun, address=STACK, workers=2) as stack:
+    with Stack(tun, address=STACK, workers=2, placement=placement) as stack:
         names = {role: comm(pid) for role, pid in stack.processes().items()}
-    assert names == {"forker": "misdtcp-forker", "sequencer": "misdtcp-seq",
-                     "worker 0": "misdtcp-w0", "worker 1": "misdtcp-w1"}
+    expected = {"forker": "misdtcp-forker", "sequencer": "misdtcp-seq", "worker 0": "misdtcp-w0",
+                "worker 1": "misdtcp-w1"}
+    if placement == "inline":
+        del expected["worker 0"]                  # replica 0 runs in misdtcp-seq
+    assert names == expected
 
 
 @pytest.mark.timeout(90)
@@ -67,16 +71,17 @@ def test_replacements_are_forked_from_a_single_threaded_forker(tun_ns):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_sigkilled_serve_leaves_no_process_tun_or_memfd_behind(workers):
+@pytest.mark.parametrize("workers,placement", [(1, "separate"), (2, "separate"), (2, "inline")])
+def test_a_sigkilled_serve_leaves_no_process_tun_or_memfd_behind(workers, placement):
     require_netns()
     ns = Netns().create()
     try:
-        serve = ns.popen([*MISDTCP, "serve", "--app", "discard", "--workers", str(workers)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        serve = ns.popen([*MISDTCP, "serve", "--app", "discard", "--workers", str(workers),
+                          "--placement", placement], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert "serving discard" in serve.stdout.readline()
         family = descendants(serve.pid)
-        assert len(family) == workers + 2, family          # forker, sequencer, workers
+        # forker, sequencer, the workers (inline: worker 0 is the sequencer)
+        assert len(family) == workers + (1 if placement == "inline" else 2), family
         memfds = memfds_of([serve.pid, *family])
         assert memfds
         assert ns.ip("link", "show", "misd0", check=False).returncode == 0
@@ -95,7 +100,7 @@ def test_a_sigkilled_serve_leaves_no_process_tun_or_memfd_behind(workers):
 def test_a_stopped_worker_is_noticed_within_a_second_and_replaced(tun_ns, victim):
     ns, tun = tun_ns()
     total = 64 << 20
-    stack = Stack(tun, address=STACK, workers=2, ring_size=4 << 20).start()
+    stack = Stack(tun, address=STACK, workers=2, ring_size=4 << 20, placement="separate").start()
     stopped = {}
 
     def stop_once(got):
@@ -119,11 +124,13 @@ def test_a_stopped_worker_is_noticed_within_a_second_and_replaced(tun_ns, victim
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("strategy,victim", [("misd", "worker 1"), ("mimd", "worker 0"), ("single", "worker 0"),
-                                             ("misd", "sequencer")])
-def test_a_stopped_process_without_recovery_stops_the_stack_with_one_sentence(tun_ns, strategy, victim):
+@pytest.mark.parametrize("strategy,victim,placement", [
+    ("misd", "worker 1", "auto"), ("mimd", "worker 0", "auto"), ("single", "worker 0", "auto"),
+    ("misd", "sequencer", "separate"), ("misd", "sequencer", "inline")])
+def test_a_stopped_process_without_recovery_stops_the_stack_with_one_sentence(tun_ns, strategy, victim,
+                                                                             placement):
     ns, tun = tun_ns()
-    stack = Stack(tun, address=STACK, workers=2, strategy=strategy, recover=False).start()
+    stack = Stack(tun, address=STACK, workers=2, strategy=strategy, recover=False, placement=placement).start()
     stopped = {}
 
     def stop_once(got):

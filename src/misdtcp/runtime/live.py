@@ -190,7 +190,12 @@ class LiveRuntime:
         produced = self.areas.ring.producer_cursor
         samples = {}
         if self.plan.sequencer and "sequencer" in self.supervisor.pids:
-            samples["sequencer"] = Liveness(view.sequencer_heartbeat_ns, produced, True)
+            heartbeat = view.sequencer_heartbeat_ns
+            if self.placement.inline:
+                # replica 0 runs in the sequencer's loop: its waits (room in
+                # the event queue) are the sequencer's
+                heartbeat = max(heartbeat, view.liveness(0)[0])
+            samples["sequencer"] = Liveness(heartbeat, produced, True)
         for w in range(self.config.workers if self.plan.sequencer else 1):
             if f"worker {w}" not in self.supervisor.pids:
                 continue

@@ -74,6 +74,7 @@ class RoundResult:
     workers: int
     offload: bool
     ring_size: int
+    placement: str = ""
     streams: list = field(default_factory=list)      # (bytes, sha256 matches)
     actions: list = field(default_factory=list)      # (at, signal name, worker, pid)
     recoveries: int = 0
@@ -89,19 +90,21 @@ class RoundResult:
     def summary(self) -> str:
         what = ", ".join(f"{name} w{w}@{at >> 20}MiB" for at, name, w, _ in self.actions)
         state = "ok" if self.ok else f"FAILED: {self.failure or self.leftovers or self.streams}"
-        return (f"seed {self.seed}: {self.workers} worker(s), offload {'on' if self.offload else 'off'}, "
+        return (f"seed {self.seed}: {self.workers} worker(s), {self.placement or '?'} placement, "
+                f"offload {'on' if self.offload else 'off'}, "
                 f"log {self.ring_size >> 20} MiB, {len(self.streams)} stream(s), {what or 'no actions'}, "
                 f"{self.recoveries} recoveries, {self.seconds:.1f} s: {state}")
 
 
-def plan(rng: random.Random, workers: int, total: int, kills: int, stop_one: bool) -> list[Action]:
+def plan(rng: random.Random, victims: list[int], total: int, kills: int, stop_one: bool) -> list[Action]:
     """Random moments (points in the received stream, away from its very
-    ends) and random victims: `kills` SIGKILLs and, if asked, one SIGSTOP."""
-    actions = [Action(rng.randrange(total // 10, total * 9 // 10), signal.SIGKILL, rng.randrange(workers))
+    ends) and random victims among `victims`: `kills` SIGKILLs and, if
+    asked, one SIGSTOP."""
+    actions = [Action(rng.randrange(total // 10, total * 9 // 10), signal.SIGKILL, rng.choice(victims))
                for _ in range(kills)]
     if stop_one:
         actions.append(Action(rng.randrange(total // 10, total * 9 // 10), signal.SIGSTOP,
-                              rng.randrange(workers)))
+                              rng.choice(victims)))
     return sorted(actions, key=lambda a: a.at)
 
 
@@ -110,9 +113,11 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
     rng = random.Random(seed)
     offload = rng.random() < 0.5
     ring_size = rng.choice([1 << 20, 4 << 20, 8 << 20])
+    # inline, replica 0 runs in the sequencer (it dies with it): the victims
+    # are the workers that are processes of their own
+    placement = rng.choice(["separate", "auto"])
     result = RoundResult(seed, workers, offload, ring_size)
     sizes = [total // connections] * connections
-    actions = plan(rng, workers, sum(sizes), kills, stop_one)
     fault_settings = dict(drop=0.01, reorder=0.01, duplicate=0.005, corrupt=0.001, seed=seed) if faults else None
     started = time.monotonic()
     ns = Netns().create()
@@ -125,7 +130,10 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
         ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
         tun = Tun("misd0", address=KERNEL_CIDR, offload=offload, nonblocking=True, netns=ns)
         stack = Stack(tun, address=STACK_ADDR, workers=workers, ring_size=ring_size, faults=fault_settings,
-                      secret=seed, rcvbuf=rng.choice([256 << 10, 1 << 20, 4 << 20])).start()
+                      secret=seed, rcvbuf=rng.choice([256 << 10, 1 << 20, 4 << 20]), placement=placement).start()
+        result.placement = stack.placement
+        victims = [w for w in range(workers) if f"worker {w}" in stack.processes()]
+        actions = plan(rng, victims, sum(sizes), kills, stop_one)
         seen_pids.update(stack.processes().values())
         memfds = memfds_of(stack.processes().values()) - memfds_of([os.getpid()])
         listener = stack.listen(PORT)
