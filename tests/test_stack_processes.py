@@ -145,7 +145,7 @@ def test_a_stopped_process_without_recovery_stops_the_stack_with_one_sentence(tu
         assert noticed - stopped["at"] < 1.5
         assert str(raised.value) == stack.failure
         assert stack.failure.startswith(f"{victim} (pid {stopped['pid']}) made no progress for"), stack.failure
-        assert stack.failure.endswith("; the stack stopped"), stack.failure
+        assert stack.failure.endswith("while work was pending (stopped); the stack stopped"), stack.failure
     finally:
         pids = list(stack.processes().values())
         stack.stop()

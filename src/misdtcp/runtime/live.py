@@ -30,7 +30,8 @@ from misdtcp.runtime.placement import place
 from misdtcp.runtime.sequencer import run_sequencer
 from misdtcp.runtime.forker import Forker, ForkerError
 from misdtcp.runtime.strategies import Run
-from misdtcp.runtime.watchdog import Liveness, Watchdog
+from misdtcp.runtime.process import activity as process_activity
+from misdtcp.runtime.watchdog import Activity, Liveness, Watchdog
 
 
 class CaptureError(RuntimeError):
@@ -165,13 +166,14 @@ class LiveRuntime:
                 if self._replaceable(ended.role) and self._replace_worker(int(ended.role.split()[1])):
                     continue
                 return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
-            for role, stalled_ns in self.watchdog.stalled(time.monotonic_ns(), self._liveness()):
+            for role, stalled_ns, how in self.watchdog.stalled(time.monotonic_ns(), self._liveness(),
+                                                                self._activity):
                 pid = self.supervisor.pids.get(role)
                 self.supervisor.kill(role)
                 if self._replaceable(role) and self._replace_worker(int(role.split()[1])):
                     continue
                 return (f"{role} (pid {pid}) made no progress for {stalled_ns / 1e9:.1f} s while work was "
-                        f"pending; the stack stopped")
+                        f"pending ({how}); the stack stopped")
         except ForkerError as exc:
             return f"{exc}; the stack stopped"
         if self.areas.view.diverged:
@@ -183,6 +185,13 @@ class LiveRuntime:
 
     def _replaceable(self, role: str) -> bool:
         return role.startswith("worker ") and self.recover and not self.areas.view.stopping
+
+    def _activity(self, role: str) -> Activity | None:
+        """What the kernel says `role`'s process is doing (the watchdog asks
+        only about processes that gave no sign of life for a while)."""
+        pid = self.supervisor.pids.get(role)
+        found = process_activity(pid) if pid is not None else None
+        return Activity(*found) if found is not None else None
 
     def _liveness(self) -> dict[str, Liveness]:
         """What each process shows of itself, for the watchdog."""

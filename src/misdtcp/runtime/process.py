@@ -4,6 +4,8 @@ and arrange to die with its parent.
 * ``set_name``: prctl(PR_SET_NAME), at most 15 bytes -- what `ps`, `top` and
   /proc/<pid>/comm show (misdtcp-seq, misdtcp-w0, misdtcp-w1, ...,
   misdtcp-forker).
+* ``activity``: what the kernel says a process is doing (its state and the
+  CPU time it used, from /proc/<pid>/stat), for the watchdog.
 * ``die_with_parent``: prctl(PR_SET_PDEATHSIG, SIGKILL), so a SIGKILLed
   parent takes its children along and nothing keeps the TUN or the shared
   memory alive.  The signal follows the *thread* that forked the child, and
@@ -47,3 +49,19 @@ def die_with_parent(parent_pid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:
         os._exit(1)              # the parent died before prctl: nothing would ever kill us
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def activity(pid: int):
+    """(state, CPU nanoseconds used) of a process from /proc/<pid>/stat
+    (state R running, S sleeping, D in the kernel, T stopped, t traced,
+    Z zombie), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # after the command name: state is field 3, utime 14 and stime 15 (proc(5))
+    return fields[0].decode(), (int(fields[11]) + int(fields[12])) * _TICK_NS
