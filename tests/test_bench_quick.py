@@ -14,6 +14,7 @@ import pytest
 
 from netns_helpers import netns_unavailable_reason
 
+pytestmark = pytest.mark.slow        # the benchmarks run for real, if briefly
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench")
 

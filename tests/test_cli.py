@@ -89,6 +89,7 @@ def json_event(name):
     return lambda line: line.startswith("{") and json.loads(line).get("event") == name
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
 def test_serve_iperf3_reports_and_exits_cleanly_on_sigint(ns, tmp_path):

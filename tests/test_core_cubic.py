@@ -105,6 +105,7 @@ def test_fast_convergence_lowers_w_max_when_the_window_shrank():
     assert cc(h, conn)["w_max"] == pytest.approx(second * (1 + BETA) / 2)
 
 
+@pytest.mark.slow
 def test_the_window_follows_w_cubic_through_concave_plateau_and_convex_regions():
     """W_max = 160 segments and an RTT of 100 ms keep W_cubic above the
     Reno-friendly estimate (§4.3) up to K + 1.5 s, so the window is W_cubic's."""

@@ -81,6 +81,7 @@ def test_two_writers_append_whole_records_to_one_file(tmp_path):
         PcapWriter(path, nanosecond=False, append=True)
 
 
+@pytest.mark.slow
 def test_many_small_frames_cross_the_buffer_boundary(tmp_path):
     path = tmp_path / "many.pcap"
     frames = [bytes(IP(src="10.77.0.2", dst="10.77.0.1", id=i) / TCP(seq=i)) for i in range(20000)]

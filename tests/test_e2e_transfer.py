@@ -69,6 +69,7 @@ print(json.dumps({{"sizes": sizes, "errors": errors}}), flush=True)
 PLACEMENTS = ["inline", "separate"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("placement", PLACEMENTS)
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])

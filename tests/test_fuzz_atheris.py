@@ -44,6 +44,7 @@ def test_encode_decode_round_trip():
         assert fuzz_core.decode(fuzz_core.encode(script)) == script
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed")
 def test_short_atheris_run_finds_nothing(tmp_path):
     # libFuzzer writes new inputs into the first corpus directory: give it a

@@ -21,6 +21,7 @@ what the fuzzers found are at the end.
 import os
 import sys
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hypothesis_profiles import examples
@@ -100,6 +101,7 @@ script = st.lists(st.one_of(frame_event, frame_event, frame_event, valid_event, 
                   min_size=1, max_size=25)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(script)
 def test_mutated_conversation_keeps_every_invariant(events):

@@ -117,6 +117,7 @@ def handled_syns(stack):
     return stats["syn_cookies_sent"] + stats["conns_opened"]
 
 
+@pytest.mark.slow
 @pytest.mark.netns
 @pytest.mark.timeout(150)
 def test_syn_flood_during_transfer_uses_cookies_and_serves_everyone():

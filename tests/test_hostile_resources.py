@@ -15,6 +15,7 @@ from test_hostile_network import MiB, TOOLS, TableWatch, alive, last_json, memor
 pytestmark = pytest.mark.netns
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_a_thousand_clients_at_once_are_served_or_cleanly_refused():
     """1,000 kernel clients connect to echo at the same moment (non-blocking
@@ -55,6 +56,7 @@ def test_a_thousand_clients_at_once_are_served_or_cleanly_refused():
         assert end["anon"] - before["anon"] < 16 * 1024, (before, end)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_an_application_that_stops_reading_closes_the_window_without_growing():
     """A kernel client keeps writing to a connection whose application

@@ -8,7 +8,7 @@ import pytest
 from misdtcp.testing.kill_campaign import run_round
 from netns_helpers import require_netns
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 @pytest.mark.timeout(180)

@@ -48,6 +48,7 @@ def replay(log, strategy, workers=1, stripe=16384):
 @settings(max_examples=examples(12), deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**16), mode=st.sampled_from(["mtu", "gso"]),
        faults=st.sampled_from([(0, 0, 0), (0.02, 0.02, 0.01), (0.05, 0.0, 0.0), (0.0, 0.05, 0.02)]))
+@pytest.mark.slow
 def test_misd_matches_single_for_any_loss_reorder_duplication(seed, mode, faults):
     loss, reorder, dup = faults
     total = (1 << 20) if mode == "mtu" else (3 << 20)
