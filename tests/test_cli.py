@@ -622,3 +622,28 @@ def test_serve_check_every_turns_the_replica_digest_check_on(ns, every):
         assert summary[0]["checked_rounds"] > 10
     else:
         assert summary[0]["checked_rounds"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_serve_reports_a_recovered_worker(ns):
+    """An operator learns of a replaced worker: a JSON record (a stderr line
+    without --json), and serve goes on serving."""
+    from misdtcp.testing.procfs import descendants, comm
+    serve = Serve(ns, "--app", "discard", "--workers", "2", "--placement", "separate", "--json")
+    try:
+        serve.serving()
+        victim = next(pid for pid in descendants(serve.proc.pid) if comm(pid) == "misdtcp-w1")
+        os.kill(victim, signal.SIGKILL)
+        record = json.loads(serve.read_until(json_event("recovered")))
+        ns.run([sys.executable, "-c", (
+            "import socket\n"
+            "s = socket.create_connection(('10.77.0.2', 9))\n"
+            "s.sendall(b'after')\n"
+            "s.close()\n")])
+        closed = json.loads(serve.read_until(json_event("closed")))
+    finally:
+        rc, err = serve.end(signal.SIGTERM)
+    assert (record["role"], record["pid"], record["how"]) == ("worker 1", victim, "signal 9")
+    assert record["replaced_by"] != victim and record["from_position"] >= 0
+    assert closed["bytes"] == 5
+    assert rc == 0, err

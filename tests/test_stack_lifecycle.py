@@ -124,8 +124,8 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, plac
             got += len(view)
             conn.release(view)
             if not killed and got >= 24 << 20:
-                os.kill(stack.processes()[f"worker {victim_worker}"], signal.SIGKILL)
-                killed = True
+                killed = stack.processes()[f"worker {victim_worker}"]
+                os.kill(killed, signal.SIGKILL)
         conn.close()
         rc, out, err = finish(client, timeout=30)
         assert rc == 0, err
@@ -133,6 +133,12 @@ def test_killed_worker_is_replaced_from_its_replica_snapshot(victim_worker, plac
         assert got == total == int(sent)
         assert h.hexdigest() == digest
         assert stack.recoveries == 1
+        (incident,) = stack.incidents
+        assert (incident.role, incident.pid, incident.how) == (f"worker {victim_worker}", killed, "signal 9")
+        assert incident.replaced_by == stack.processes()[f"worker {victim_worker}"] != killed
+        assert str(incident) == (f"worker {victim_worker} (pid {killed}) ended (signal 9); replaced by pid "
+                                 f"{incident.replaced_by}, replaying the log from position "
+                                 f"{incident.from_position}")
         counters = stack.worker_counters()
         assert counters[victim_worker]["restarts"] == 1
         assert counters[victim_worker]["snapshots"] > 0

@@ -202,6 +202,13 @@ class Stack:
         return self.runtime.recoveries
 
     @property
+    def incidents(self) -> list:
+        """Every replacement so far (runtime/live.py Incident: role, pid,
+        how it ended, the replacement's pid, the log position it replays
+        from); str() of one is a sentence for a log."""
+        return list(self.runtime.incidents)
+
+    @property
     def progress(self):
         """The runtime's shared bookkeeping (copy progress, acknowledged offsets)."""
         return self.runtime.areas.view

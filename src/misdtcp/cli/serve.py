@@ -183,8 +183,10 @@ def serve(args) -> int:
         # -i 0: no lines, but the activity is still accounted every second
         step = args.interval or ACCOUNT_EVERY
         next_report = time.monotonic() + step
+        told = 0
         while not stop.is_set():
             stop.wait(min(0.1, max(0.0, next_report - time.monotonic())))
+            told = _tell_incidents(stack, told, out)
             if stack.failure:
                 print(f"misdtcp: {stack.failure}", file=sys.stderr, flush=True)
                 reporter.line(final=True)
@@ -208,6 +210,20 @@ def serve(args) -> int:
             tun.close()
         pidfile.remove()
         out.close()
+
+
+def _tell_incidents(stack, told: int, out: Output) -> int:
+    """Say what the runtime recovered from since the last call (a worker
+    replaced from its snapshot): a line on stderr, or a JSON record."""
+    incidents = stack.incidents
+    for incident in incidents[told:]:
+        if out.mode == JSON:
+            out.record({"event": "recovered", "role": incident.role, "pid": incident.pid,
+                        "how": incident.how, "replaced_by": incident.replaced_by,
+                        "from_position": incident.from_position})
+        else:
+            print(f"misdtcp: {incident}", file=sys.stderr, flush=True)
+    return len(incidents)
 
 
 def _start_app(name, stack, port, out, stop, finished):

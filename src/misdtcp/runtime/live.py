@@ -65,6 +65,20 @@ class LiveConfig:
     debug_worker_config: object = None   # tests only: w -> core options that override worker w's
 
 
+@dataclass(frozen=True)
+class Incident:
+    """A worker that was replaced: which, why, by what, from where."""
+    role: str
+    pid: int | None
+    how: str                        # "signal 9", "exit status 1", "hung, stopped", ...
+    replaced_by: int | None         # the replacement's pid
+    from_position: int              # the log position it replays from (its snapshot's)
+
+    def __str__(self) -> str:
+        return (f"{self.role} (pid {self.pid}) ended ({self.how}); replaced by pid {self.replaced_by}, "
+                f"replaying the log from position {self.from_position}")
+
+
 class LiveRuntime:
     def __init__(self, config: LiveConfig):
         self.config = config
@@ -73,6 +87,7 @@ class LiveRuntime:
                                replicated=self.plan.replicated)
         self.recover = config.recover and self.plan.replicated
         self.recoveries = 0
+        self.incidents: list[Incident] = []   # every replacement, in order
         self.areas: SharedAreas | None = None
         self.supervisor = Forker({"sequencer": self._sequencer_main, "worker": self._worker_main,
                                   "single": self._single_main, "replacement": self._replacement_main})
@@ -163,14 +178,14 @@ class LiveRuntime:
         try:
             for ended in self.supervisor.reap():
                 role = ended.role.split()[0]
-                if self._replaceable(ended.role) and self._replace_worker(int(ended.role.split()[1])):
+                if self._replaceable(ended.role) and self._replace_worker(ended.role, ended.pid, ended.how):
                     continue
                 return f"a {role} process (pid {ended.pid}) died ({ended.how}); the stack stopped"
             for role, stalled_ns, how in self.watchdog.stalled(time.monotonic_ns(), self._liveness(),
                                                                 self._activity):
                 pid = self.supervisor.pids.get(role)
                 self.supervisor.kill(role)
-                if self._replaceable(role) and self._replace_worker(int(role.split()[1])):
+                if self._replaceable(role) and self._replace_worker(role, pid, f"hung, {how}"):
                     continue
                 return (f"{role} (pid {pid}) made no progress for {stalled_ns / 1e9:.1f} s while work was "
                         f"pending ({how}); the stack stopped")
@@ -277,12 +292,15 @@ class LiveRuntime:
         core = self._core(point.worker)
         recovery.run_replacement(point, self.areas, self.state_size, core, self._executor(core, point.worker))
 
-    def _replace_worker(self, worker: int) -> bool:
-        """Have the forker start a replacement for dead `worker` from its last snapshot."""
+    def _replace_worker(self, role: str, pid: int | None, how: str) -> bool:
+        """Have the forker start a replacement for `role`, whose process
+        `pid` ended (`how`), from its last snapshot; record the incident."""
+        worker = int(role.split()[1])
         point = recovery.resume_point(self.areas, worker, self.state_size)
         if point is None:
             return False
         recovery.prepare(self.areas, point)
-        self._spawn(f"worker {worker}", self._cpu(worker), "replacement", point)
+        self._spawn(role, self._cpu(worker), "replacement", point)
         self.recoveries += 1
+        self.incidents.append(Incident(role, pid, how, self.supervisor.pids.get(role), point.seqno))
         return True

@@ -168,6 +168,11 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
             result.failure = "the sender did not finish"
         result.recoveries = stack.recoveries
         seen_pids.update(stack.processes().values())
+        # every recovery must be one this round caused
+        for incident in stack.incidents:
+            if incident.pid not in signalled:
+                result.failure = f"an unexpected recovery: {incident}"
+            seen_pids.add(incident.replaced_by)
         if stack.failure:
             result.failure = stack.failure
     except Exception as exc:  # noqa: BLE001 - a round reports what went wrong, the campaign goes on
