@@ -163,14 +163,17 @@ def test_reverse_sends_in_order_without_spurious_recovery(workers, placement):
     """misdtcp sending (iperf3 -R) with no loss anywhere: the segments leave
     in sequence order whichever worker writes them, so the kernel receiver
     never sees a hole, never sends duplicate ACKs, and the sender never
-    enters fast retransmit."""
+    enters fast retransmit -- except after a segment the ordered hand-off
+    wrote out of order because the earlier owner kept it waiting longer than
+    its bound (50 ms; that happens on a loaded machine), one at most each."""
     with serving("iperf3", workers=workers, placement=placement) as (ns, stack):
         rc, result = iperf3(ns, "-R", seconds=3)
         assert rc == 0, result.get("error")
         assert result["end"]["sum_received"]["bytes"] > 16 << 20
         assert wait_for(lambda: stack.core_stats()[0]["segs_out"] > 1000, timeout=5)
-        stats, _ = stack.core_stats()
-        assert stats["fast_retransmits"] == 0
+        stats, _ = stack.core_stats(fresh=True)
+        out_of_order = sum(c["order_waits"]["timeouts"] for c in stack.worker_counters())
+        assert stats["fast_retransmits"] <= out_of_order
         assert stats["retransmits"] <= stats["segs_out"] // 1000
         if workers > 1:
             # the segments really were written by both workers
