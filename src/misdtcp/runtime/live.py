@@ -25,12 +25,12 @@ from misdtcp.runtime.capture import CaptureMerger, CaptureParts
 from misdtcp.runtime import recovery, strategies
 from misdtcp.runtime.areas import SharedAreas
 from misdtcp.runtime.executor import Executor, Sink
+from misdtcp.runtime.forker import Forker, ForkerError
 from misdtcp.runtime.loops import run_single_device
 from misdtcp.runtime.placement import place
-from misdtcp.runtime.sequencer import run_sequencer
-from misdtcp.runtime.forker import Forker, ForkerError
-from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.process import activity as process_activity
+from misdtcp.runtime.sequencer import run_sequencer
+from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.watchdog import Activity, Liveness, Watchdog
 
 
