@@ -151,18 +151,35 @@ class RecoveryBench:
         self.published = self.end if phases[-1][0] is None else phases[-1][0]
         return self._fork(worker, body)
 
-    def replace(self, worker: int) -> recovery.ResumePoint:
-        """Replace dead `worker` through runtime/recovery.py (the replacement runs on)."""
+    def replace(self, worker: int, until: int | None = None) -> recovery.ResumePoint:
+        """Replace dead `worker` through runtime/recovery.py; the replacement
+        runs on, or with `until` applies the log up to there and ends (it
+        dies part-way through its replay) -- only while no other worker
+        reads the log (stop them first: `pause`)."""
         assert worker not in self.running
         point = recovery.resume_point(self.areas, worker, self.state_size)
         assert point is not None, f"no usable snapshot to replace worker {worker}"
         recovery.prepare(self.areas, point)
 
         def body():
+            if until is not None:
+                self.log.ring._set_published(until)
+                self.view.request_stop()
             core = self.core(worker)
             recovery.run_replacement(point, self.areas, self.state_size, core, self.executor(core, worker))
         self._fork(worker, body)
+        if until is not None:
+            status = self.reap(worker)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"replacement failed: {status}"
+            assert self.view.counters(worker)["last_seqno"] == until
+            self.log.ring._set_published(self.published)
+            self.view._clear_stop()
         return point
+
+    def pause(self, workers, sig=signal.SIGSTOP) -> None:
+        """SIGSTOP (or, with SIGCONT, resume) running workers."""
+        for w in workers:
+            os.kill(self.running[w], sig)
 
     def kill(self, worker: int, sig=signal.SIGKILL) -> int:
         """Signal a worker and reap it; its raw wait status."""

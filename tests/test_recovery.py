@@ -12,6 +12,8 @@ import signal
 
 import pytest
 
+from misdtcp.runtime import recovery
+
 from recovery_harness import RecoveryBench, protect_snapshot_page, small_log_config
 
 CORE = dict(rcvbuf=64 << 10, sndbuf=64 << 10, max_connections=64, secret=5)
@@ -93,5 +95,39 @@ def test_replayed_copies_never_overwrite_newer_data_a_buffer_lap_ahead(bench_fac
     point = bench.replace(victim)
     assert point.seqno == held[-1]
     bench.finish()                           # every byte the application reads is checked
+    assert bench.delivered() == bench.log.delivered
+    assert [bench.final_digest(w) for w in range(workers)] == [bench.log.reference_digest] * workers
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_replacement_killed_part_way_through_its_replay_is_replaced_just_as_exactly(bench_factory, victim):
+    """A worker dies; its replacement dies too, half-way through replaying
+    what the first had done (its own last position is then behind the
+    first's); the next replacement must still skip every copy below what
+    the first had published, up to where the first had got -- not only up
+    to where the second had got."""
+    workers = 3
+    bench = bench_factory(workers=workers, stripe=4096, checkpoint_every=200)
+    marks = bench.checkpoints + [bench.end]
+    stop_at = marks[1] + (marks[2] - marks[1]) * 4 // 5
+    for w in range(workers):
+        bench.start(w)
+    bench.advance(stop_at)
+    bench.idle_at(victim, stop_at)
+    bench.kill(victim)
+    bench.advance_until_blocked()
+    others = [w for w in bench.running]
+    for w in others:
+        bench.idle_at(w, bench.published)
+    bench.pause(others)                                  # nobody else reads while the log is cut short
+    first = recovery.resume_point(bench.areas, victim, bench.state_size)
+    halfway = first.seqno + (first.applied - first.seqno) // 2
+    assert first.seqno < halfway < first.applied
+    bench.replace(victim, until=halfway)                 # the second one dies there
+    bench.pause(others, signal.SIGCONT)
+    third = bench.replace(victim)
+    assert third.seqno == first.seqno and third.applied == first.applied
+    bench.finish()                                       # every byte the application reads is checked
     assert bench.delivered() == bench.log.delivered
     assert [bench.final_digest(w) for w in range(workers)] == [bench.log.reference_digest] * workers

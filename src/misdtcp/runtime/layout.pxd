@@ -62,7 +62,8 @@ ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its ow
     WaitCounters order_waits             # waits for an earlier owner's segments to be written
     uint64_t tx_skipped                  # a replacement's segments its predecessor had written
     uint64_t event_waits                 # events that found the event queue full and waited for room
-    uint64_t pad[1]
+    uint64_t applied_high                # the furthest any process of this worker applied (recovery:
+                                         # a replacement replays behind it, and may die doing so)
 
 ctypedef struct WaitWord:                # an eventcount on its own line
     uint32_t eventcount

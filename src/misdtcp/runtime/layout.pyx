@@ -302,10 +302,13 @@ cdef class SharedView:
             return None
         return best_pos, data
 
-    def mark_restart(self, uint32_t worker):
-        """A replacement takes over: its predecessor's heartbeat no longer counts."""
+    def mark_restart(self, uint32_t worker, uint64_t applied_high):
+        """A replacement takes over: its predecessor's heartbeat no longer
+        counts, and `applied_high` is the furthest any process of this
+        worker applied so far."""
         self.h.counters[worker].restarts += 1
         self.h.counters[worker].heartbeat_ns = 0
+        self.h.counters[worker].applied_high = applied_high
 
     def liveness(self, uint32_t worker):
         """(heartbeat_ns, last_seqno) of `worker`: the watchdog's view of it."""

@@ -13,7 +13,9 @@ What makes the replay exact:
 * snapshots: a slot being written claims no position (executor
   `_checkpoint`), so only a whole snapshot is ever loaded;
 * copies: the replacement skips copies below the progress its predecessor
-  published and publishes none below it (executor `exec_run_actions`);
+  published and publishes none below it (executor `exec_run_actions`),
+  while replaying what any process of the worker had applied (a replacement
+  killed part-way through its replay had applied less than the first);
 * events: each carries its record and index, and the event queue keeps the
   last one the predecessor finished posting, so the replacement announces
   exactly what follows it (executor `_post_event`).
@@ -35,7 +37,7 @@ class ResumePoint:
     worker: int
     seqno: int                  # the first log position it applies
     from_snapshot: bool         # the state at `seqno` is a snapshot (else: the initial state, seqno 0)
-    applied: int                # the log position the dead worker had applied up to
+    applied: int                # the furthest log position a process of this worker had applied
     announced: tuple[int, int]  # worker 0: the last event it announced (record seqno + 1, index)
 
 
@@ -61,7 +63,11 @@ def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
         last = areas.events.last_posted()   # events carry the record and index they came from
         if last is not None:
             announced = (last.record, last.index)
-    return ResumePoint(worker, seqno, from_snapshot, view.counters(worker)["last_seqno"], announced)
+    # a replacement that died part-way through its replay applied less than
+    # its predecessor did: the copy floor holds up to the furthest of them
+    counters = view.counters(worker)
+    applied = max(counters["last_seqno"], counters["applied_high"])
+    return ResumePoint(worker, seqno, from_snapshot, applied, announced)
 
 
 def prepare(areas, point: ResumePoint) -> None:
@@ -70,7 +76,7 @@ def prepare(areas, point: ResumePoint) -> None:
     areas.ring.resume_consumer(point.worker, point.seqno)
     if point.worker == 0:
         areas.events.abandon_claim()        # killed between claiming a slot and filling it
-    areas.view.mark_restart(point.worker)
+    areas.view.mark_restart(point.worker, point.applied)
 
 
 def run_replacement(point: ResumePoint, areas, state_size: int, core, executor) -> None:
