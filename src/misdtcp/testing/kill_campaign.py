@@ -98,14 +98,19 @@ class RoundResult:
 
 def plan(rng: random.Random, victims: list[int], total: int, kills: int, stop_one: bool) -> list[Action]:
     """Random moments (points in the received stream, away from its very
-    ends) and random victims among `victims`: `kills` SIGKILLs and, if
-    asked, one SIGSTOP."""
-    actions = [Action(rng.randrange(total // 10, total * 9 // 10), signal.SIGKILL, rng.choice(victims))
-               for _ in range(kills)]
+    ends) and random victims among `victims`: `kills` SIGKILLs -- a third of
+    them twice at the same moment, so the replacement is killed as soon as it
+    exists, part-way through its replay -- and, if asked, one SIGSTOP."""
+    actions = []
+    for _ in range(kills):
+        at, victim = rng.randrange(total // 10, total * 9 // 10), rng.choice(victims)
+        actions.append(Action(at, signal.SIGKILL, victim))
+        if rng.random() < 1 / 3:
+            actions.append(Action(at, signal.SIGKILL, victim))
     if stop_one:
         actions.append(Action(rng.randrange(total // 10, total * 9 // 10), signal.SIGSTOP,
                               rng.choice(victims)))
-    return sorted(actions, key=lambda a: a.at)
+    return sorted(actions, key=lambda a: a.at)       # stable: a doubled kill stays a pair
 
 
 def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: int = 2, kills: int = 2,
