@@ -141,8 +141,6 @@ def test_the_window_follows_w_cubic_through_concave_plateau_and_convex_regions()
     assert late[-1] > w_max + 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 (5): the Reno-friendly α switch (RFC 9438 §4.3) is "
-                                       "missing -- α must become 1 once W_est reaches W_max")
 def test_reno_friendly_estimate_grows_by_alpha_cubic_then_by_one_above_w_max():
     """A small W_max: the Reno-friendly estimate W_est grows by
     α_cubic = 3(1-β)/(1+β) segments per RTT while below W_max, then by one

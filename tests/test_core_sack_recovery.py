@@ -119,7 +119,6 @@ def test_recovery_ends_when_recovery_point_is_acknowledged():
     assert info["cwnd"] == ssthresh                                 # RFC 6675 §5 (deflate to ssthresh)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 (6): SACK recovery is partial -- IsLost as specified")
 def test_a_hole_with_fewer_than_dupthresh_segments_sacked_above_is_not_lost():
     """Holes 0 and 8; only segment 9 is SACKed above 8, so IsLost(8) is
     false: 8 stays in the pipe and NextSeg gives new data (rule 2) before it."""
@@ -129,11 +128,15 @@ def test_a_hole_with_fewer_than_dupthresh_segments_sacked_above_is_not_lost():
     assert sent == [0] + list(range(10, 10 + cwnd - 2))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 (6): SACK recovery is partial -- RFC 6675 NextSeg rules 3 and 4 "
-                                       "(rescue retransmission)")
-def test_with_nothing_new_to_send_an_unsacked_tail_segment_is_retransmitted():
-    """Holes 0 and 9 (the tail), nothing more to send: rule 1 gives 0; rule 2
-    has no new data; rule 3 gives 9 (unSACKed, below HighData) -- tail loss
-    must not wait for the retransmission timeout."""
+def test_an_unsacked_tail_is_rescued_once_after_the_partial_ack_not_at_entry():
+    """Holes 0 and 9 (the tail), nothing more to send.  At the entry ACK
+    NextSeg gives only 0: §5 (4.3) sets RescueRxt with HighRxt so the tail is
+    not rescued prematurely.  The partial ACK that covers 0's retransmission
+    makes 9 the head: it goes at once (not after the RTO), and once -- the
+    rescue retransmission (rule 4) must not send it a second time."""
     h, conn, peer, snd = flight(10)
-    assert sack(h, peer, snd, 0, (1, 9)) == [0, 9]
+    assert sack(h, peer, snd, 0, (1, 9)) == [0]
+    partial = peer.segment("A", ack=(snd + 9 * FULL) % 2**32, options=[
+        ("NOP", None), ("NOP", None), ("Timestamp", (peer.tsval, peer.ts_recent))])
+    out = h.deliver(partial)
+    assert [((p[TCP].seq - snd) % 2**32) // FULL for p in out if len(p[TCP].payload)] == [9]

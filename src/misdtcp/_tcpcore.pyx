@@ -943,6 +943,8 @@ cdef bint _rescue_retransmit(CoreState *st, Replica *rx, Conn *c) noexcept nogil
         data_top = c.sacked.start[i]
     if data_top <= una:
         return False
+    if not seq_gt(_stream_seq(c, data_top), c.high_rxt):
+        return False        # rule 1 already resent it in this recovery (a partial ACK's new head)
     start = data_top - _smss(c) if data_top - una > _smss(c) else una
     st.stats.rescue_retransmits += 1
     _emit_tcp(st, rx, c, _stream_seq(c, start), TH_ACK | (TH_PSH if data_top == c.snd_end_off else 0),
