@@ -68,7 +68,7 @@ def receive_transfer(stack, ns, total, *, during=None, timeout=20.0, port=9):
     client = ns.python(["-c", SENDER.format(addr=STACK_ADDR, port=port), str(total)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        conn = listener.accept(timeout=timeout)
+        conn, _ = listener.accept(timeout=timeout)
         digest = hashlib.sha256()
         got = 0
         while True:

@@ -100,7 +100,7 @@ def test_recv_view_is_a_window_onto_the_shared_receive_buffer_not_a_copy(stack):
         "s.sendall(bytes(range(256)) * 64)\n"
         "s.shutdown(socket.SHUT_WR)\n"
         "s.recv(1)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    conn = listener.accept(timeout=10)
+    conn, _ = listener.accept(timeout=10)
     view = conn.recv_view(timeout=10)
     assert len(view) > 16 and bytes(view[:4]) == bytes(range(4))
     other = MirroredBuffer.from_fd(s.receive_fd)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,7 +56,6 @@ class Serve:
 
     def read_until(self, predicate, timeout=20.0) -> str:
         """Read output lines until one satisfies `predicate`; returns it."""
-        import time
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -83,6 +83,22 @@ class Serve:
         out, err = self.proc.communicate(timeout=timeout)
         self.lines += out.splitlines()
         return self.proc.returncode, err
+
+
+def start_serve(ns, *args):
+    return ns.popen([*MISDTCP, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_listening(ns, port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = ns.run([sys.executable, "-c",
+                        f"import socket; socket.create_connection(('10.77.0.2', {port}), timeout=1).close()"],
+                       check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("misdtcp serve did not start listening")
 
 
 def json_event(name):
@@ -511,11 +527,10 @@ def test_killed_serve_leaves_no_stack_process(ns):
     proc = start_serve(ns, "--app", "discard", "--workers", "2", "--placement", "separate", "-i", "0")
     try:
         wait_listening(ns, 9)
-        children = set()
-        for task in os.listdir(f"/proc/{proc.pid}/task"):
-            with open(f"/proc/{proc.pid}/task/{task}/children") as f:
-                children |= {int(p) for p in f.read().split()}
-        assert len(children) == 3                      # the sequencer and two workers
+        from misdtcp.testing.procfs import comm, descendants
+        children = set(descendants(proc.pid))
+        # the forker, and the sequencer and two workers it forked
+        assert sorted(comm(p) for p in children) == ["misdtcp-forker", "misdtcp-seq", "misdtcp-w0", "misdtcp-w1"]
         proc.kill()
         proc.wait(timeout=10)
     finally:

@@ -429,7 +429,7 @@ def test_another_process_maps_buffer_ring_and_queue_from_the_fd():
             pool.apply(_attach_through_proc, ("queue", proc_path(queue), b""))
         assert bytes(buffer.view(PAGE - 1, 2)) == b"!?" and bytes(buffer.view(0, 1)) == b"?"
         assert [e.data for e in ring.read(1)] == [b"record", b"reply"]
-        assert queue.take() == (Request.CLOSE, 9, 1, 2, 3)
+        assert queue.take() == (Request.CLOSE, 9, 1, 2, 3, 0, 0)      # requests carry no record
     finally:
         buffer.close()
         ring.close()
@@ -585,12 +585,12 @@ def test_command_queue_is_fifo_and_refuses_when_full():
     with MessageQueue(4) as queue:
         assert [queue.try_post(Request.CONSUMED, 1, i, i * 2, i * 3) for i in range(5)] == \
             [True, True, True, True, False]
-        assert queue.take() == (Request.CONSUMED, 1, 0, 0, 0)
+        assert queue.take() == (Request.CONSUMED, 1, 0, 0, 0, 0, 0)
         assert queue.try_post(Request.SEND, 2, 99)
         assert [c.a for c in queue.drain()] == [1, 2, 3, 99]
         assert queue.take() is None
         assert queue.post(Request.CLOSE, timeout=0.01) == WaitStatus.READY
-        assert queue.drain(max_messages=5) == [(Request.CLOSE, 0, 0, 0, 0)]
+        assert queue.drain(max_messages=5) == [(Request.CLOSE, 0, 0, 0, 0, 0, 0)]
 
 
 def test_command_queue_post_times_out_when_full_and_nobody_drains():
@@ -617,7 +617,7 @@ def test_a_waiting_command_consumer_is_woken_by_a_post():
             waiter.join()
         assert outcome == [WaitStatus.READY]
         assert time.monotonic() - started < 1.0               # woken, not timed out
-        assert queue.take() == (Request.LISTEN, 0, 5201, 0, 0)
+        assert queue.take() == (Request.LISTEN, 0, 5201, 0, 0, 0, 0)
         assert queue.counters()["consumer_sleeps"] >= 1
 
 

@@ -57,7 +57,7 @@ def accept_all(listener, n):
     """Accept n connections and read each to its end: the lines sent."""
     lines, handles = [], []
     for _ in range(n):
-        conn = listener.accept(timeout=10)
+        conn, _ = listener.accept(timeout=10)
         handles.append(conn.handle)
         data = b""
         while chunk := conn.recv(timeout=10):

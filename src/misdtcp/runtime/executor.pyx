@@ -301,6 +301,10 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
             if rc == WAIT_STOPPED or atomic_load_acquire_u32(&x.h.stop):
                 return              # stopping: nobody reads events any more
     x.cnt.events_posted += 1
+    # what recovery reads when the event is no longer in the queue to be
+    # found (the queue also carries other workers' readiness messages)
+    x.cnt.announced_record = message.record
+    x.cnt.announced_index = message.index
 
 
 cdef inline void _hold(Exec *x, uint64_t *word, uint64_t value) noexcept nogil:

@@ -26,7 +26,7 @@ cdef enum:
     DIGEST_SLOTS = 64
     LINE = 64
 
-ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its own, written by its worker
+ctypedef struct WorkerCounters:          # 384 bytes: six cache lines of its own, written by its worker
     uint64_t pid
     uint64_t records
     uint64_t frames
@@ -64,6 +64,9 @@ ctypedef struct WorkerCounters:          # 320 bytes: five cache lines of its ow
     uint64_t event_waits                 # events that found the event queue full and waited for room
     uint64_t applied_high                # the furthest any process of this worker applied (recovery:
                                          # a replacement replays behind it, and may die doing so)
+    uint64_t announced_record            # worker 0: the last event it posted (record seqno + 1 ...
+    uint64_t announced_index             # ... and index), stored right after the post
+    uint8_t _pad_counters[48]
 
 ctypedef struct WaitWord:                # an eventcount on its own line
     uint32_t eventcount

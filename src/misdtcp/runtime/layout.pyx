@@ -38,7 +38,7 @@ _LINE_STARTS = {
 }
 if sizeof(ConnInfo) != 128 or sizeof(ConnShare) != 32 or sizeof(ReadyWant) != 16:
     raise ImportError("misdtcp.runtime.layout: ConnInfo, ConnShare or ReadyWant changed size")
-if sizeof(WorkerCounters) != 5 * LINE or sizeof(WaitWord) != LINE or any(v % LINE for v in _LINE_STARTS.values()):
+if sizeof(WorkerCounters) != 6 * LINE or sizeof(WaitWord) != LINE or any(v % LINE for v in _LINE_STARTS.values()):
     raise ImportError(f"misdtcp.runtime.layout: the shared header is not laid out on cache lines: {_LINE_STARTS}")
 
 
@@ -321,7 +321,9 @@ cdef class SharedView:
 
     def counters(self, uint32_t worker):
         cdef WorkerCounters c = self.h.counters[worker]
-        return dict(c)
+        out = dict(c)
+        del out["_pad_counters"]
+        return out
 
     def digests(self, uint32_t worker):
         return [(self.h.digest_rounds[worker][i], self.h.digests[worker][i]) for i in range(DIGEST_SLOTS)]

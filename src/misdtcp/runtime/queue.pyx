@@ -252,6 +252,8 @@ cdef class MessageQueue:
         m.a = a
         m.b = b
         m.c = c
+        m.record = 0              # events only (the executor's record and index)
+        m.index = 0
         return 0
 
     def try_post(self, uint32_t kind, uint32_t handle=0, uint64_t a=0, uint64_t b=0, uint64_t c=0):
@@ -291,21 +293,26 @@ cdef class MessageQueue:
             messages.append(PostedMessage(m.kind, m.handle, m.a, m.b, m.c, m.record, m.index))
         return messages
 
-    def last_posted(self):
+    def last_posted(self, bint recorded_only=False):
         """The newest message a poster finished posting (whether taken since
-        or not), or None.  For a queue whose one poster has stopped (a dead
-        worker 0's event queue): what it announced last.  A ticket it
-        claimed but never published is skipped."""
+        or not), or None.  For a dead worker 0's event queue: what it
+        announced last (`recorded_only`: skipping messages without a record,
+        the readiness messages every worker posts).  A ticket claimed but
+        not (yet) published is skipped; the search ends at a slot a later
+        lap reused."""
         self._check_open()
-        cdef uint64_t position = atomic_load_acquire_u64(&self.queue.ctl.tail)
+        cdef uint64_t tail = atomic_load_acquire_u64(&self.queue.ctl.tail)
+        cdef uint64_t position = tail
         cdef uint64_t sequence
         cdef MessageSlot *slot
-        while position:
+        while position and tail - position < self.queue.capacity:
             position -= 1
             slot = &self.queue.slots[position & self.queue.mask]
             sequence = atomic_load_acquire_u64(&slot.sequence)
             if sequence == position + 1 or sequence == position + self.queue.capacity:
                 m = slot.message
+                if recorded_only and m.record == 0:
+                    continue
                 return PostedMessage(m.kind, m.handle, m.a, m.b, m.c, m.record, m.index)
             if sequence != position:
                 return None

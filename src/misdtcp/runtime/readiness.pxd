@@ -76,6 +76,8 @@ cdef inline void _ready_post(MsgQueue *events, uint32_t kind, uint32_t handle, u
     m.a = value
     m.b = 0
     m.c = 0
+    m.record = 0            # not an announced event: a replacement need not skip it
+    m.index = 0
     mq_post(events, &m, WAIT_SPIN, WAIT_TIMEOUT_NS)
 
 

@@ -58,14 +58,18 @@ def resume_point(areas, worker: int, state_size: int) -> ResumePoint | None:
         seqno, from_snapshot = 0, False     # nothing released yet: the initial state replays it all
     else:
         return None
+    counters = view.counters(worker)
     announced = (0, 0)
     if worker == 0:
-        last = areas.events.last_posted()   # events carry the record and index they came from
+        # events carry the record and index they came from; worker 0 also
+        # notes the last it posted, right after posting it (the queue may
+        # have moved on: it carries every worker's readiness messages too)
+        announced = (counters["announced_record"], counters["announced_index"])
+        last = areas.events.last_posted(recorded_only=True)
         if last is not None:
-            announced = (last.record, last.index)
+            announced = max(announced, (last.record, last.index))
     # a replacement that died part-way through its replay applied less than
     # its predecessor did: the copy floor holds up to the furthest of them
-    counters = view.counters(worker)
     applied = max(counters["last_seqno"], counters["applied_high"])
     return ResumePoint(worker, seqno, from_snapshot, applied, announced)
 

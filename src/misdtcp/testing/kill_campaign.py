@@ -147,7 +147,7 @@ def run_round(seed: int, workers: int, *, total: int = 24 << 20, connections: in
         received = 0
         pending = list(actions)
         for _ in sizes:
-            conn = listener.accept(timeout=timeout)
+            conn, _ = listener.accept(timeout=timeout)
             digest = hashlib.sha256()
             got = 0
             while True:

@@ -271,6 +271,8 @@ def queue_stress_post(MessageQueue queue, uint32_t poster_id, uint64_t count,
     cdef int rc
     message.kind = REQ_SEND
     message.handle = poster_id
+    message.record = 0
+    message.index = 0
     queue.busy += 1          # close() refuses while a thread is blocked in here
     with nogil:
         for i in range(count):
