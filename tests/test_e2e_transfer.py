@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -153,6 +154,42 @@ def test_iperf3_test_after_test_and_truthful_results():
         sent = result["end"]["sum_sent"]["bytes"]
         received = result["end"]["sum_received"]["bytes"]
         assert 0.9 * sent <= received <= sent
+
+
+@needs_iperf3
+@pytest.mark.timeout(180)
+def test_iperf3_reports_the_servers_retransmissions_and_congestion_control():
+    """-R through 1 % injected loss, with Reno: the stock client prints what
+    the server's stack really did -- the stream's retransmissions as the
+    connection table counts them (not -1, "unknown"), with
+    sender_has_retransmits set, and the congestion control it used."""
+    with serving("iperf3", workers=2, cc="reno", faults=dict(drop=0.01, seed=7)) as (ns, stack):
+        seen = {}                   # the data stream's row as last seen while it ran (closed rows go)
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(0.02):
+                rows = stack.connection_table()[1]
+                if rows:
+                    row = max(rows, key=lambda r: r["bytes_out"])
+                    if row["bytes_out"] >= seen.get("bytes_out", 0):
+                        seen.update(row)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            rc, result = iperf3(ns, "-R", seconds=2)
+        finally:
+            done.set()
+            watcher.join(5)
+        assert rc == 0, result.get("error")
+        total = stack.core_stats(fresh=True)[0]["retransmits"]
+    end = result["end"]
+    reported = end["streams"][0]["sender"]["retransmits"]
+    assert reported > 0                                       # 1 % of the segments were dropped
+    # at least what the stream's row showed while it ran, at most the stack's total
+    assert seen["retransmits"] <= reported <= total
+    assert end["sum_sent"]["retransmits"] == reported
+    assert end["sender_tcp_congestion"] == "reno"
 
 
 @needs_iperf3

@@ -103,6 +103,7 @@ class Stack:
             raise StackError(str(exc)) from None
         self.device = device
         self.address = address
+        self.congestion_control = str(core_config.get("cc", "cubic"))   # the core's default
         self.workers = workers
         self.strategy = strategy
         self.rcvbuf = rcvbuf
@@ -371,9 +372,12 @@ class Stack:
         """Open a connection to address:port (ConnectionRefusedError, TimeoutError)."""
         return self.connect_start(address, port, local_port=local_port).wait(timeout)
 
-    def connection_table(self) -> tuple[int, list[dict]]:
+    def connection_table(self, fresh: bool = False, timeout: float = 2.0) -> tuple[int, list[dict]]:
         """Every connection as worker 0 last published it (``misdtcp ss``):
-        (published at, monotonic ns; rows), each row with each worker's share."""
+        (published at, monotonic ns; rows), each row with each worker's share.
+        `fresh`: wait for a publication made after this call."""
+        if fresh:
+            self._wait_publication(timeout)
         when, rows = self.progress.connection_table()
         for row in rows:
             row["workers"] = self.progress.shares(row["handle"])
@@ -399,14 +403,19 @@ class Stack:
         20 ms while it runs).  `fresh`: wait for a publication made after
         this call, so everything the log held before it is counted."""
         if fresh:
-            asked = time.monotonic_ns()
-            deadline = time.monotonic() + timeout
-            while self.progress.stats_ns <= asked:
-                self.check()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"worker 0 published no statistics within {timeout:g} s")
-                time.sleep(0.002)
+            self._wait_publication(timeout)
         return self.progress.core_stats(), self.progress.core_drops()
+
+    def _wait_publication(self, timeout: float) -> None:
+        """Until worker 0 publishes its statistics and connection table
+        (together, about every 20 ms) after this call."""
+        asked = time.monotonic_ns()
+        deadline = time.monotonic() + timeout
+        while self.progress.stats_ns <= asked:
+            self.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker 0 published no statistics within {timeout:g} s")
+            time.sleep(0.002)
 
 
 class PendingConnect:

@@ -75,8 +75,11 @@ class Stream:
         finally:
             self.end = time.monotonic()
 
-    def result(self):
-        return {"id": self.id, "bytes": self.bytes, "retransmits": -1, "jitter": 0, "errors": 0,
+    def result(self, retransmits: int):
+        """iperf3's per-stream result; `retransmits` is -1 (unknown) for a
+        stream we receive on, as iperf3's own server reports it."""
+        return {"id": self.id, "bytes": self.bytes, "retransmits": retransmits if self.sender else -1,
+                "jitter": 0, "errors": 0,
                 "packets": 0, "start_time": 0, "end_time": round((self.end or time.monotonic()) - self.start, 6)}
 
 
@@ -213,13 +216,14 @@ class Iperf3Server:
         for s in streams:
             if not s.sender and s.end is None:
                 s.end = time.monotonic()
+        retransmits = self._retransmits(streams)
         results = {
             "cpu_util_total": round(100 * (user + system) / max(elapsed, 1e-9), 3),
             "cpu_util_user": round(100 * user / max(elapsed, 1e-9), 3),
             "cpu_util_system": round(100 * system / max(elapsed, 1e-9), 3),
-            "sender_has_retransmits": 0,
-            "congestion_used": "cubic",
-            "streams": [s.result() for s in streams],
+            "sender_has_retransmits": 1 if any(s.sender for s in streams) else 0,
+            "congestion_used": self.stack.congestion_control,
+            "streams": [s.result(retransmits.get(s.id, 0)) for s in streams],
         }
         _send_json(ctrl, results)
         _state(ctrl, DISPLAY_RESULTS)
@@ -233,6 +237,23 @@ class Iperf3Server:
                  f"{total * 8 / max(elapsed, 1e-9) / 1e9:.2f} Gbit/s")
         for s in streams:
             s.conn.close()
+
+    def _retransmits(self, streams) -> dict:
+        """Each sending stream's retransmissions, by stream id."""
+        if not any(s.sender for s in streams):
+            return {}
+        by_handle = connection_retransmits(self.stack)
+        return {s.id: by_handle.get(s.conn.handle, 0) for s in streams}
+
+
+def connection_retransmits(stack) -> dict:
+    """Retransmissions by connection handle, from a connection table
+    published after the streams stopped sending (so none is missed)."""
+    try:
+        _, rows = stack.connection_table(fresh=True)
+    except TimeoutError:
+        _, rows = stack.connection_table()
+    return {row["handle"]: row["retransmits"] for row in rows}
 
 
 def serve(stack, port: int = DEFAULT_PORT, *, stop: threading.Event | None = None, log=emit, on_accept=None,

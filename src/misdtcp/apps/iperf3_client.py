@@ -24,7 +24,7 @@ from misdtcp.api import StackError
 from misdtcp.apps.common import recv_exact
 from misdtcp.apps.iperf3 import (ACCESS_DENIED, CREATE_STREAMS, DISPLAY_RESULTS, EXCHANGE_RESULTS, IPERF_DONE,
                                  PARAM_EXCHANGE, SERVER_ERROR, TEST_END, TEST_RUNNING, TEST_START, _read_state,
-                                 _recv_json, _send_json, _state)
+                                 _recv_json, _send_json, _state, connection_retransmits)
 
 COOKIE_CHARS = "abcdefghijklmnopqrstuvwxyz234567"
 ACK_WAIT = 5.0          # seconds a sender waits for its data to be acknowledged before TEST_END
@@ -171,7 +171,7 @@ class Iperf3Client:
                 "cpu_util_user": 100 * user / max(elapsed, 1e-9),
                 "cpu_util_system": 100 * system / max(elapsed, 1e-9),
                 "sender_has_retransmits": 0 if self.reverse else 1,
-                "congestion_used": "cubic",
+                "congestion_used": self.stack.congestion_control,
                 "streams": [{"id": s.id, "bytes": s.bytes,
                              "retransmits": -1 if self.reverse else retransmits.get(s.id, 0),
                              "jitter": 0, "errors": 0, "packets": 0, "start_time": 0, "end_time": elapsed}
@@ -230,8 +230,9 @@ class Iperf3Client:
 
     def _retransmits(self, streams) -> dict:
         """Retransmissions per stream, from the stack's connection table."""
-        _, rows = self.stack.connection_table()
-        by_handle = {row["handle"]: row["retransmits"] for row in rows}
+        if self.reverse:
+            return {}
+        by_handle = connection_retransmits(self.stack)
         return {s.id: by_handle.get(s.conn.handle, 0) for s in streams}
 
     def _result(self, cookie, streams, intervals, ours, theirs, elapsed, started_wall) -> dict:
@@ -282,7 +283,7 @@ class Iperf3Client:
                 "sum_sent": side(sent_total, True, rexmit_total),
                 "sum_received": side(received_total, True),
                 "cpu_utilization_percent": local,
-                "sender_tcp_congestion": "cubic" if not self.reverse else theirs.get("congestion_used", "cubic"),
-                "receiver_tcp_congestion": theirs.get("congestion_used", "cubic") if not self.reverse else "cubic",
+                "sender_tcp_congestion": self.stack.congestion_control if not self.reverse else theirs.get("congestion_used", "cubic"),
+                "receiver_tcp_congestion": theirs.get("congestion_used", "cubic") if not self.reverse else self.stack.congestion_control,
             },
         }
