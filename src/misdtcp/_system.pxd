@@ -107,6 +107,8 @@ cdef extern from "<sys/socket.h>" nogil:   # datagram batches (sendmmsg), packet
         unsigned int msg_len
     ssize_t sendmsg(int fd, const msghdr *msg, int flags)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    int setsockopt(int fd, int level, int name, const void *value, unsigned int length)
+    int getsockopt(int fd, int level, int name, void *value, unsigned int *length)
 
 cdef extern from "<sys/stat.h>" nogil:
     cdef struct stat:

@@ -1,7 +1,8 @@
 # Why a frame or segment was dropped: the index into the core's drop
 # counters.  drops.pyx gives the printable names (DROP_NAMES), in this order.
 # Parsers in this layer return the DROP_IP_* / DROP_TCP_* reasons; the core
-# adds the protocol-level ones.
+# adds the protocol-level ones; an Ethernet device's link step the DROP_LINK_*
+# and DROP_ARP_* ones.
 cdef enum:
     DROP_NONE = 0
     DROP_IP_TRUNCATED        # shorter than an IPv4 header, or than its total length
@@ -39,4 +40,10 @@ cdef enum:
     DROP_ICMP_NO_CONNECTION  # an ICMP error quoting a segment of no connection of ours
     DROP_ICMP_STALE          # an ICMP error quoting a sequence number outside SND.UNA..SND.NXT (RFC 5927 §4.1)
     DROP_SYN_DATA            # data on a SYN or SYN-ACK, not queued (the peer sends it again)
+    # the link layer of an Ethernet device (packet ring): frames that never
+    # reach IPv4 validation
+    DROP_LINK_TRUNCATED      # shorter than its Ethernet header, or cut short by the device's slot
+    DROP_LINK_NOT_FOR_US     # destination MAC neither ours nor broadcast
+    DROP_LINK_TYPE           # neither IPv4 nor ARP (IPv6, a VLAN tag, ...)
+    DROP_ARP_NOT_FOR_US      # ARP other than a request for our address (replies, other targets)
     DROP_REASON_COUNT
