@@ -17,8 +17,9 @@ runtime's vocabulary (runtime/vocabulary.pxd).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from misdtcp._system cimport atomic_load_acquire_u64
-from misdtcp.runtime.wait cimport WaitCounters
+from misdtcp.runtime.wait cimport WaitCounters, wait_ready_fn
 from misdtcp.wire.descriptor cimport Descriptor, DESCRIPTOR_SIZE
+from misdtcp.wire.frame cimport FRAME_IN_DEVICE
 
 
 cdef enum:
@@ -93,6 +94,11 @@ ctypedef struct Ring:                  # process-local handle (not shared)
     uint64_t cached_data_min           # ... and data cursor
     uint32_t pending                   # entries claimed, not yet committed
     uint64_t data_tail                 # data-area position after the pending entries' bytes
+    # the device's receive ring, where FRAME_IN_DEVICE descriptors point
+    # (wire/frame.pxd); mapped before the processes fork, so at the same
+    # address in every process
+    char *device
+    uint64_t device_size
 
 
 # ---- producer ------------------------------------------------------------------------
@@ -136,11 +142,21 @@ cdef inline Descriptor *ring_descriptor(Ring *ring, uint64_t seqno) noexcept nog
 cdef inline char *ring_data(Ring *ring, uint64_t position) noexcept nogil:
     return ring.data + (position & ring.data_mask)
 
+cdef inline char *ring_bytes(Ring *ring, const Descriptor *d) noexcept nogil:
+    """Where a descriptor's bytes lie: in the data area, or (FRAME_IN_DEVICE)
+    in the device's receive ring, `data` bytes from its start."""
+    if d.frame_flags & FRAME_IN_DEVICE:
+        return ring.device + d.data
+    return ring.data + (d.data & ring.data_mask)
+
 cdef inline uint64_t ring_consumer_cursor(Ring *ring, uint32_t consumer_id) noexcept nogil:
     return ring.ctl.consumers[consumer_id].cursor
 
 cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t seqno, uint64_t data_position,
                        uint64_t records) noexcept nogil
+cdef uint64_t ring_released(Ring *ring) noexcept nogil
+cdef int ring_wait_released(Ring *ring, uint64_t seqno, uint32_t spin_iterations, uint64_t timeout_ns,
+                            wait_ready_fn also, void *also_context) noexcept nogil
 cdef int ring_wait_from(Ring *ring, uint32_t consumer_id, uint64_t seqno,
                         uint32_t spin_iterations, uint64_t timeout_ns) noexcept nogil
 

@@ -62,7 +62,8 @@ from misdtcp._system cimport (MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, ato
 from misdtcp.runtime.shm cimport (HUGE_PAGE, check_size, dup_fd, fd_size, mirror_map_aligned, mirror_unmap,
                                   os_error, page_size, round_up, shm_create, shm_create_huge)
 from misdtcp.runtime.wait cimport (WAIT_READY, WAIT_STOPPED, WAIT_SPIN, WAIT_TIMEOUT_NS, ec_notify,
-                                   ec_wake_all, flag_set, wait_for)
+                                   ec_wake_all, flag_set, wait_for, wait_ready_fn)
+from misdtcp.frameio.packet_ring cimport RxRing
 from misdtcp.runtime.vocabulary cimport REC_FRAME
 
 import collections
@@ -144,6 +145,7 @@ cdef Descriptor *ring_claim(Ring *ring, uint32_t data_bytes) noexcept nogil:
     ring.pending += 1
     entry.data = ring.data_tail
     entry.length = 0
+    entry.frame_flags = 0               # a reused entry keeps no FRAME_IN_DEVICE of before
     return entry
 
 
@@ -179,17 +181,21 @@ cdef void ring_commit(Ring *ring) noexcept nogil:
     cdef RingControl *ctl = ring.ctl
     cdef uint64_t seqno = ctl.producer.cursor
     cdef uint32_t i
+    cdef uint64_t end
     cdef Descriptor *entry
-    cdef Descriptor *after
     if ring.pending == 0:
         return
-    for i in range(ring.pending):
+    # data_end: the data-area position after an entry's bytes, which is where
+    # the next entry with bytes in the data area begins (entries whose bytes
+    # lie in the device take none), or the tail
+    end = ring.data_tail
+    i = ring.pending
+    while i > 0:
+        i -= 1
         entry = &ring.entries[(seqno + i) & ring.entry_mask]
-        if i + 1 < ring.pending:
-            after = &ring.entries[(seqno + i + 1) & ring.entry_mask]
-            entry.data_end = after.data
-        else:
-            entry.data_end = ring.data_tail
+        entry.data_end = end
+        if not (entry.frame_flags & FRAME_IN_DEVICE):
+            end = entry.data
     counter_add_u64(&ctl.producer_stats.records, ring.pending)
     counter_add_u64(&ctl.producer_stats.bytes, ring.data_tail - ctl.producer.data_cursor)
     ctl.producer.data_cursor = ring.data_tail
@@ -227,6 +233,42 @@ cdef void ring_release(Ring *ring, uint32_t consumer_id, uint64_t seqno, uint64_
     counter_add_u64(&slot.bytes, data_position - old)
     if ec_notify(&ring.ctl.producer_wait.eventcount):
         counter_add_u64(&slot.wakes, 1)
+
+
+cdef uint64_t ring_released(Ring *ring) noexcept nogil:
+    """The entries every consumer has released (the slowest cursor; the
+    producer's cached copy is refreshed)."""
+    _refresh_slowest(ring)
+    return ring.cached_entry_min
+
+
+ctypedef struct _ReleasedWait:
+    Ring *ring
+    uint64_t seqno
+    wait_ready_fn also
+    void *also_context
+
+
+cdef bint _released_ready(void *context) noexcept nogil:
+    cdef _ReleasedWait *w = <_ReleasedWait *>context
+    if <int64_t>(ring_released(w.ring) - w.seqno) >= 0:
+        return True
+    return w.also != NULL and w.also(w.also_context)
+
+
+cdef int ring_wait_released(Ring *ring, uint64_t seqno, uint32_t spin_iterations, uint64_t timeout_ns,
+                            wait_ready_fn also, void *also_context) noexcept nogil:
+    """The producer waits until every consumer has released the entries
+    before `seqno` -- or `also(also_context)` holds (may be NULL): WAIT_READY,
+    WAIT_TIMEOUT or WAIT_STOPPED.  Consumers wake it as they release (the
+    producer's side of the ring's wait)."""
+    cdef _ReleasedWait w
+    w.ring = ring
+    w.seqno = seqno
+    w.also = also
+    w.also_context = also_context
+    return wait_for(_released_ready, &w, &ring.ctl.producer_wait.eventcount, &ring.ctl.info.stop,
+                    spin_iterations, timeout_ns, &ring.ctl.producer_stats.wait)
 
 
 ctypedef struct _EntryWait:
@@ -524,6 +566,16 @@ cdef class BroadcastRing:
         self.ring.ctl.info.stop = 0
         self.ring.n_consumers = n_consumers
 
+    def attach_device(self, RxRing device):
+        """Resolve FRAME_IN_DEVICE descriptors (wire/frame.pxd) into
+        `device`'s receive ring: call before forking the processes that read
+        the log."""
+        self._check_open()
+        if device.closed:
+            raise ValueError("the device's receive ring is closed")
+        self.ring.device = <char *>device.rx.base
+        self.ring.device_size = device.rx.size
+
     # ---- producer --------------------------------------------------------------
 
     def wait_space(self, uint32_t entries=1, uint64_t data_bytes=0, uint32_t spin=WAIT_SPIN,
@@ -554,6 +606,8 @@ cdef class BroadcastRing:
         for name in fields:
             if name not in _ENTRY_FIELDS:
                 raise ValueError(f"{name!r} is not a log entry field")
+        if frame_flags & FRAME_IN_DEVICE:
+            raise ValueError("an entry claimed here has its bytes in the data area, not in a device (FRAME_IN_DEVICE)")
         stamp = monotonic_ns() if now_ns is None else now_ns
         while True:
             entry = ring_claim(&self.ring, length)
@@ -625,7 +679,7 @@ cdef class BroadcastRing:
             e = ring_descriptor(&self.ring, seqno)
             records.append(RingEntry(seqno, e.kind, e.tcp_flags, e.frame_flags, e.window, e.segments, e.seq,
                                      e.ack, e.tsval, e.tsecr, e.saddr, e.sport, e.dport, e.length, e.gso_size,
-                                     e.has_ts, e.reason, e.now_ns, ring_data(&self.ring, e.data)[:e.length]))
+                                     e.has_ts, e.reason, e.now_ns, ring_bytes(&self.ring, e)[:e.length]))
             data_end = e.data_end
             seqno += 1
         if release and records:

@@ -135,9 +135,12 @@ class Stack:
     def start(self) -> Stack:
         if self._started:
             return self
+        # a packet-ring device hands over its ring, a transmit socket per
+        # worker and its MACs; a TUN its descriptor
+        link = self.device.packet_link(self.workers) if hasattr(self.device, "packet_link") else None
         fd = self.device.fileno() if hasattr(self.device, "fileno") else int(self.device)
         try:
-            self.runtime.start(fd)
+            self.runtime.start(fd, link)
         except CaptureError as exc:
             self.stop()
             raise StackError(str(exc)) from None
@@ -393,6 +396,13 @@ class Stack:
 
     def worker_counters(self) -> list[dict]:
         return [self.progress.counters(w) for w in range(self.workers)]
+
+    def device_counters(self) -> dict:
+        """The device's own counters: for a packet ring, the frames the kernel
+        put into it and those it dropped because every slot was still held
+        ({} for a TUN)."""
+        statistics = getattr(self.device, "statistics", None)
+        return statistics() if statistics is not None else {}
 
     def ring_counters(self) -> dict:
         return self.runtime.areas.ring.counters()

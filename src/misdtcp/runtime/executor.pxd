@@ -19,7 +19,7 @@ from misdtcp.runtime.queue cimport MsgQueue
 # Where transmitted segments go.
 cpdef enum Sink:
     SINK_NULL = 0       # count only
-    SINK_FD = 1         # write(2) to a file descriptor (the TUN, or /dev/null)
+    SINK_FD = 1         # writev(2) to a file descriptor (the TUN, a packet socket, or /dev/null)
     SINK_CAPTURE = 2    # append to a per-worker capture area (tests)
 
 cdef enum:
@@ -54,6 +54,8 @@ ctypedef struct Exec:
     char **snd_maps
     int sink
     int out_fd
+    bint ethernet                       # the device takes Ethernet frames: `eth` goes before every IP packet
+    uint8_t eth[16]                     # the link header: the kernel end's MAC, ours, IPv4 (14 bytes)
     bint offload
     bint post_events
     bint shared_state                   # mimd: one core state for every worker

@@ -9,7 +9,9 @@ then its actions are carried out (``run_actions``: the owned work):
                     connection's shared receive buffer at stream offset % size;
 * ``ACT_TRANSMIT``  builds virtio header + headers + payload and hands it,
                     through the output frame stages (faults, pcap), to the
-                    sink: write(2) on the device, a capture area, or nothing;
+                    sink: writev(2) on the device (a TUN, or this worker's own
+                    packet socket, with the Ethernet header in front of the
+                    IP packet), a capture area, or nothing;
 * ``ACT_NOTIFY``    READABLE updates this worker's copy progress for the
                     connection (the application reads up to the minimum over
                     workers); WRITABLE the acknowledged send offset; lifecycle
@@ -21,7 +23,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
 from misdtcp._system cimport (atomic_fence_seq_cst, atomic_load_acquire_u32, atomic_load_acquire_u64,
-                              atomic_store_release_u64, atomic_store_release_u32, iovec, monotonic_ns, prefetch, write, writev)
+                              atomic_store_release_u64, atomic_store_release_u32, iovec, monotonic_ns, prefetch, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
                                TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
                                NO_CONN, Conn, core_conn, N_ACCEPTED, N_CONNECTED,
@@ -30,7 +32,7 @@ from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
                                core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_app_setopt,
                                core_digest)
-from misdtcp._ring cimport BroadcastRing, Ring, ring_data, ring_descriptor, ring_release
+from misdtcp._ring cimport BroadcastRing, Ring, ring_bytes, ring_data, ring_descriptor, ring_release
 from misdtcp.wire.descriptor cimport Descriptor
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
@@ -49,7 +51,9 @@ from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_STOPPED, WAIT_TIME
 from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
 from misdtcp.wire.tcp cimport TCP_CHECKSUM
-from misdtcp.wire.vnet cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, vnet_clear)
+from misdtcp.wire.ethernet cimport ETH_HLEN
+from misdtcp.wire.vnet cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, vnet_clear,
+                                vnet_is_gso)
 
 # Worker 0 publishes the core's statistics for `misdtcp serve` this often.
 cdef uint64_t STATS_EVERY_NS = 20000000ULL
@@ -71,6 +75,42 @@ cdef inline char *_send_buffer(Exec *x, uint32_t slot) noexcept nogil:
 
 # -- outputs ------------------------------------------------------------------
 
+cdef long _device_write(Exec *x, const uint8_t *frame, uint32_t head, const uint8_t *payload,
+                        uint32_t length) noexcept nogil:
+    """Write one frame to the device with one writev and no copy: `head`
+    bytes at `frame` (the virtio-net header, then the IP packet's headers, or
+    all of it), then `length` payload bytes (straight from the send buffer).
+    On an Ethernet device the link header goes between the virtio-net header
+    and the IP packet, and the virtio-net header's offsets, which count from
+    the start of the packet the device takes, move past it (csum_start, and
+    hdr_len of a GSO frame)."""
+    cdef iovec iov[4]
+    cdef virtio_net_hdr v
+    cdef int n
+    if not x.ethernet:
+        iov[0].iov_base = <void *>frame
+        iov[0].iov_len = head
+        iov[1].iov_base = <void *>payload
+        iov[1].iov_len = length
+        n = 2 if length else 1
+    else:
+        memcpy(&v, frame, VNET_HDR_LEN)
+        if v.flags & VNET_F_NEEDS_CSUM:
+            v.csum_start += ETH_HLEN
+        if vnet_is_gso(&v):
+            v.hdr_len += ETH_HLEN
+        iov[0].iov_base = &v
+        iov[0].iov_len = VNET_HDR_LEN
+        iov[1].iov_base = x.eth
+        iov[1].iov_len = ETH_HLEN
+        iov[2].iov_base = <void *>(frame + VNET_HDR_LEN)
+        iov[2].iov_len = head - VNET_HDR_LEN
+        iov[3].iov_base = <void *>payload
+        iov[3].iov_len = length
+        n = 4 if length else 3
+    return writev(x.out_fd, iov, n)
+
+
 cdef void _sink(void *context, uint8_t *buf, uint32_t n, uint32_t how) noexcept nogil:
     """Where a built frame ends: written to the device, kept in a capture
     area, or only counted.  It is the output frame stages' emitter."""
@@ -79,7 +119,7 @@ cdef void _sink(void *context, uint8_t *buf, uint32_t n, uint32_t how) noexcept 
     x.cnt.segments_sent += 1
     x.cnt.bytes_sent += n
     if x.sink == SINK_FD:
-        if write(x.out_fd, buf, n) < 0:
+        if _device_write(x, buf, n, NULL, 0) < 0:
             x.cnt.write_errors += 1
     elif x.sink == SINK_CAPTURE:
         need = 4 + ((n + 3) & ~(<uint32_t>3))
@@ -203,7 +243,6 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
     cdef uint16_t c
     cdef uint32_t l4
     cdef uint64_t *sent = NULL
-    cdef iovec iov[2]
     vnet_clear(v)
     memcpy(pkt, a.hdr, a.hdr_len)
     if a.length:
@@ -236,13 +275,9 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
         if not _take_turn(x, a, sent):
             return
     if x.sink == SINK_FD and x.out_stages.faults == NULL and x.out_stages.pcap == NULL:
-        iov[0].iov_base = x.outbuf
-        iov[0].iov_len = VNET_HDR_LEN + a.hdr_len
-        iov[1].iov_base = <void *>src
-        iov[1].iov_len = a.length
         x.cnt.segments_sent += 1
         x.cnt.bytes_sent += VNET_HDR_LEN + total
-        if writev(x.out_fd, iov, 2 if a.length else 1) < 0:
+        if _device_write(x, x.outbuf, VNET_HDR_LEN + a.hdr_len, src, a.length) < 0:
             x.cnt.write_errors += 1
     else:
         if a.length:
@@ -509,11 +544,11 @@ cdef const uint8_t *exec_apply(Exec *x, const Descriptor *d, uint64_t seqno, bin
     if kind == REC_SEGMENT:
         x.cnt.frames += 1
         core_entry(x.st, x.rx, d)
-        return <const uint8_t *>ring_data(x.ring, d.data)
+        return <const uint8_t *>ring_bytes(x.ring, d)
     if kind == REC_FRAME:
         x.cnt.frames += 1
         if d.length > VNET_HDR_LEN:
-            p = <const uint8_t *>ring_data(x.ring, d.data) + VNET_HDR_LEN
+            p = <const uint8_t *>ring_bytes(x.ring, d) + VNET_HDR_LEN
             core_frame(x.st, x.rx, p, d.length - VNET_HDR_LEN, d.frame_flags, d.gso_size, d.now_ns)
             return p
     elif kind == REC_DROPPED:
@@ -600,7 +635,10 @@ cdef class Executor:
     def __cinit__(self, TcpCore core, MirroredBuffer block, uint32_t worker, *, int rcv_fd, int snd_fd,
                   int sink=SINK_NULL, int out_fd=-1, bint offload=True, MessageQueue events=None,
                   PcapWriter pcap=None, FaultInjector faults=None, MirroredBuffer snapshots=None,
-                  bint shared_state=False):
+                  bint shared_state=False, bytes link_header=None):
+        """`link_header`: the device takes Ethernet frames, and these 14
+        bytes (the next hop's MAC, ours, the IPv4 type) go before every IP
+        packet written to `out_fd`."""
         cdef Exec *x = &self.x
         cdef RuntimeHeader *h = <RuntimeHeader *>block.base
         memset(x, 0, sizeof(Exec))
@@ -632,6 +670,11 @@ cdef class Executor:
             raise MemoryError()
         x.sink = sink
         x.out_fd = out_fd
+        if link_header is not None:
+            if len(link_header) != ETH_HLEN:
+                raise ValueError(f"a link header is {ETH_HLEN} bytes, not {len(link_header)}")
+            memcpy(x.eth, <const char *>link_header, ETH_HLEN)
+            x.ethernet = True
         x.offload = offload
         if events is not None:
             x.events = &events.queue

@@ -9,11 +9,12 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from misdtcp.runtime.wait cimport WaitCounters
 
 ctypedef struct CopyWork:              # 32 bytes
-    uint64_t source                    # copy: data-area position of the bytes; mark: the log's data position to release
+    uint64_t source                    # copy: where the bytes lie (see release); mark: the log's data position to release
     uint64_t stream_off                # copy: receive-stream offset; mark: readable offset of `handle`
     uint32_t length                    # copy: bytes; 0 for a mark
     uint32_t handle                    # the connection (mark: NO_CONN when no progress to publish)
-    uint64_t release                   # mark: the log seqno to release up to
+    uint64_t release                   # mark: the log seqno to release up to; copy: 1 when `source` is an
+                                       # offset in the device's receive ring (FRAME_IN_DEVICE), else 0
 
 ctypedef struct HandoffControl:        # one per helper: producer line, consumer line, two wait lines
     uint64_t tail                      # written by the leader: work published

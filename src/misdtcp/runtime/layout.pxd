@@ -117,7 +117,13 @@ ctypedef struct RuntimeHeader:
     uint64_t sequencer_cpu_ns            # its thread's CPU time so far
     uint64_t sequencer_inline_ns         # of that, time inside replica 0 (inline placement)
     uint64_t sequencer_read_ns           # time reading and describing frames (waits for room left out)
-    uint8_t _pad6[8]
+    uint64_t sequencer_in_place          # frames the log points at where the device put them (packet ring)
+    # the sequencer's second line: its device
+    uint64_t sequencer_copied            # frames whose bytes it copied into the log (moved, staged)
+    uint64_t sequencer_arp_replies       # ARP requests for the stack's address it answered
+    uint64_t sequencer_slot_waits        # times it waited for the consumers to free device slots
+    uint64_t sequencer_slots_held        # device slots held for the consumers right now
+    uint8_t _pad6[32]
     WorkerCounters counters[MAX_WORKERS]
     uint64_t digests[MAX_WORKERS][DIGEST_SLOTS]
     uint64_t digest_rounds[MAX_WORKERS][DIGEST_SLOTS]

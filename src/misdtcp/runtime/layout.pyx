@@ -33,6 +33,7 @@ _LINE_STARTS = {
     "done_wait": <uint64_t>&_probe.done_wait - _base,
     "sent_wait": <uint64_t>&_probe.sent_wait - _base,
     "sequencer_records": <uint64_t>&_probe.sequencer_records - _base,
+    "sequencer_copied": <uint64_t>&_probe.sequencer_copied - _base,
     "counters": <uint64_t>&_probe.counters - _base,
     "digests": <uint64_t>&_probe.digests - _base,
 }
@@ -160,7 +161,10 @@ cdef class SharedView:
         """The sequencer's published counters (about every millisecond)."""
         return {"records": self.h.sequencer_records, "frames": self.h.sequencer_frames,
                 "coalesced": self.h.sequencer_coalesced, "cpu_ns": self.h.sequencer_cpu_ns,
-                "inline_ns": self.h.sequencer_inline_ns, "read_ns": self.h.sequencer_read_ns}
+                "inline_ns": self.h.sequencer_inline_ns, "read_ns": self.h.sequencer_read_ns,
+                "in_place": self.h.sequencer_in_place, "copied": self.h.sequencer_copied,
+                "arp_replies": self.h.sequencer_arp_replies, "slot_waits": self.h.sequencer_slot_waits,
+                "slots_held": self.h.sequencer_slots_held}
 
     def readable(self, uint32_t handle):
         """Receive stream offset every worker has finished copying up to."""

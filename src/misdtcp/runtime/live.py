@@ -10,7 +10,12 @@ reaps processes that ended, notices processes that make no progress while
 work is pending (runtime/watchdog.py) and SIGKILLs them, and with recovery
 on (misd) replaces a dead or hung worker from its last replica snapshot
 (runtime/recovery.py); otherwise it reports the failure in one sentence.
-`stop()` ends every process and closes every area.
+A packet-ring device
+comes as a `PacketLink` instead of a descriptor: the log resolves positions
+in its receive ring (mapped before the forker is forked, so every process
+sees it), the sequencer (or the `single` process) takes frames from the
+ring's slots, and each worker writes Ethernet frames to its own transmit
+socket.  `stop()` ends every process and closes every area.
 """
 from __future__ import annotations
 
@@ -32,6 +37,22 @@ from misdtcp.runtime.process import activity as process_activity
 from misdtcp.runtime.sequencer import run_sequencer
 from misdtcp.runtime.strategies import Run
 from misdtcp.runtime.watchdog import Activity, Liveness, Watchdog
+
+
+@dataclass
+class PacketLink:
+    """A packet-ring device, as the runtime uses it (device/packet_ring.py
+    makes one): the mapped receive ring, whose socket is the device's
+    descriptor, a transmit socket per worker, and the link's two MACs."""
+    ring: object                     # frameio.packet_ring.RxRing: mapped, its socket bound
+    transmit_fds: tuple              # AF_PACKET sockets, bound, PACKET_VNET_HDR_SZ 12: worker w writes to [w]
+    mac: bytes                       # the stack's end
+    peer_mac: bytes                  # the kernel's end: the next hop of every frame the stack sends
+
+    @property
+    def link_header(self) -> bytes:
+        """The Ethernet header in front of every IPv4 packet the stack sends."""
+        return self.peer_mac + self.mac + b"\x08\x00"
 
 
 class CaptureError(RuntimeError):
@@ -96,11 +117,20 @@ class LiveRuntime:
         self.merger: CaptureMerger | None = None
         self.wake_fd = -1
         self.device_fd = -1
+        self.link: PacketLink | None = None
         self.state_size = TcpCore.state_size(local_address=config.address, **config.core_config)
 
     # -- lifecycle --------------------------------------------------------------
-    def start(self, device_fd: int) -> None:
+    def start(self, device_fd: int, link: PacketLink | None = None) -> None:
+        """Start on a TUN's `device_fd`, or on a packet-ring device's `link`
+        (its receive socket is then the device's descriptor)."""
         c = self.config
+        if link is not None:
+            if len(link.transmit_fds) < c.workers:
+                raise ValueError(f"the packet ring has {len(link.transmit_fds)} transmit socket(s) for "
+                                 f"{c.workers} worker(s)")
+            device_fd = link.ring.fileno()
+        self.link = link
         self.device_fd = device_fd
         os.set_blocking(device_fd, False)
         self.areas = SharedAreas(workers=c.workers, ring_consumers=self.plan.ring_consumers(c.workers),
@@ -109,6 +139,8 @@ class LiveRuntime:
                                  shared_progress=self.plan.shared_progress, state_size=self.state_size,
                                  snapshots=self.recover, shared_state=self.plan.shared_state,
                                  huge_pages=c.huge_pages, events_capacity=c.events_capacity)
+        if link is not None:
+            self.areas.ring.attach_device(link.ring)
         self.shared = self.plan.prepare(c.workers)
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         if c.pcap:
@@ -248,10 +280,13 @@ class LiveRuntime:
 
     def _executor(self, core: TcpCore, worker: int) -> Executor:
         a = self.areas
+        link = self.link
         ex = Executor(core, a.block, worker, rcv_fd=a.receive.fileno(), snd_fd=a.send.fileno(),
-                      sink=Sink.SINK_FD, out_fd=self.device_fd, offload=self.config.offload, events=a.events,
+                      sink=Sink.SINK_FD, out_fd=link.transmit_fds[worker] if link else self.device_fd,
+                      offload=self.config.offload, events=a.events,
                       pcap=self._pcap(f"worker {worker}"), faults=self._fault_injector(1 + worker),
-                      snapshots=a.snapshots if self.recover else None, shared_state=self.plan.shared_state)
+                      snapshots=a.snapshots if self.recover else None, shared_state=self.plan.shared_state,
+                      link_header=link.link_header if link else None)
         ex.measure_latency = True       # live traffic: the stamp-to-output latency is worth its 20 ns
         return ex
 
@@ -269,10 +304,13 @@ class LiveRuntime:
     def _sequencer_main(self) -> None:
         c = self.config
         inline = self._executor(self._core(0), 0) if self.placement.inline else None
+        link = self.link
         run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
                       local_address=c.address, tick_ns=c.tick_ns, digest_every=c.digest_every,
                       faults=self._fault_injector(0), pcap=self._pcap("sequencer"),
-                      checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0, inline=inline)
+                      checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0, inline=inline,
+                      device_ring=link.ring if link else None, link_mac=link.mac if link else None,
+                      peer_mac=link.peer_mac if link else None)
         if inline is not None:
             inline.flush()
 
@@ -283,8 +321,10 @@ class LiveRuntime:
 
     def _single_main(self) -> None:
         ex = self._executor(self._core(0), 0)
+        link = self.link
         run_single_device(ex, self.device_fd, self.areas.requests, self.wake_fd, tick_ns=self.config.tick_ns,
-                          input_faults=self._fault_injector(0))
+                          input_faults=self._fault_injector(0), device_ring=link.ring if link else None,
+                          link_mac=link.mac if link else None, peer_mac=link.peer_mac if link else None)
         ex.flush()
 
     def _replacement_main(self, point: recovery.ResumePoint) -> None:

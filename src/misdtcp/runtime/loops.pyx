@@ -33,11 +33,16 @@ from libc.string cimport memcpy
 from misdtcp._system cimport (atomic_cas_weak_relaxed_u64, atomic_load_acquire_u32, atomic_load_acquire_u64,
                               atomic_store_release_u32, atomic_store_release_u64, monotonic_ns, poll, pollfd,
                               POLLIN, prefetch, read, thread_cpu_ns)
-from misdtcp._tcpcore cimport CoreState, Replica, NO_CONN, HANDLE_SLOT_MASK, core_frame, core_tick, handle_slot
-from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, ring_available, ring_data, ring_descriptor,
+from misdtcp._tcpcore cimport (CoreState, Replica, NO_CONN, HANDLE_SLOT_MASK, core_dropped, core_frame, core_tick,
+                               handle_slot)
+from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, ring_available, ring_bytes, ring_data, ring_descriptor,
                             ring_release, ring_wait_from)
+from misdtcp.frameio.ethernet_link cimport (EthernetLink, LinkFrame, LINK_ANSWERED, LINK_IPV4,
+                                            link_as_tun_frame, link_init, link_receive)
 from misdtcp.frameio.faults cimport FaultInjector
-from misdtcp.frameio.stages cimport EMIT_CORRUPTED, stages_release_due
+from misdtcp.frameio.packet_ring cimport (PacketRx, RxRing, tpacket2_hdr, rx_next, rx_slot, rx_slot_give_back,
+                                          rx_slot_ready)
+from misdtcp.frameio.stages cimport EMIT_CORRUPTED, stages_apply, stages_release_due
 from misdtcp.runtime.executor cimport (Exec, Executor, apply_request, exec_apply, exec_batch, exec_flush_held,
                                       exec_handle, exec_note_latency, exec_publish_pending, exec_publish_progress,
                                       exec_publish_stats, exec_run_actions, exec_start_walk,
@@ -54,7 +59,7 @@ from misdtcp.runtime.wait cimport (WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS, Wai
                                    wait_for)
 from misdtcp._tcpcore cimport ACT_COPY, ACT_NOTIFY, N_READABLE
 from misdtcp.wire.bytes cimport rd32
-from misdtcp.wire.frame cimport FRAME_VERIFY_CSUM
+from misdtcp.wire.frame cimport FRAME_IN_DEVICE, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_HDR_LEN
 from misdtcp.wire.tcp cimport TH_SYN, TCP_SEQUENCE, TCP_FLAGS
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
@@ -391,7 +396,7 @@ def run_leader(Executor ex, BroadcastRing ring, HandoffQueues queues, uint32_t n
                                 work.stream_off = s
                                 work.length = <uint32_t>(piece_end - s)
                                 work.handle = rx.actions[i].handle
-                                work.release = 0
+                                work.release = (d.frame_flags & FRAME_IN_DEVICE) != 0
                                 handoff_push(helpers[owner], &work)
                             s = piece_end
                         rx.actions[i].kind = 0           # done here: the executor skips it
@@ -451,7 +456,9 @@ def run_helper(Executor ex, BroadcastRing ring, HandoffQueues queues, uint32_t w
             while head != tail:
                 w = &q.slots[head & q.mask]
                 if w.length:
-                    _copy_piece(x, w.handle, w.stream_off, <const uint8_t *>ring_data(rg, w.source), w.length)
+                    _copy_piece(x, w.handle, w.stream_off,
+                                <const uint8_t *>(rg.device + w.source if w.release else ring_data(rg, w.source)),
+                                w.length)
                 else:
                     if w.handle != NO_CONN and w.handle != HANDOFF_END:
                         atomic_store_release_u64(&x.progress[handle_slot(w.handle)],
@@ -515,7 +522,7 @@ def run_copy_only(Executor ex, BroadcastRing ring, uint32_t worker, uint32_t nwo
                     running = False
                     break
                 if d.kind == REC_FRAME and not have_base and d.length >= VNET_HDR_LEN + IP_HDR_LEN + 20:
-                    f = <const uint8_t *>ring_data(rg, d.data) + VNET_HDR_LEN
+                    f = <const uint8_t *>ring_bytes(rg, d) + VNET_HDR_LEN
                     if f[((f[0] & 0x0f) * 4) + TCP_FLAGS] & TH_SYN:
                         base = rd32(f + (f[0] & 0x0f) * 4 + TCP_SEQUENCE) + 1
                         have_base = True
@@ -536,7 +543,7 @@ def run_copy_only(Executor ex, BroadcastRing ring, uint32_t worker, uint32_t nwo
                     if piece_end > e:
                         piece_end = e
                     if idx % nworkers == worker:
-                        _copy_piece(x, handle, s, <const uint8_t *>ring_data(rg, d.data) + (s - off64),
+                        _copy_piece(x, handle, s, <const uint8_t *>ring_bytes(rg, d) + (s - off64),
                                     <uint32_t>(piece_end - s))
                     s = piece_end
             atomic_store_release_u64(&x.progress[0], progress_word(handle, top))
@@ -554,6 +561,10 @@ ctypedef struct _Direct:
     Intake intake
     uint8_t *buffer
     Exec *x
+    bint device_ring             # frames come from a packet ring's slots (else read() on the fd)
+    PacketRx rx
+    EthernetLink link
+    uint32_t head                # the next slot to look at
 
 
 cdef uint8_t *_direct_buffer(void *context, uint32_t room) noexcept nogil:
@@ -571,12 +582,50 @@ cdef void _direct_frame(void *context, uint8_t *frame, uint32_t n, uint32_t how)
     exec_note_latency(d.x, d.intake.now)
 
 
+cdef uint32_t _direct_slots(_Direct *d) noexcept nogil:
+    """A packet ring: up to a batch of frames straight from their slots --
+    the link step, the core on the IP packet where it lies, its outputs (the
+    copies into the receive buffer among them) -- each slot given back as
+    soon as its frame is done.  Returns how many slots were taken."""
+    cdef uint32_t count = 0, n
+    cdef tpacket2_hdr *h
+    cdef LinkFrame lf
+    cdef int r
+    while count < d.intake.batch:
+        h = rx_slot(&d.rx, d.head)
+        if not rx_slot_ready(h):
+            break
+        d.intake.now = monotonic_ns()
+        r = link_receive(&d.link, h, &lf)
+        if r == LINK_IPV4 and (d.intake.stages.faults != NULL or d.intake.stages.pcap != NULL):
+            n = link_as_tun_frame(&lf, d.buffer, INTAKE_MAX_FRAME)
+            if n:
+                stages_apply(&d.intake.stages, d.buffer, n, d.intake.now, _direct_frame, d)
+        elif r == LINK_IPV4:
+            d.x.cnt.frames += 1
+            core_frame(d.x.st, d.x.rx, lf.ip, lf.ip_len, lf.flags, lf.gso_size, d.intake.now)
+            exec_run_actions(d.x, lf.ip)
+            exec_note_latency(d.x, d.intake.now)
+        elif r != LINK_ANSWERED:
+            d.x.cnt.frames += 1
+            core_dropped(d.x.st, d.x.rx, r, d.intake.now)
+            exec_run_actions(d.x, NULL)
+        rx_slot_give_back(h)
+        d.head = rx_next(&d.rx, d.head)
+        count += 1
+    return count
+
+
 def run_single_device(Executor ex, int device_fd, MessageQueue requests, int wake_fd,
-                      uint64_t tick_ns=5000000, FaultInjector input_faults=None):
+                      uint64_t tick_ns=5000000, FaultInjector input_faults=None, RxRing device_ring=None,
+                      bytes link_mac=None, bytes peer_mac=None):
     """The `single` strategy on a live device: one process reads the device,
     runs the core and performs every output itself -- no ring, no replicas.
     Input frames pass through the same stages as the sequencer's (capture
-    shared with the executor's output, `input_faults` for the faults)."""
+    shared with the executor's output, `input_faults` for the faults).
+    `device_ring`: frames come from this packet ring (its socket is
+    `device_fd`), with the stack's `link_mac` and the kernel end's
+    `peer_mac`."""
     cdef Exec *x = &ex.x
     cdef CoreState *st = x.st
     cdef Replica *rx = x.rx
@@ -599,6 +648,18 @@ def run_single_device(Executor ex, int device_fd, MessageQueue requests, int wak
     d.intake.stages.pcap = x.out_stages.pcap
     d.intake.stages.pcap_offset_ns = x.out_stages.pcap_offset_ns
     d.intake.stages.faults = &input_faults.state if input_faults is not None else NULL
+    d.device_ring = device_ring is not None
+    d.head = 0
+    if d.device_ring:
+        if device_ring.closed:
+            free(d.buffer)
+            raise ValueError("the device's receive ring is closed")
+        if link_mac is None or peer_mac is None or len(link_mac) != 6 or len(peer_mac) != 6:
+            free(d.buffer)
+            raise ValueError("a packet-ring device needs its own and its peer's 6-byte MAC address")
+        d.rx = device_ring.rx
+        link_init(&d.link, <const uint8_t *><const char *>link_mac, <const uint8_t *><const char *>peer_mac,
+                  st.cfg.local_addr, d.rx.fd)
     with nogil:
         fds[0].fd = device_fd
         fds[0].events = POLLIN
@@ -614,7 +675,7 @@ def run_single_device(Executor ex, int device_fd, MessageQueue requests, int wak
                 apply_request(st, rx, <const uint8_t *>&message, now)
                 exec_run_actions(x, NULL)
                 got += 1
-            got += intake_round(&d.intake, _direct_buffer, _direct_frame, &d)
+            got += _direct_slots(&d) if d.device_ring else intake_round(&d.intake, _direct_buffer, _direct_frame, &d)
             got += stages_release_due(&d.intake.stages, monotonic_ns(), _direct_frame, &d)
             exec_publish_progress(x)
             cnt.records += got

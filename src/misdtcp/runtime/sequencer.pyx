@@ -24,23 +24,43 @@ It is the serial fraction, so it does only what must be done once:
    same code a worker runs), so where CPUs are scarce the log's first reader
    costs no process, no wake-up and no cache line moved between cores.
 
+On a packet-ring device (frameio/packet_ring.pxd) step 2 reads no device
+at all: the kernel has already written each frame into a slot of the ring,
+which every process maps.  The sequencer polls the slots' status words,
+takes each frame through the link step (frameio/ethernet_link.pxd: not ours
+-> dropped by reason; an ARP request for us -> answered), and describes the
+IPv4 packet where it lies: the descriptor is FRAME_IN_DEVICE, its data an
+offset in the ring (wire/frame.pxd), so the workers' owned copies are the
+first copies of the payload.  A slot goes back to the kernel once every consumer of the log
+has released the last descriptor that points into it; the kernel fills slots
+strictly in order, so slots go back in order (a FIFO of the log position
+each one waits for).  Frames the core takes out of order cost no slot for
+long: the core copies their payload to its stream offset at once.  Frames do
+not coalesce across slots (their payloads are not contiguous).
+
 When the input frame stages are active (faults, pcap), frames are read whole
-into a buffer, passed through the stages, and what comes out is described the
+into a buffer (on a packet ring: copied out of the slot, which then goes back
+at once), passed through the stages, and what comes out is described the
 same way.  Time stamps come from CLOCK_MONOTONIC here and only here: replicas
 never read a clock.  When idle it sleeps in poll() on the device and an
 eventfd that applications write only when it says it is asleep.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy, memmove, memset
 
+from libc.stdlib cimport calloc
 from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u32, atomic_store_release_u32,
                               atomic_store_release_u64, atomic_fence_seq_cst, iovec, monotonic_ns, read, readv,
                               thread_cpu_ns)
 from misdtcp._ring cimport (BroadcastRing, Descriptor, Ring, RING_MAX_DATA, ring_available, ring_claim,
                             ring_commit, ring_data_grow, ring_data_tail, ring_has_room, ring_last_pending,
-                            ring_stop, ring_wait_space)
+                            ring_released, ring_stop, ring_wait_released, ring_wait_space)
+from misdtcp.frameio.ethernet_link cimport (EthernetLink, LinkFrame, LINK_ANSWERED, LINK_IPV4,
+                                            link_as_tun_frame, link_init, link_receive)
 from misdtcp.frameio.faults cimport FaultInjector
+from misdtcp.frameio.packet_ring cimport (PacketRx, RxRing, tpacket2_hdr, rx_next, rx_slot, rx_slot_give_back,
+                                          rx_slot_offset, rx_slot_ready)
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport (EMIT_CORRUPTED, FrameStages, stages_apply, stages_next_due_ns,
                                      stages_release_due)
@@ -53,10 +73,10 @@ from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_D
                                          REC_CHECKPOINT, REC_DROPPED)
 from misdtcp.runtime.wait cimport WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS
 from misdtcp.wire.drops cimport DROP_NONE
-from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
+from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_IN_DEVICE, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_HDR_LEN, IP_PROTOCOL, IP_VERSION_IHL, IPPROTO_TCP
 from misdtcp.wire.tcp cimport TcpSegment, TCP_DATA_OFFSET
-from misdtcp.wire.validate cimport validate_frame, validate_frame_split
+from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame, validate_frame_split
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
 
 import ipaddress
@@ -77,6 +97,9 @@ ctypedef struct SequencerStats:
     uint64_t coalesced       # segments folded into the previous descriptor
     uint64_t whole_frames    # REC_FRAME records
     uint64_t dropped         # REC_DROPPED descriptors
+    uint64_t in_place        # frames the log points at where the device put them (packet ring)
+    uint64_t copied          # frames whose bytes were copied into the log (moved, or out of the stages)
+    uint64_t slot_waits      # times the sequencer waited for the consumers to free device slots
 
 
 ctypedef struct Sequencer:
@@ -107,6 +130,18 @@ ctypedef struct Sequencer:
     uint64_t checkpoint_data_at      # where the last one was
     uint64_t checkpoint_entry_at
     SequencerStats stats
+    # a packet-ring device (device_ring): the slots, the link step, and the
+    # slots held for the consumers, oldest first
+    bint device_ring
+    PacketRx rx
+    EthernetLink link
+    uint32_t rx_head             # the next slot to look at
+    uint32_t give_back           # the oldest slot not given back to the kernel
+    uint32_t held                # slots taken and not given back
+    uint64_t *slot_need          # per slot: the log position every consumer must release first
+    uint64_t last_need           # the newest of them (they only grow)
+    uint64_t checkpoint_slots    # slots taken since the last checkpoint
+    uint64_t checkpoint_seqno    # the log position after the last checkpoint
 
 
 # ---------------------------------------------------------------------------
@@ -139,6 +174,11 @@ cdef void _publish_stats(Sequencer *s, uint64_t now) noexcept nogil:
     s.h.sequencer_cpu_ns = thread_cpu_ns() - s.cpu_start_ns
     s.h.sequencer_inline_ns = s.inline_ns
     s.h.sequencer_read_ns = s.read_ns
+    s.h.sequencer_in_place = s.stats.in_place
+    s.h.sequencer_copied = s.stats.copied
+    s.h.sequencer_arp_replies = s.link.arp_replies
+    s.h.sequencer_slot_waits = s.stats.slot_waits
+    s.h.sequencer_slots_held = s.held
 
 
 cdef inline void _publish(Sequencer *s) noexcept nogil:
@@ -169,22 +209,14 @@ cdef bint _wait_room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexce
     return ok
 
 
-cdef void _checkpoint_if_due(Sequencer *s) noexcept nogil:
-    """A REC_CHECKPOINT once `checkpoint_every` data bytes or a quarter of
-    the descriptors went by since the last one.  Checked before every write
-    to the log, not once per round: in recoverable mode workers release the
-    log only up to their last checkpoint, and one round can read more than a
-    small log holds (64 super-frames of 64 KiB into a 1 MiB log) -- without
-    a checkpoint inside it, nothing would become releasable and the round
-    would wait for room forever.  So at most a quarter of the log plus one
-    frame is ever held back."""
+cdef void _write_checkpoint(Sequencer *s) noexcept nogil:
+    """A REC_CHECKPOINT: recoverable workers snapshot their replica there
+    and release the log (and so a packet ring's slots) only up to it."""
     cdef Descriptor *d
-    cdef uint64_t entry = s.ring.ctl.producer.cursor + s.ring.pending
-    if not s.checkpoint_every or (s.ring.data_tail - s.checkpoint_data_at < s.checkpoint_every and
-                                  entry - s.checkpoint_entry_at < s.checkpoint_entries):
-        return
+    cdef uint64_t entry
     if not _wait_room(s, 1, 0):
         return
+    entry = s.ring.ctl.producer.cursor + s.ring.pending
     d = ring_claim(s.ring, 0)
     d.kind = REC_CHECKPOINT
     d.frame_flags = 0
@@ -192,7 +224,29 @@ cdef void _checkpoint_if_due(Sequencer *s) noexcept nogil:
     d.now_ns = s.now
     s.checkpoint_data_at = s.ring.data_tail
     s.checkpoint_entry_at = entry + 1
+    s.checkpoint_seqno = entry + 1
+    s.checkpoint_slots = 0
     s.h.sequencer_records += 1
+
+
+cdef void _checkpoint_if_due(Sequencer *s) noexcept nogil:
+    """A REC_CHECKPOINT once `checkpoint_every` data bytes, a quarter of
+    the descriptors or a quarter of a packet ring's slots went by since the
+    last one.  Checked before every write to the log, not once per round:
+    in recoverable mode workers release the log only up to their last
+    checkpoint, and one round can read more than a small log holds (64
+    super-frames of 64 KiB into a 1 MiB log) -- without a checkpoint inside
+    it, nothing would become releasable and the round would wait for room
+    forever.  So at most a quarter of the log plus one frame is ever held
+    back (and, on a packet ring, a quarter of its slots)."""
+    cdef uint64_t entry = s.ring.ctl.producer.cursor + s.ring.pending
+    if not s.checkpoint_every:
+        return
+    if (s.ring.data_tail - s.checkpoint_data_at < s.checkpoint_every and
+            entry - s.checkpoint_entry_at < s.checkpoint_entries and
+            not (s.device_ring and s.checkpoint_slots >= s.rx.slots // 4)):
+        return
+    _write_checkpoint(s)
 
 
 cdef bint _room(Sequencer *s, uint32_t entries, uint64_t data_bytes) noexcept nogil:
@@ -338,6 +392,7 @@ cdef void _split_frame(Sequencer *s, uint32_t n) noexcept nogil:
     else:
         memcpy(tail, s.header, n)
     s.stats.moved += 1
+    s.stats.copied += 1
     if n > length >= VNET_HDR_LEN + IP_HDR_LEN + 20 and length <= HEADER_ROOM:
         s.split = length            # a frame with payload: its flow's header length
     _frame_at_tail(s, n, flags, gso)
@@ -352,6 +407,7 @@ cdef void _staged_frame(void *context, uint8_t *frame, uint32_t n, uint32_t how)
     if not _room(s, 2, n + FRAME_ALIGN):
         return
     memcpy(ring_data_tail(s.ring), frame, n)
+    s.stats.copied += 1
     _frame_at_tail(s, n, flags, vnet_gso_size(v))
 
 
@@ -388,12 +444,139 @@ cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# A packet-ring device: frames described where the kernel put them
+# ---------------------------------------------------------------------------
+
+cdef void _slot_frame(Sequencer *s, tpacket2_hdr *h, uint32_t index) noexcept nogil:
+    """One slot the kernel handed over: the link step, then the IPv4 packet
+    described where it lies (a REC_SEGMENT whose data is the payload's device
+    position, a REC_FRAME whose record starts VNET_HDR_LEN bytes before the IP
+    header -- consumers take the frame's metadata from the descriptor, never
+    from those bytes), or dropped.  Records the log position the slot waits
+    for before it goes back.  The caller made room for two descriptors."""
+    cdef LinkFrame lf
+    cdef TcpSegment seg
+    cdef Descriptor *d
+    cdef uint64_t at = rx_slot_offset(&s.rx, index)
+    cdef bint points_here = False
+    cdef uint32_t n
+    cdef int r = link_receive(&s.link, h, &lf)
+    if r == LINK_IPV4 and (s.stages.faults != NULL or s.stages.pcap != NULL):
+        # the stages work on what a TUN delivers: a copy (counted as it comes
+        # out of them); the slot goes back with the ones before it
+        n = link_as_tun_frame(&lf, s.frame_buffer, MAX_FRAME)
+        if n:
+            stages_apply(&s.stages, s.frame_buffer, n, s.now, _staged_frame, s)
+    elif r == LINK_ANSWERED:
+        s.stats.frames += 1                 # link business: nothing for the replicas
+    elif r != LINK_IPV4:
+        s.stats.frames += 1
+        _dropped(s, r)
+        _count_frame(s)
+    else:
+        s.stats.frames += 1
+        r = validate_frame(lf.ip, lf.ip_len, lf.flags, lf.gso_size, s.local_addr, &seg)
+        if r == DROP_NONE and describable(&seg):
+            d = ring_claim(s.ring, 0)
+            describe_segment(d, &seg, lf.flags | FRAME_IN_DEVICE, lf.gso_size, s.now)
+            d.data = at + lf.ip_off + seg.payload_off
+            s.stats.segments += 1
+            points_here = seg.payload_len != 0
+        elif r == DROP_NONE or r == FRAME_IS_ICMP:
+            d = ring_claim(s.ring, 0)
+            d.kind = REC_FRAME
+            d.frame_flags = lf.flags | FRAME_IN_DEVICE
+            d.gso_size = lf.gso_size
+            d.length = VNET_HDR_LEN + lf.ip_len
+            d.data = at + lf.ip_off - VNET_HDR_LEN
+            d.now_ns = s.now
+            s.stats.whole_frames += 1
+            points_here = True
+        else:
+            _dropped(s, r)
+        if points_here:
+            s.stats.in_place += 1
+            s.last_need = s.ring.ctl.producer.cursor + s.ring.pending
+        _count_frame(s)
+    # a slot nothing points into goes back with the slots before it
+    s.slot_need[index] = s.last_need
+
+
+cdef uint32_t _read_slots(Sequencer *s) noexcept nogil:
+    """Up to BATCH frames from the ring's slots into the log; returns how
+    many (s.drained: the kernel has handed over nothing more)."""
+    cdef uint32_t count = 0
+    cdef tpacket2_hdr *h
+    s.drained = False
+    while count < BATCH:
+        if s.held == s.rx.slots:
+            break                           # every slot is ours: the consumers must free some
+        h = rx_slot(&s.rx, s.rx_head)
+        if not rx_slot_ready(h):
+            s.drained = True
+            break
+        if not _room(s, 2, 0):
+            break
+        s.now = monotonic_ns()
+        _slot_frame(s, h, s.rx_head)
+        s.rx_head = rx_next(&s.rx, s.rx_head)
+        s.held += 1
+        s.checkpoint_slots += 1
+        count += 1
+    return count
+
+
+cdef void _give_back_slots(Sequencer *s) noexcept nogil:
+    """Return to the kernel, in ring order, the slots every consumer is
+    done with (it has released every descriptor that points into them).
+    The consumers' acquire-loaded cursors order their reads of a slot
+    before our release store of TP_STATUS_KERNEL, and that store before the
+    kernel's next write into it."""
+    cdef uint64_t released
+    if s.held == 0:
+        return
+    released = ring_released(s.ring)
+    while s.held and <int64_t>(released - s.slot_need[s.give_back]) >= 0:
+        rx_slot_give_back(rx_slot(&s.rx, s.give_back))
+        s.give_back = rx_next(&s.rx, s.give_back)
+        s.held -= 1
+
+
+cdef bint _frame_waiting(void *context) noexcept nogil:
+    """The kernel handed over a slot we have not taken yet."""
+    cdef Sequencer *s = <Sequencer *>context
+    return s.held < s.rx.slots and rx_slot_ready(rx_slot(&s.rx, s.rx_head))
+
+
+cdef void _wait_for_slots(Sequencer *s, bint recoverable) noexcept nogil:
+    """Idle while the consumers still hold slots.  poll() would return at
+    once: a packet socket reports its ring readable while the slot before the
+    kernel's head is not the kernel's (packet_poll).  So wait for the
+    consumers to release the newest slot's descriptors instead (the ring's
+    wait: they wake us as they release), or for a new frame, at most a
+    millisecond; a recoverable worker releases only at checkpoints, so one
+    comes first when the held frames came after the last."""
+    if recoverable and <int64_t>(s.last_need - s.checkpoint_seqno) > 0:
+        s.now = monotonic_ns()
+        _write_checkpoint(s)
+        _publish(s)
+    _give_back_slots(s)
+    if s.held == 0 or _frame_waiting(s):
+        return
+    s.stats.slot_waits += 1
+    ring_wait_released(s.ring, s.last_need, WAIT_SPIN, 1000000, _frame_waiting, s)
+    _give_back_slots(s)
+
+
+# ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
 
 cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
                str local_address, uint64_t digest_every, FaultInjector faults, PcapWriter pcap,
-               bint coalesce_segments) except -1:
+               bint coalesce_segments, RxRing device_ring=None, bytes link_mac=None,
+               bytes peer_mac=None) except -1:
+    cdef uint8_t no_mac[6]
     s.ring = &ring.ring
     s.h = <RuntimeHeader *>block.base if block is not None else NULL
     s.requests = &requests.queue if requests is not None else NULL
@@ -425,21 +608,46 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.checkpoint_entry_at = 0
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
     s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
+    s.stats.in_place = s.stats.copied = s.stats.slot_waits = 0
+    s.device_ring = device_ring is not None
+    s.rx_head = s.give_back = s.held = 0
+    s.last_need = s.checkpoint_slots = s.checkpoint_seqno = 0
+    s.slot_need = NULL
+    memset(no_mac, 0, 6)
+    link_init(&s.link, no_mac, no_mac, s.local_addr, -1)
+    if s.device_ring:
+        if device_ring.closed:
+            raise ValueError("the device's receive ring is closed")
+        if link_mac is None or peer_mac is None or len(link_mac) != 6 or len(peer_mac) != 6:
+            raise ValueError("a packet-ring device needs its own and its peer's 6-byte MAC address")
+        s.rx = device_ring.rx
+        link_init(&s.link, <const uint8_t *><const char *>link_mac, <const uint8_t *><const char *>peer_mac,
+                  s.local_addr, s.rx.fd)
+        s.slot_need = <uint64_t *>calloc(s.rx.slots, sizeof(uint64_t))
+        if s.slot_need == NULL:
+            raise MemoryError()
+        # the log's cursors may not start at 0 (a ring reused): slots wait for
+        # positions from here on
+        s.last_need = s.checkpoint_seqno = ring.ring.ctl.producer.cursor
     return 0
 
 
 def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
                   int wake_fd, *, str local_address, uint64_t tick_ns=5000000, uint64_t digest_every=0,
                   FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_every=0,
-                  bint coalesce_segments=True, Executor inline=None):
+                  bint coalesce_segments=True, Executor inline=None, RxRing device_ring=None,
+                  bytes link_mac=None, bytes peer_mac=None):
     """Run until the runtime's stop flag is set; then publish REC_STOP.
     `checkpoint_every`: a REC_CHECKPOINT whenever that many data-area bytes
-    or a quarter of the descriptors went by, checked before every write
-    (0: none; see _checkpoint_if_due).  With `pcap`, every
-    frame that enters the log is captured (after fault injection: what the
-    stack really received).  `inline`: worker 0's executor, run here as the
-    log's consumer 0 (the inline placement).  Returns the sequencer's
-    counters."""
+    or a quarter of the descriptors (or of a packet ring's slots) went by,
+    checked before every write (0: none; see _checkpoint_if_due).  With
+    `pcap`, every frame that enters the log is captured (after fault
+    injection: what the stack really received).  `inline`: worker 0's
+    executor, run here as the log's consumer 0 (the inline placement).
+    `device_ring`: frames come from this packet ring (its socket is
+    `device_fd`; `ring` must resolve its positions: attach_device), with the
+    stack's `link_mac` and the kernel end's `peer_mac`.  Returns the
+    sequencer's counters."""
     cdef Sequencer s
     cdef Message message
     cdef uint64_t now, last = 0
@@ -449,7 +657,12 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
     cdef int64_t due
     cdef uint8_t scratch[8]
     cdef uint64_t t0, room0
-    _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments)
+    _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments,
+          device_ring, link_mac, peer_mac)
+    if s.device_ring and ring.ring.device != <char *>s.rx.base:
+        free(s.slot_need)
+        free(s.frame_buffer)
+        raise ValueError("the log does not resolve the device's positions: BroadcastRing.attach_device first")
     if inline is not None:
         inline.attach(ring)
         s.inline = &inline.x
@@ -480,12 +693,13 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             # the serial stage's cost per frame, waits for room left out)
             room0 = s.room_ns
             t0 = monotonic_ns()
-            got += _read_frames(&s)
+            got += _read_slots(&s) if s.device_ring else _read_frames(&s)
             s.read_ns += monotonic_ns() - t0 - (s.room_ns - room0)
             # held frames that are due (reorder / delay)
             s.now = monotonic_ns()
             got += stages_release_due(&s.stages, s.now, _staged_frame, &s)
             _publish(&s)
+            _give_back_slots(&s)
             if got:
                 last = now
                 if not s.drained:
@@ -502,6 +716,9 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             due = stages_next_due_ns(&s.stages)
             if due - <int64_t>now < <int64_t>timeout_ms * 1000000:
                 timeout_ms = <int>((due - <int64_t>now) // 1000000) + 1
+            if s.device_ring and s.held:
+                _wait_for_slots(&s, checkpoint_every != 0)
+                continue
             atomic_store_release_u32(&s.h.sequencer_sleeping, 1)
             atomic_fence_seq_cst()
             if mq_try_take(s.requests, &message):
@@ -523,7 +740,10 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
             s.inline.cnt.cpu_ns += s.inline_ns
             atomic_store_release_u64(&s.inline.cnt.done, 1)
     free(s.frame_buffer)
-    return dict(s.stats)
+    free(s.slot_need)
+    stats = dict(s.stats)
+    stats["arp_replies"] = s.link.arp_replies
+    return stats
 
 
 cdef void _publish_stop(Sequencer *s) noexcept nogil:
