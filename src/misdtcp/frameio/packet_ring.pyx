@@ -73,14 +73,15 @@ def _gcd(a, b):
 def geometry(slot_size, slots):
     """(block_size, block_count, slots) for at least `slots` slots of
     `slot_size` bytes: blocks a whole number of pages and of slots (so the
-    slots lie back to back), of about BLOCK_TARGET bytes."""
+    slots lie back to back), of at most about BLOCK_TARGET bytes."""
     if slot_size % TPACKET_ALIGNMENT or slot_size <= SLOT_HEADER + 64:
         raise ValueError(f"a slot must be a multiple of {TPACKET_ALIGNMENT} bytes larger than its header, "
                          f"not {slot_size}")
     if slots < 1:
         raise ValueError(f"a ring needs at least one slot, not {slots}")
     unit = slot_size * PAGE // _gcd(slot_size, PAGE)        # lcm: whole pages and whole slots
-    block = unit * max(1, BLOCK_TARGET // unit)
+    per_unit = unit // slot_size
+    block = unit * max(1, min(BLOCK_TARGET // unit, (slots + per_unit - 1) // per_unit))
     per_block = block // slot_size
     blocks = (slots + per_block - 1) // per_block
     return block, blocks, blocks * per_block
