@@ -111,8 +111,8 @@ class PacketRing:
             raise DeviceError(f"the stack's end and the kernel's end of the veth pair are both named {name!r}.")
         self.address = _check_cidr(address) if address is not None else None
         _check_mtu(mtu)
-        if slots is not None and (not isinstance(slots, int) or slots < 16):
-            raise DeviceError(f"a packet ring needs at least 16 slots, not {slots!r}.")
+        if slots is not None and (not isinstance(slots, int) or slots < 8):
+            raise DeviceError(f"a packet ring needs at least 8 slots, not {slots!r}.")
         for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("ethtool", "ethtool")):
             if shutil.which(tool) is None:
                 raise DeviceError(f"the `{tool}` command is missing; install {package}.")
@@ -161,6 +161,17 @@ class PacketRing:
     def _link_exists(self, ifname: str) -> bool:
         return self._run(["ip", "link", "show", "dev", ifname], "", check=False).returncode == 0
 
+    def _packet_sockets_on(self, ifname: str) -> int:
+        """How many packet sockets of the namespace are bound to `ifname`
+        (/proc/net/packet, which is per namespace, names them by ifindex).
+        A pair left behind by a serve that was SIGKILLed has none: it is
+        attached to again; one a running stack reads from is busy."""
+        shown = json.loads(self._ip("-j", "link", "show", "dev", ifname, what=f"reading {ifname}").stdout)
+        index = shown[0]["ifindex"]
+        table = self._run(["cat", "/proc/net/packet"], "reading /proc/net/packet").stdout.decode().splitlines()
+        # sk RefCnt Type Proto Iface R Rmem User Inode
+        return sum(1 for line in table[1:] if len(line.split()) > 4 and int(line.split()[4]) == index)
+
     def _mac(self, ifname: str) -> bytes:
         shown = json.loads(self._ip("-j", "link", "show", "dev", ifname, what=f"reading the MAC of {ifname}").stdout)
         return _mac_bytes(shown[0]["address"])
@@ -174,6 +185,11 @@ class PacketRing:
                                        what=f"reading {self.name}").stdout)[0]
             if kind.get("linkinfo", {}).get("info_kind") != "veth":
                 raise DeviceError(f"{self.name} exists but is not a veth.")
+            if kind.get("link") != self.stack_end:
+                raise DeviceError(f"{self.name} and {self.stack_end} are not the two ends of one veth pair.")
+            if self._packet_sockets_on(self.stack_end):
+                raise DeviceError(f"{self.stack_end} is busy: a packet socket is bound to it already "
+                                  f"(another misdtcp serve?).")
             for ifname in (self.name, self.stack_end):
                 self._ip("link", "set", "dev", ifname, "mtu", str(self.mtu), what=f"setting MTU {self.mtu}")
         # no IPv6 on the pair: its chatter (RS, MLD, DAD) would only be dropped
