@@ -432,14 +432,16 @@ def test_ss_without_a_serve_is_one_sentence(ns):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
-@pytest.mark.parametrize("reverse,parallel", [(False, 1), (True, 1), (False, 2)], ids=["normal", "reverse", "P2"])
-def test_client_against_the_kernels_iperf3(ns, reverse, parallel):
+@pytest.mark.parametrize("reverse,parallel,device", [(False, 1, "tun"), (True, 1, "tun"), (False, 2, "tun"),
+                                                     (False, 1, "packet-ring"), (True, 2, "packet-ring")],
+                         ids=["normal", "reverse", "P2", "packet-ring", "packet-ring-reverse-P2"])
+def test_client_against_the_kernels_iperf3(ns, reverse, parallel, device):
     """misdtcp as the iperf3 client against a stock `iperf3 -s`: both sides'
     -J reports agree on the bytes sent and received."""
     server = ns.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2", "-P", str(parallel)] + \
-            (["-R"] if reverse else [])
+        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2", "-P", str(parallel),
+                "--device", device] + (["-R"] if reverse else [])
         deadline = time.monotonic() + 20
         while True:      # the server may not listen yet: refused is one sentence and exit 1
             rc, out, err = run_cli(*args, timeout=60, prefix=("ip", "netns", "exec", ns.name))
@@ -477,7 +479,7 @@ def test_client_against_the_kernels_iperf3(ns, reverse, parallel):
     (["10.77.0.1", "-t", "0"], "--time must be positive", 2),
     (["10.77.0.1", "-P", "0"], "--parallel must be at least 1", 2),
     (["10.77.0.1", "-p", "99999"], "--port 99999 is outside 1..65535", 2),
-    (["192.168.7.1"], "is not on the TUN's network 10.77.0.0/24", 2),
+    (["192.168.7.1"], "is not on the device's network 10.77.0.0/24", 2),
     (["10.77.0.1", "-p", "5299", "-t", "1"], "cannot connect to the iperf3 server at 10.77.0.1 port 5299 "
                                              "(connection refused)", 1),
 ])
@@ -661,4 +663,72 @@ def test_serve_reports_a_recovered_worker(ns):
     assert (record["role"], record["pid"], record["how"]) == ("worker 1", victim, "signal 9")
     assert record["replaced_by"] != victim and record["from_position"] >= 0
     assert closed["bytes"] == 5
+    assert rc == 0, err
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
+def test_serve_on_a_packet_ring_reports_answers_ss_and_leaves_nothing(ns, tmp_path):
+    """--device packet-ring: serving says so, `misdtcp ss --veth` finds it,
+    an iperf3 -R test runs, the summary counts the ring's drops, the capture
+    has both directions, and SIGINT removes the veth pair and its ingress
+    drop."""
+    pcap = tmp_path / "ring.pcap"
+    serve = Serve(ns, "--device", "packet-ring", "--workers", "2", "-i", "0.5", "--json", "--pcap", str(pcap))
+    try:
+        serving = json.loads(serve.read_until(json_event("serving")))
+        assert serving["device"] == "packet-ring"
+        rc, out, err = misdtcp_ss(ns, "--veth", "misd0", "--json")
+        assert rc == 0, err
+        assert json.loads(out)["listening"] == [{"address": "10.77.0.2", "port": 5201}]
+        client = ns.run(["iperf3", "-c", "10.77.0.2", "-t", "2", "-J", "-R"], check=False, timeout=60)
+        assert client.returncode == 0, client.stdout
+        assert json.loads(client.stdout)["end"]["sum_received"]["bytes"] > 1 << 20
+    finally:
+        rc, err = serve.end(signal.SIGINT)
+    assert rc == 0, err
+    summary = serve.records("summary")
+    assert len(summary) == 1 and summary[0]["ring_drops"] == 0
+    assert sum(summary[0]["segments_sent"]) > 100
+    # the veth pair it created is gone, and so is its ingress drop
+    assert ns.run(["ip", "link", "show", "misd0"], check=False).returncode != 0
+    assert ns.run(["ip", "link", "show", "misd0s"], check=False).returncode != 0
+    assert "misdtcp" not in ns.run(["nft", "list", "tables"]).stdout.decode()
+    # the capture is the TUN's format (IP packets), both directions
+    from misdtcp.frameio.pcap import read_pcap
+    records = list(read_pcap(pcap))
+    sources = {bytes(data[12:16]) for _, data, _ in records}
+    assert sources == {bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])}
+    flags = {data[33] & 0x12 for _, data, _ in records if data[9] == 6}
+    assert 0x02 in flags and 0x12 in flags                # the SYN and the SYN-ACK
+
+
+@pytest.mark.timeout(30)
+def test_half_a_veth_pair_is_a_clear_error(ns):
+    ns.ip("link", "add", "misd0", "type", "veth", "peer", "name", "elsewhere")
+    rc, out, err = run_cli("serve", "--device", "packet-ring", prefix=("ip", "netns", "exec", ns.name))
+    assert rc == 2
+    assert "misd0 exists but its partner misd0s does not" in one_sentence_error(err)
+
+
+@pytest.mark.timeout(60)
+def test_busy_packet_ring_is_a_clear_error_and_leaves_the_first_serving(ns):
+    first = Serve(ns, "--device", "packet-ring", "--app", "discard", "-i", "0", "--json")
+    try:
+        first.read_until(json_event("serving"))
+        rc, out, err = run_cli("serve", "--device", "packet-ring", "--app", "discard",
+                               prefix=("ip", "netns", "exec", ns.name))
+        assert rc == 2
+        message = one_sentence_error(err)
+        assert "misd0s" in message and "busy" in message.lower(), message
+        # the first still receives: its ingress drop and its ring are intact
+        ns.run([sys.executable, "-c", (
+            "import socket\n"
+            "s = socket.create_connection(('10.77.0.2', 9), timeout=10)\n"
+            "s.sendall(b'z' * 100000)\n"
+            "s.close()\n")], timeout=30)
+        closed = json.loads(first.read_until(json_event("closed")))
+        assert closed["bytes"] == 100000
+    finally:
+        rc, err = first.end(signal.SIGINT)
     assert rc == 0, err

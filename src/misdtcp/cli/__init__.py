@@ -1,10 +1,10 @@
 """`misdtcp serve`, `misdtcp client`, `misdtcp ss`, `misdtcp demo` and
 `misdtcp pktdrill`.
 
-    misdtcp serve  [-p PORT] [-i SECONDS] [-1] [-J | --json-stream] [--app iperf3|echo|discard|sink] ...
-    misdtcp client HOST [-p PORT] [-t SECONDS] [-P N] [-R] [-J] [--workers N] ...
-    misdtcp ss     [--tun NAME] [--json]
-    misdtcp demo   [--seconds S] [--max-workers N] [--plot FILE]
+    misdtcp serve  [--device tun|packet-ring] [-p PORT] [-i SECONDS] [-1] [-J | --json-stream] [--app APP] ...
+    misdtcp client HOST [--device tun|packet-ring] [-p PORT] [-t SECONDS] [-P N] [-R] [-J] [--workers N] ...
+    misdtcp ss     [--tun NAME | --veth NAME] [--json]
+    misdtcp demo   [--device tun|packet-ring] [--seconds S] [--max-workers N] [--plot FILE]
     misdtcp pktdrill [--relaxed] SCRIPT...
 
 `serve` and `client` take iperf3's flags where they mean the same.  Errors
@@ -20,6 +20,7 @@ from misdtcp import __version__
 from misdtcp.cli.errors import UsageError
 
 APPS = ("iperf3", "echo", "discard", "sink")
+DEVICES = ("tun", "packet-ring")
 STRATEGY_NAMES = ("misd", "single", "mimd")   # misdtcp.runtime.strategies.STRATEGIES, without importing the runtime
 PLACEMENTS = ("auto", "inline", "separate")   # misdtcp.runtime.placement.PLACEMENTS
 
@@ -81,12 +82,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _device_options(p: argparse.ArgumentParser) -> None:
-    """The TUN and the stack, as `serve` and `client` set them up."""
+    """The device and the stack, as `serve` and `client` set them up."""
+    p.add_argument("--device", choices=DEVICES, default="tun",
+                   help="tun: a TUN device; packet-ring: a veth pair, the stack's end read through an "
+                        "AF_PACKET mmap ring [tun]")
     p.add_argument("--tun", default="misd0", help="TUN device name [misd0]")
+    p.add_argument("--veth", default="misd0",
+                   help="packet-ring: the veth pair's kernel end, created or attached to [misd0]")
+    p.add_argument("--stack-end", metavar="NAME",
+                   help="packet-ring: the veth pair's end the stack binds to (no address) [VETH + 's']")
+    p.add_argument("--ring-slots", type=_positive("--ring-slots", 8, 1 << 20), metavar="N",
+                   help="packet-ring: slots of the receive ring [1024 with offload, 8192 without]")
     p.add_argument("-B", "--bind", "--address", dest="address", default="10.77.0.2",
                    help="the stack's own address [10.77.0.2]")
     p.add_argument("--kernel-address", default="10.77.0.1/24",
-                   help="address/prefix given to the kernel side of the TUN [10.77.0.1/24]")
+                   help="address/prefix given to the kernel side of the device [10.77.0.1/24]")
     p.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
     p.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")
@@ -94,7 +104,7 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    help="misd: run replica 0 inside the sequencer (inline) or the sequencer apart "
                         "(separate); auto: inline when the workers leave no CPU free [auto]")
     p.add_argument("--offload", dest="offload", action="store_true", default=True,
-                   help="checksum offload and GSO super-frames on the TUN (default)")
+                   help="checksum offload and GSO super-frames on the device (default)")
     p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="plain MTU-sized frames with full checksums")
     p.add_argument("--mtu", type=_positive("--mtu", 576), default=1500, help="[1500]")
@@ -122,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"misdtcp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("serve", help="attach to a TUN device and serve an app (iperf3's server flags)")
+    s = sub.add_parser("serve", help="attach to a device (TUN or packet ring) and serve an app "
+                                     "(iperf3's server flags)")
     _device_options(s)
     s.add_argument("--app", choices=APPS, default="iperf3", help="application [iperf3]")
     s.add_argument("-p", "--port", type=_port("--port"), help="port [5201, 7, 9 or 9 by app]")
@@ -140,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many seconds (0: until SIGINT/SIGTERM)")
 
     c = sub.add_parser("client", help="the iperf3 client, against a stock `iperf3 -s` on the kernel side")
-    c.add_argument("host", help="the iperf3 server (the kernel side of the TUN, e.g. 10.77.0.1)")
+    c.add_argument("host", help="the iperf3 server (the kernel side of the device, e.g. 10.77.0.1)")
     _device_options(c)
     c.add_argument("-p", "--port", type=_port("--port"), default=5201, help="server port [5201]")
     c.add_argument("-t", "--time", type=_seconds("--time", allow_zero=False), default=10.0,
@@ -157,10 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-V", "-v", "--version", action="version", version=f"misdtcp {__version__}")
 
     q = sub.add_parser("ss", help="the live connection table of a running `misdtcp serve`")
-    q.add_argument("--tun", default="misd0", help="the TUN of the serve to ask [misd0]")
+    which = q.add_mutually_exclusive_group()
+    which.add_argument("--tun", default="misd0", help="the TUN of the serve to ask [misd0]")
+    which.add_argument("--veth", dest="tun", metavar="VETH",
+                       help="the veth (kernel end) of a packet-ring serve to ask")
     q.add_argument("--json", action="store_true", help="JSON instead of ss-style text")
 
     d = sub.add_parser("demo", help="the project's point, measured: kernel reference, misdtcp, replay scaling")
+    d.add_argument("--device", choices=DEVICES, default="tun",
+                   help="the device misdtcp serves on: tun, or packet-ring (a veth pair through an "
+                        "AF_PACKET ring) [tun]")
     d.add_argument("--seconds", type=_positive("--seconds"), default=3,
                    help="length of each iperf3 run, whole seconds as iperf3 -t takes them [3]")
     d.add_argument("--max-workers", type=_positive("--max-workers"), default=4)
@@ -181,12 +198,12 @@ def main(argv=None) -> int:
     try:
         if args.command == "serve":
             from misdtcp.cli.capabilities import require_net_admin
-            require_net_admin("misdtcp serve")
+            require_net_admin("misdtcp serve", args.device)
             from misdtcp.cli.serve import serve
             return serve(args)
         if args.command == "client":
             from misdtcp.cli.capabilities import require_net_admin
-            require_net_admin("misdtcp client")
+            require_net_admin("misdtcp client", args.device)
             from misdtcp.cli.client import run_client
             return run_client(args)
         if args.command == "ss":
@@ -197,7 +214,7 @@ def main(argv=None) -> int:
             return run_pktdrill(args.scripts, relaxed=args.relaxed)
         from misdtcp.cli.demo import run_demo
         return run_demo(seconds=args.seconds, max_workers=args.max_workers, replay_mib=args.replay_mib,
-                        plot=args.plot)
+                        plot=args.plot, device=args.device)
     except UsageError as exc:
         print(f"misdtcp: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """`misdtcp client HOST`: misdtcp as the iperf3 client against a stock
-`iperf3 -s` on the kernel side of the TUN, set up like `serve` (same device
-options), so the MISD send path is measured against a real receiver.
+`iperf3 -s` on the kernel side of the device (a TUN or a veth pair read
+through a packet ring), set up like `serve` (same device options), so the MISD send path is measured against a real receiver.
 Prints iperf3's lines, or with -J one JSON document in iperf3's schema."""
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ def run_client(args) -> int:
         raise UsageError(f"{args.host!r} is not an IPv4 address") from None
     kernel = ipaddress.IPv4Interface(args.kernel_address)
     if host not in kernel.network:
-        raise UsageError(f"{host} is not on the TUN's network {kernel.network}: the iperf3 server must be the "
+        raise UsageError(f"{host} is not on the device's network {kernel.network}: the iperf3 server must be the "
                          f"kernel side (e.g. {kernel.ip})")
     from misdtcp.apps.iperf3_client import Iperf3Client, Iperf3Error
 
     text = not args.json
     say = (lambda line: print(line, flush=True)) if text else (lambda line: None)
-    tun, stack = open_device_and_stack(args, cpus)
+    device, stack = open_device_and_stack(args, cpus)
     try:
         def on_interval(interval):
             for row in interval["streams"]:
@@ -79,4 +79,4 @@ def run_client(args) -> int:
         return 0
     finally:
         stack.stop()
-        tun.close()
+        device.close()

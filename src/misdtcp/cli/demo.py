@@ -3,9 +3,10 @@ printed as soon as it is measured, and a plot of it all.
 
 1. End to end, the stock `iperf3` client, one stream, `seconds` each:
    the Linux kernel's own receiver (`iperf3 -s` over a veth pair between two
-   namespaces) as the reference, then `misdtcp serve` over a TUN for workers
-   1..min(CPUs, max_workers), with and without offload -- each as Gbit/s and
-   as a ratio to the kernel in the same run.
+   namespaces) as the reference, then `misdtcp serve` on `device` (a TUN, or
+   a veth pair read through a packet ring) for workers 1..min(CPUs,
+   max_workers), with and without offload -- each as Gbit/s and as a ratio to
+   the kernel in the same run.
 2. Replay scaling, the stack's own work with no device in the way (the
    frames of one connection already in ring memory, as a NIC would have put
    them): `single` (the baseline), then misd with 1..N workers, for 64 KiB
@@ -30,12 +31,15 @@ import time
 from misdtcp.api import Stack
 from misdtcp.apps import discard, iperf3
 from misdtcp.device.netns import Netns, NetnsError
-from misdtcp.device.tun import Tun
+from misdtcp.device.packet_ring import PacketRing
+from misdtcp.device.tun import DeviceError, Tun
 from misdtcp.device.veth import VethPair
 
 KERNEL_CIDR = "10.77.0.1/24"
 STACK_ADDR = "10.77.0.2"
-ERRORS = (RuntimeError, OSError, ValueError, NetnsError, subprocess.SubprocessError, json.JSONDecodeError)
+ERRORS = (RuntimeError, OSError, ValueError, NetnsError, DeviceError, subprocess.SubprocessError,
+          json.JSONDecodeError)
+DEVICE_NAMES = {"tun": "TUN", "packet-ring": "packet ring"}
 
 PY_CLIENT = """
 import socket, sys, time
@@ -95,13 +99,16 @@ def kernel_reference(seconds: int) -> float:
         client.delete()
 
 
-def misdtcp_run(workers: int, offload: bool, seconds: int) -> tuple[float, str]:
+def misdtcp_run(workers: int, offload: bool, seconds: int, device: str = "tun") -> tuple[float, str]:
     """Gbit/s the client measured into misdtcp, and which client measured it."""
     ns = _quiet_namespace("misdtcp-demo")
     tun = stack = None
     stop = threading.Event()
     try:
-        tun = Tun("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, nonblocking=True, netns=ns)
+        if device == "packet-ring":
+            tun = PacketRing("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, netns=ns)
+        else:
+            tun = Tun("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, nonblocking=True, netns=ns)
         stack = Stack(tun, address=STACK_ADDR, workers=workers, offload=offload).start()
         if shutil.which("iperf3"):
             threading.Thread(target=iperf3.serve, args=(stack,), kwargs={"stop": stop, "log": lambda t: None},
@@ -199,7 +206,7 @@ def write_plot(path: str, kernel: float | None, e2e: list[dict], scaling: list[d
 
 
 def run_demo(seconds: int = 3, max_workers: int = 4, replay_mib: int = 64, plot: str = "demo.png",
-             repeats: int = 3, out=None) -> int:
+             repeats: int = 3, out=None, device: str = "tun") -> int:
     def say(line=""):
         print(line, file=out or sys.stdout, flush=True)
 
@@ -209,7 +216,8 @@ def run_demo(seconds: int = 3, max_workers: int = 4, replay_mib: int = 64, plot:
     say(f"misdtcp demo: one TCP connection made faster by adding cores; {cpus} CPU(s), "
         f"everything inside private network namespaces")
     say()
-    say(f"1. End to end: the stock iperf3 client, one stream, {seconds:g} s per run")
+    say(f"1. End to end: the stock iperf3 client, one stream, {seconds:g} s per run; misdtcp on a "
+        f"{DEVICE_NAMES[device]}")
     say(f"{'receiver':>28} {'Gbit/s':>8} {'vs kernel':>10}  client")
     failures = 0
     kernel = None
@@ -227,7 +235,7 @@ def run_demo(seconds: int = 3, max_workers: int = 4, replay_mib: int = 64, plot:
         for workers in range(1, top + 1):
             name = f"misdtcp misd {workers}w {'offload' if offload else 'no offload'}"
             try:
-                gbps, client = misdtcp_run(workers, offload, seconds)
+                gbps, client = misdtcp_run(workers, offload, seconds, device)
                 ratio = f"{gbps / kernel:9.2f}x" if kernel else f"{'-':>10}"
                 say(f"{name:>28} {gbps:8.2f} {ratio}  {client}")
             except ERRORS as exc:

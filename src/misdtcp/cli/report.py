@@ -4,7 +4,8 @@ directions, quiet while idle, and a summary over the time something moved.
 Every interval: bytes received (copied into receive buffers by the workers)
 and sent (payload the core put on the wire), each worker's share of the
 copies and of the segments sent, retransmissions, the mean time a frame
-spends in the stack, drops by reason.  In --json-stream mode the same
+spends in the stack, drops by reason (and, on a packet ring, the frames the
+kernel dropped because every slot was still held: `ring_drops`).  In --json-stream mode the same
 interval is an iperf3 "interval" event, one stream per connection."""
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class Reporter:
         cpu = {role: _process_cpu_s(pid) for role, pid in self.stack.processes().items()}
         cpu["app"] = app.user + app.system
         return {"workers": workers, "stats": stats, "drops": drops, "cpu": cpu,
-                "sequencer": self.stack.sequencer_counters(), "conns": {row["handle"]: row for row in rows}}
+                "sequencer": self.stack.sequencer_counters(), "conns": {row["handle"]: row for row in rows},
+                "device": self.stack.device_counters()}
 
     @staticmethod
     def _delta(cur, base):
@@ -88,6 +90,9 @@ class Reporter:
         seq, seq0 = cur["sequencer"], base["sequencer"]
         frames_read = seq["frames"] - seq0["frames"]
         seq_ns = (seq["read_ns"] - seq0["read_ns"]) / frames_read if frames_read else None
+        # a packet ring: frames the kernel dropped because every slot was still
+        # the stack's (its TCP sends them again; nothing is lost)
+        ring_drops = cur["device"]["dropped"] - base["device"]["dropped"] if "dropped" in cur["device"] else None
         record = {
             "event": "summary" if final else "interval",
             "start": round(start, 3), "end": round(now - self.t0, 3),
@@ -102,6 +107,8 @@ class Reporter:
             "cpu": cpu,
             "sequencer": {"frames": frames_read, "ns_per_frame": round(seq_ns, 1) if seq_ns is not None else None},
         }
+        if ring_drops is not None:
+            record["ring_drops"] = ring_drops
         if final:
             record["active_seconds"] = round(self.active, 3)
             # digest rounds every worker compared (--check-every): the last
@@ -117,6 +124,7 @@ class Reporter:
                       f"sent {sent / 1e6:9.1f} MB  {gbps:7.2f} Gbit/s  copies {share}  "
                       f"segments {'/'.join(map(str, segments))}  retransmits {rexmit}  "
                       f"latency {latency_us:.0f} us  drops: {drop_text}"
+                      + (f"  ring drops {ring_drops}" if ring_drops else "")
                       + (f"  replicas agreed in {record['checked_rounds']} digest rounds"
                          if record.get("checked_rounds") else ""))
         return True

@@ -1,4 +1,5 @@
-"""`misdtcp serve`: attach to a TUN device and serve an app until stopped
+"""`misdtcp serve`: attach to a device -- a TUN, or a veth pair read through
+a packet ring (`--device packet-ring`) -- and serve an app until stopped
 (or, with -1, for one test), with iperf3's server flags.
 
 While it runs it answers `misdtcp ss` on its control socket (cli/control.py).
@@ -66,6 +67,12 @@ def _check_serve_args(args):
         raise UsageError("--rcvbuf and --sndbuf must be multiples of 4096")
     if args.delay_ms < 0:
         raise UsageError("--delay-ms must not be negative")
+    if args.device == "packet-ring":
+        stack_end = args.stack_end or args.veth + "s"
+        if stack_end == args.veth:
+            raise UsageError(f"--stack-end {stack_end} is the kernel's end of the veth pair too; "
+                             "name the stack's end differently")
+        return cpus
     if not os.path.exists("/dev/net/tun"):
         raise UsageError("/dev/net/tun does not exist: this kernel has no TUN support (modprobe tun)")
     if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
@@ -83,30 +90,54 @@ def fault_settings(args) -> dict | None:
     return None
 
 
-def open_device_and_stack(args, cpus):
-    """The TUN (kernel side at --kernel-address) and a started stack on it,
-    as `serve` and `client` both set them up."""
-    from misdtcp.api import Stack, StackError
-    from misdtcp.device.tun import DeviceError, Tun
+def device_name(args) -> str:
+    """The kernel's interface towards the stack: the TUN, or the veth pair's
+    kernel end (the name `misdtcp ss` asks for)."""
+    return args.veth if args.device == "packet-ring" else args.tun
+
+
+def device_description(args, device) -> str:
+    if args.device == "packet-ring":
+        return f"{device.name} (packet ring on {device.stack_end})"
+    return args.tun
+
+
+def open_device(args):
+    """The device the arguments name, created or attached to."""
+    from misdtcp.device.tun import DeviceError
 
     try:
-        tun = Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True)
+        if args.device == "packet-ring":
+            from misdtcp.device.packet_ring import PacketRing
+            return PacketRing(args.veth, address=args.kernel_address, stack_end=args.stack_end, mtu=args.mtu,
+                              offload=args.offload, slots=args.ring_slots)
+        from misdtcp.device.tun import Tun
+        return Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True)
     except DeviceError as exc:
         raise UsageError(str(exc)) from None
+
+
+def open_device_and_stack(args, cpus):
+    """The device (kernel side at --kernel-address) and a started stack on
+    it, as `serve` and `client` both set them up."""
+    from misdtcp.api import Stack, StackError
+    from misdtcp.device.tun import DeviceError
+
+    device = open_device(args)
     try:
-        stack = Stack(tun, address=args.address, workers=args.workers, strategy=args.strategy,
+        stack = Stack(device, address=args.address, workers=args.workers, strategy=args.strategy,
                       cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
                       max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
                       faults=fault_settings(args), pcap=args.pcap, pcap_snaplen=args.pcap_snaplen,
                       placement=args.placement, digest_every=args.check_every)
         stack.start()
-    except StackError as exc:
-        tun.close()
+    except (StackError, DeviceError) as exc:
+        device.close()
         raise UsageError(str(exc)) from None
     except BaseException:
-        tun.close()
+        device.close()
         raise
-    return tun, stack
+    return device, stack
 
 
 class PidFile:
@@ -139,14 +170,14 @@ def serve(args) -> int:
     pidfile = PidFile(None)
     stop = threading.Event()
     outcome = {"ok": True}
-    stack = tun = control = None
+    stack = device = control = None
     try:
-        tun, stack = open_device_and_stack(args, cpus)
+        device, stack = open_device_and_stack(args, cpus)
         from misdtcp.cli.control import ControlServer
         try:
-            control = ControlServer(stack, args.tun)
+            control = ControlServer(stack, device_name(args))
         except OSError as exc:
-            raise UsageError(f"another misdtcp serve answers on {args.tun} in this network namespace "
+            raise UsageError(f"another misdtcp serve answers on {device_name(args)} in this network namespace "
                              f"({exc.strerror})") from None
 
         def on_signal(signum, frame):
@@ -171,8 +202,8 @@ def serve(args) -> int:
         pidfile = PidFile(args.pidfile)             # once serving, as iperf3 -s -D writes it
         out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
                     "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
-                    "offload": args.offload})
-        out.text(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
+                    "offload": args.offload, "device": args.device})
+        out.text(f"misdtcp: serving {args.app} on {args.address}:{port} via {device_description(args, device)} "
                  f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
                  f"offload {'on' if args.offload else 'off'})")
         out.text("-----------------------------------------------------------")
@@ -206,8 +237,8 @@ def serve(args) -> int:
             control.close()
         if stack is not None:
             stack.stop()
-        if tun is not None:
-            tun.close()
+        if device is not None:
+            device.close()
         pidfile.remove()
         out.close()
 
