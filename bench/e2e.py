@@ -6,11 +6,13 @@ also on failure or Ctrl-C); nothing leaves them:
 
   kernel      the Linux kernel's `iperf3 -s` in a second namespace, joined to
               the client's by a veth pair (MTU 1500): the reference
-  misdtcp     `misdtcp serve --app iperf3` over a TUN inside the client's
-              namespace (MTU 1500), with offload (TSO/GSO super-frames and
-              checksum offload) or without; strategies single / misd / mimd;
-              1..N workers; misd in both placements (replica 0 inline in the
-              sequencer, or the sequencer apart)
+  misdtcp     `misdtcp serve --app iperf3` inside the client's namespace
+              (MTU 1500) on a device (`--devices`): a TUN, or a veth pair whose
+              stack end it reads through an AF_PACKET ring (packet-ring); with
+              offload (TSO/GSO super-frames and checksum offload) or without;
+              strategies single / misd / mimd; 1..N workers; misd in both
+              placements (replica 0 inline in the sequencer, or the sequencer
+              apart)
 
 and three directions of one TCP stream (`--modes`):
 
@@ -36,6 +38,7 @@ kernel's median in the same mode and run, and CPU use:
   rexmit      misdtcp sending (reverse, bidir): retransmitted / sent segments
 
     .venv/bin/python bench/e2e.py --quick
+    .venv/bin/python bench/e2e.py --devices tun,packet-ring --modes forward --strategies misd,single
     .venv/bin/python bench/e2e.py --seconds 5 --repeats 3 --json bench/results/e2e.json --plot bench/plots/e2e.png
 
 Needs root (namespaces, TUN) and iperf3.
@@ -64,6 +67,7 @@ KERNEL_CIDR = "10.77.0.1/24"
 STACK_ADDR = "10.77.0.2"
 SERVE_START_TIMEOUT = 20.0
 MODES = {"forward": [], "reverse": ["-R"], "bidir": ["--bidir"]}
+DEVICES = ("tun", "packet-ring")
 
 
 def parse_args(argv=None):
@@ -77,6 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--strategies", default="single,misd,mimd", help="misdtcp strategies [single,misd,mimd]")
     p.add_argument("--placements", default="inline,separate", help="misd placements [inline,separate]")
     p.add_argument("--offload", default="on,off", help="misdtcp offload settings (off: forward only) [on,off]")
+    p.add_argument("--devices", default="tun", help="misdtcp devices: tun, packet-ring [tun]")
     p.add_argument("--quick", action="store_true",
                    help="about a minute: 2 s runs, 1 repeat; forward: kernel, single, misd 1 and N "
                         "(auto placement), misd N without offload; reverse: kernel, misd N; bidir: misd N")
@@ -88,9 +93,13 @@ def parse_args(argv=None):
     args.placements = [s for s in args.placements.split(",") if s]
     args.modes = [m for m in args.modes.split(",") if m]
     args.offload = [o == "on" for o in args.offload.split(",") if o]
+    args.devices = [d for d in args.devices.split(",") if d]
     bad = [m for m in args.modes if m not in MODES]
     if bad:
         p.error(f"--modes: {bad[0]!r} is not one of {', '.join(MODES)}")
+    bad = [d for d in args.devices if d not in DEVICES]
+    if bad or not args.devices:
+        p.error(f"--devices: {(bad or [''])[0]!r} is not one of {', '.join(DEVICES)}")
     if args.quick:
         args.seconds = min(args.seconds, 2.0)
         args.repeats = 1
@@ -99,33 +108,39 @@ def parse_args(argv=None):
     return args
 
 
-def _variant(mode, receiver="kernel", strategy=None, workers=None, offload=None, placement=None):
-    return dict(key=(mode, receiver, strategy, workers, offload, placement), mode=mode, receiver=receiver,
-                strategy=strategy, workers=workers, offload=offload, placement=placement)
+def _variant(mode, receiver="kernel", strategy=None, workers=None, offload=None, placement=None, device="veth"):
+    """One receiver to measure.  `device`: the kernel's own receiver is always
+    reached over a veth pair; misdtcp's over "tun" or "packet-ring"."""
+    return dict(key=(mode, receiver, strategy, workers, offload, placement, device), mode=mode, receiver=receiver,
+                strategy=strategy, workers=workers, offload=offload, placement=placement, device=device)
 
 
 def variants_for(args):
     top = max(args.workers)
     if args.quick:
-        vs = [_variant("forward"), _variant("forward", "misdtcp", "single", 1, True, "auto"),
-              _variant("forward", "misdtcp", "misd", 1, True, "auto"),
-              _variant("forward", "misdtcp", "misd", top, True, "auto"),
-              _variant("forward", "misdtcp", "misd", top, False, "auto"),
-              _variant("reverse"), _variant("reverse", "misdtcp", "misd", top, True, "auto"),
-              _variant("bidir", "misdtcp", "misd", top, True, "auto")]
+        vs = [_variant("forward")]
+        for d in args.devices:
+            vs += [_variant("forward", "misdtcp", "single", 1, True, "auto", d),
+                   _variant("forward", "misdtcp", "misd", 1, True, "auto", d),
+                   _variant("forward", "misdtcp", "misd", top, True, "auto", d),
+                   _variant("forward", "misdtcp", "misd", top, False, "auto", d)]
+        vs.append(_variant("reverse"))
+        vs += [_variant("reverse", "misdtcp", "misd", top, True, "auto", d) for d in args.devices]
+        vs += [_variant("bidir", "misdtcp", "misd", top, True, "auto", d) for d in args.devices]
         return [v for v in vs if v["mode"] in args.modes]
     vs = []
     for mode in args.modes:
         vs.append(_variant(mode))
-        for offload in args.offload:
-            if not offload and mode != "forward":
-                continue
-            for strategy in args.strategies:
-                for w in ([1] if strategy == "single" else args.workers):
-                    if strategy == "mimd" and w == 1:
-                        continue                      # mimd with one worker is single plus a ring
-                    for placement in (args.placements if strategy == "misd" else ["auto"]):
-                        vs.append(_variant(mode, "misdtcp", strategy, w, offload, placement))
+        for device in args.devices:
+            for offload in args.offload:
+                if not offload and mode != "forward":
+                    continue
+                for strategy in args.strategies:
+                    for w in ([1] if strategy == "single" else args.workers):
+                        if strategy == "mimd" and w == 1:
+                            continue                      # mimd with one worker is single plus a ring
+                        for placement in (args.placements if strategy == "misd" else ["auto"]):
+                            vs.append(_variant(mode, "misdtcp", strategy, w, offload, placement, device))
     return vs
 
 
@@ -210,7 +225,7 @@ def _serve_summary(lines):
     return None
 
 
-def run_misdtcp(seconds, mode, strategy, workers, offload, placement):
+def run_misdtcp(seconds, mode, strategy, workers, offload, placement, device="tun"):
     ns = Netns(prefix=PREFIX).create()
     proc = None
     lines = []
@@ -220,7 +235,8 @@ def run_misdtcp(seconds, mode, strategy, workers, offload, placement):
         env = dict(os.environ)
         src = os.path.join(common.REPO, "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = [sys.executable, "-m", "misdtcp", "serve", "--tun", "misd0", "--address", STACK_ADDR,
+        argv = [sys.executable, "-m", "misdtcp", "serve", "--device", device, "--tun", "misd0", "--veth", "misd0",
+                "--address", STACK_ADDR,
                 "--kernel-address", KERNEL_CIDR, "--app", "iperf3", "--workers", str(workers),
                 "--strategy", strategy, "--offload" if offload else "--no-offload", "--placement", placement,
                 "--json", "--interval", "3600", "--duration", f"{seconds + 40:g}"]
@@ -255,6 +271,7 @@ def run_misdtcp(seconds, mode, strategy, workers, offload, placement):
             if mode != "forward" and sent:
                 out["retransmit_ratio"] = summary.get("retransmits", 0) / sent
             out["process_cpu"] = summary.get("cpu")
+            out["ring_drops"] = summary.get("ring_drops")
         return out
     finally:
         if proc is not None and proc.poll() is None:
@@ -271,7 +288,8 @@ def run_variant(v, seconds):
     try:
         if v["receiver"] == "kernel":
             return run_kernel(seconds, v["mode"])
-        return run_misdtcp(seconds, v["mode"], v["strategy"], v["workers"], v["offload"], v["placement"])
+        return run_misdtcp(seconds, v["mode"], v["strategy"], v["workers"], v["offload"], v["placement"],
+                           v["device"])
     except (RuntimeError, OSError, ValueError, NetnsError, subprocess.SubprocessError) as exc:
         return dict(error=str(exc))
 
@@ -280,7 +298,7 @@ def label(r):
     if r["receiver"] == "kernel":
         return f"{r['mode']:7} kernel iperf3 -s (veth)"
     place = f" {r['placement']}" if r["strategy"] == "misd" else ""
-    return (f"{r['mode']:7} {r['strategy']} {r['workers']}w{place} "
+    return (f"{r['mode']:7} {r['device']} {r['strategy']} {r['workers']}w{place} "
             f"offload {'on' if r['offload'] else 'off'}")
 
 
@@ -297,7 +315,7 @@ def summarize(variants, raw, args, meta):
         med = lambda k: common.summary([r[k] for r in ok if r.get(k) is not None])["median"]  # noqa: E731
         ref = kernel.get(v["mode"])
         records.append(dict(
-            mode=v["mode"], receiver=v["receiver"], offload=v["offload"], strategy=v["strategy"],
+            mode=v["mode"], receiver=v["receiver"], device=v["device"], offload=v["offload"], strategy=v["strategy"],
             workers=v["workers"], placement=(ok[0].get("placement_used") if ok and ok[0].get("placement_used")
                                              else v["placement"]),
             gbps=g["median"], gbps_min=g["min"], gbps_max=g["max"], gbps_out=med("gbps_out"),
@@ -306,7 +324,7 @@ def summarize(variants, raw, args, meta):
             client_cpu=med("client_cpu"), server_cpu=med("server_cpu"), machine_cpu=med("machine_cpu"),
             gbps_per_server_cpu=med("gbps_per_server_cpu"), remote_cpu_reported=med("remote_cpu_reported"),
             sender_retransmits=med("sender_retransmits"), retransmit_ratio=med("retransmit_ratio"),
-            sequencer_ns_per_frame=med("sequencer_ns_per_frame"),
+            sequencer_ns_per_frame=med("sequencer_ns_per_frame"), ring_drops=med("ring_drops"),
             process_cpu=ok[-1].get("process_cpu") if ok else None,
             seconds=args.seconds, repeats=args.repeats, run=meta))
     return records
@@ -315,7 +333,7 @@ def summarize(variants, raw, args, meta):
 def main(argv=None):
     args = parse_args(argv)
     if os.geteuid() != 0:
-        print("e2e.py needs root: it creates network namespaces and a TUN device.", file=sys.stderr)
+        print("e2e.py needs root: it creates network namespaces and devices.", file=sys.stderr)
         return 2
     if shutil.which("iperf3") is None:
         print("e2e.py needs the iperf3 program (apt-get install iperf3).", file=sys.stderr)

@@ -63,7 +63,7 @@ def test_scaling_quick_writes_records_and_model_reads_them(tmp_path):
     assert fitted["checks"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 @pytest.mark.netns
 def test_e2e_quick_writes_records(tmp_path):
     reason = netns_unavailable_reason()
@@ -74,10 +74,11 @@ def test_e2e_quick_writes_records(tmp_path):
     out = tmp_path / "e2e.json"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(REPO, "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, os.path.join(BENCH, "e2e.py"), "--quick", "--json", str(out)],
+    proc = subprocess.Popen([sys.executable, os.path.join(BENCH, "e2e.py"), "--quick", "--devices", "tun,packet-ring",
+                             "--json", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     try:
-        stdout, stderr = proc.communicate(timeout=240)
+        stdout, stderr = proc.communicate(timeout=420)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -87,11 +88,14 @@ def test_e2e_quick_writes_records(tmp_path):
     records = json.loads(out.read_text())
     assert records
     for r in records:
-        for key in ("mode", "receiver", "offload", "strategy", "workers", "placement", "gbps", "ratio_to_kernel",
-                    "client_cpu", "server_cpu", "gbps_per_server_cpu"):
+        for key in ("mode", "receiver", "device", "offload", "strategy", "workers", "placement", "gbps",
+                    "ratio_to_kernel", "client_cpu", "server_cpu", "gbps_per_server_cpu"):
             assert key in r, f"record without {key!r}: {r}"
         assert r["gbps"] and r["gbps"] > 0, f"no throughput for {r}"
-    assert records[0]["receiver"] == "kernel"
+    assert records[0]["receiver"] == "kernel" and records[0]["device"] == "veth"
+    assert {r["device"] for r in records if r["receiver"] == "misdtcp"} == {"tun", "packet-ring"}
+    # the packet ring's own counter: frames the kernel dropped for want of a free slot
+    assert all(r["ring_drops"] is not None for r in records if r["device"] == "packet-ring")
     assert {r["strategy"] for r in records if r["receiver"] == "misdtcp"} >= {"single", "misd"}
     assert {r["mode"] for r in records} == {"forward", "reverse", "bidir"}
     # the live sequencer's cost per frame comes from serve's own summary
