@@ -24,6 +24,7 @@ import pytest
 from misdtcp.testing import lab as netns_mod
 from misdtcp.wire import vnet_header as vnet
 from misdtcp.device.netns import Netns
+from misdtcp.device.packet_ring import PacketRing
 from misdtcp.device.tun import Tun
 
 KERNEL_ADDR = "10.77.0.1"
@@ -65,6 +66,28 @@ def make_tun_netns(offload: bool = True, mtu: int = 1500, nonblocking: bool = Tr
         ns.delete()
         raise
     return ns, tun
+
+
+def make_packet_ring_netns(offload: bool = True, mtu: int = 1500, **options) -> tuple[Netns, PacketRing]:
+    """A fresh namespace with a veth pair: the kernel's end TUN_NAME at
+    KERNEL_CIDR, the stack's end bound to a packet ring; caller closes both."""
+    ns = Netns().create()
+    try:
+        ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
+        ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
+        device = PacketRing(TUN_NAME, address=KERNEL_CIDR, mtu=mtu, offload=offload, netns=ns, **options)
+    except BaseException:
+        ns.delete()
+        raise
+    return ns, device
+
+
+def make_device_netns(device: str = "tun", offload: bool = True, mtu: int = 1500):
+    """(namespace, device) for device "tun" or "packet-ring"; the kernel's
+    interface is TUN_NAME at KERNEL_CIDR either way."""
+    if device == "packet-ring":
+        return make_packet_ring_netns(offload=offload, mtu=mtu)
+    return make_tun_netns(offload=offload, mtu=mtu)
 
 
 @pytest.fixture
@@ -278,7 +301,7 @@ def as_gso_super_frame(packet: bytes, gso_size: int) -> tuple[vnet.VnetHeader, b
 
 __all__ = [
     "KERNEL_ADDR", "STACK_ADDR", "KERNEL_CIDR", "TUN_NAME", "require_netns", "netns_unavailable_reason",
-    "make_tun_netns", "netns", "tun_netns", "reap_stale_netns", "read_frame", "is_ipv4_proto",
+    "make_tun_netns", "make_packet_ring_netns", "make_device_netns", "netns", "tun_netns", "reap_stale_netns", "read_frame", "is_ipv4_proto",
     "write_frame", "kernel_python", "finish", "ping_code", "kernel_sink", "ScriptedClient",
     "as_gso_super_frame",
 ]

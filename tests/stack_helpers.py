@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 
-from netns_helpers import make_tun_netns, require_netns
+from netns_helpers import make_device_netns, require_netns
 
 from misdtcp.api import Stack
 from misdtcp.apps import discard, echo, iperf3
@@ -16,14 +16,16 @@ APPS = {"discard": (discard.serve, 9), "echo": (echo.serve, 7), "iperf3": (iperf
 
 
 @contextlib.contextmanager
-def serving(app="discard", *, workers=1, offload=True, strategy="misd", reports=None, **stack_options):
-    """Yields (ns, stack). `reports` (a list) collects the app's JSON lines."""
+def serving(app="discard", *, workers=1, offload=True, strategy="misd", reports=None, device="tun",
+            **stack_options):
+    """Yields (ns, stack). `reports` (a list) collects the app's JSON lines.
+    `device`: "tun" or "packet-ring" (the stack's device is `stack.device`)."""
     require_netns()
-    ns, tun = make_tun_netns(offload=offload)
+    ns, dev = make_device_netns(device, offload=offload)
     stop = threading.Event()
     stack = None
     try:
-        stack = Stack(tun, address=STACK_ADDR, workers=workers, offload=offload, strategy=strategy,
+        stack = Stack(dev, address=STACK_ADDR, workers=workers, offload=offload, strategy=strategy,
                       **stack_options).start()
         serve, port = APPS[app]
         kwargs = {"stop": stop}
@@ -39,7 +41,7 @@ def serving(app="discard", *, workers=1, offload=True, strategy="misd", reports=
         stop.set()
         if stack is not None:
             stack.stop()
-        tun.close()
+        dev.close()
         ns.delete()
 
 
