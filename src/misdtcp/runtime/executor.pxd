@@ -15,6 +15,7 @@ from misdtcp.frameio.stages cimport FrameStages
 from misdtcp.runtime.layout cimport ConnShare, RuntimeHeader, WorkerCounters
 from misdtcp.runtime.readiness cimport ReadyTouched
 from misdtcp.runtime.queue cimport MsgQueue
+from misdtcp._system cimport iovec, mmsghdr
 
 # Where transmitted segments go.
 cpdef enum Sink:
@@ -27,6 +28,19 @@ cdef enum:
     EXEC_MAX_BATCH = 256      # descriptors applied before progress is published and the log released
     MAX_PENDING = 16    # mimd: progress and events of one record, published in log order
     MAX_STORES = 8      # progress words held back until the end of a batch
+
+cdef enum:
+    TX_BATCH = 32             # frames a packet-ring worker hands its socket in one sendmmsg
+    TX_HEAD_ROOM = 160        # virtio-net + Ethernet + IP/TCP headers of one queued frame (12 + 14 + 120)
+
+ctypedef struct TxQueue:                 # frames built, not yet handed to the kernel (packet ring)
+    uint32_t n
+    mmsghdr msgs[TX_BATCH]
+    iovec iov[TX_BATCH * 2]              # per frame: the headers (copied here), the payload (where it lies)
+    uint8_t head[TX_BATCH][TX_HEAD_ROOM]
+    uint64_t *word[TX_BATCH]             # the connection's `sent` word to advance once written (NULL: none)
+    uint32_t handle[TX_BATCH]
+    uint32_t count[TX_BATCH]
 
 ctypedef struct HeldStore:               # a progress word to publish at the end of the batch
     uint64_t *word
@@ -56,6 +70,8 @@ ctypedef struct Exec:
     int out_fd
     bint ethernet                       # the device takes Ethernet frames: `eth` goes before every IP packet
     uint8_t eth[16]                     # the link header: the kernel end's MAC, ours, IPv4 (14 bytes)
+    bint batch_tx                       # queue frames and write them with one sendmmsg per batch
+    TxQueue tx
     bint offload
     bint post_events
     bint shared_state                   # mimd: one core state for every worker
@@ -98,6 +114,7 @@ cdef bint exec_handle(Exec *x, const Descriptor *d, uint64_t seqno) noexcept nog
 cdef void exec_note_latency(Exec *x, uint64_t stamped_ns) noexcept nogil
 cdef void exec_publish_pending(Exec *x) noexcept nogil
 cdef void exec_flush_held(Exec *x) noexcept nogil
+cdef void exec_flush_tx(Exec *x) noexcept nogil
 cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil
 cdef void exec_signal_ready(Exec *x) noexcept nogil
 cdef bint exec_batch(Exec *x, Ring *rg, uint32_t consumer_id, uint64_t end) noexcept nogil

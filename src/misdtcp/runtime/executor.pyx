@@ -23,7 +23,8 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
 from misdtcp._system cimport (atomic_fence_seq_cst, atomic_load_acquire_u32, atomic_load_acquire_u64,
-                              atomic_store_release_u64, atomic_store_release_u32, iovec, monotonic_ns, prefetch, writev)
+                              atomic_store_release_u64, atomic_store_release_u32, iovec, mmsghdr, monotonic_ns,
+                              prefetch, sendmmsg, writev)
 from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT, ACT_COPY, ACT_NOTIFY,
                                TX_PAYLOAD_FRAME, TX_SEQUENCED, TX_ORDERED,
                                NO_CONN, Conn, core_conn, N_ACCEPTED, N_CONNECTED,
@@ -75,17 +76,89 @@ cdef inline char *_send_buffer(Exec *x, uint32_t slot) noexcept nogil:
 
 # -- outputs ------------------------------------------------------------------
 
+cdef inline uint32_t _link_head(Exec *x, const uint8_t *frame, uint32_t head, uint8_t *out) noexcept nogil:
+    """The headers of one Ethernet frame at `out`: the virtio-net header, the
+    link header, the IP packet's first `head` - VNET_HDR_LEN bytes.  The
+    virtio-net header's offsets count from the start of what the device
+    takes, so they move past the link header (csum_start, and hdr_len of a
+    GSO frame).  Returns the length."""
+    cdef virtio_net_hdr *v = <virtio_net_hdr *>out
+    memcpy(out, frame, VNET_HDR_LEN)
+    if v.flags & VNET_F_NEEDS_CSUM:
+        v.csum_start += ETH_HLEN
+    if vnet_is_gso(v):
+        v.hdr_len += ETH_HLEN
+    memcpy(out + VNET_HDR_LEN, x.eth, ETH_HLEN)
+    memcpy(out + VNET_HDR_LEN + ETH_HLEN, frame + VNET_HDR_LEN, head - VNET_HDR_LEN)
+    return head + ETH_HLEN
+
+
+cdef inline void _written_upto(Exec *x, uint32_t handle, uint32_t count, uint64_t *word) noexcept nogil:
+    """Publish that the connection's data segments before `count` are written
+    (the ordered hand-off between send owners, see _take_turn)."""
+    if <int32_t>(count - _sent_count(word, handle)) > 0:
+        atomic_store_release_u64(word, progress_word(handle, count))
+        if x.nworkers > 1:
+            ec_notify(&x.h.sent_wait.eventcount)
+
+
+cdef void exec_flush_tx(Exec *x) noexcept nogil:
+    """Hand the queued frames to the kernel: one sendmmsg for the lot (a
+    packet socket takes each message as one frame, a GSO super-frame
+    included), then tell the next send owner how far this connection's
+    segments are written.  A frame the kernel refuses is counted in
+    write_errors and skipped, as a failed writev is."""
+    cdef TxQueue *q = &x.tx
+    cdef uint32_t done = 0, i
+    cdef int r
+    if q.n == 0:
+        return
+    while done < q.n:
+        r = sendmmsg(x.out_fd, &q.msgs[done], q.n - done, 0)
+        if r <= 0:
+            x.cnt.write_errors += 1
+            done += 1
+        else:
+            done += <uint32_t>r
+    x.cnt.tx_batches += 1
+    for i in range(q.n):
+        if q.word[i] != NULL:
+            _written_upto(x, q.handle[i], q.count[i], q.word[i])
+    q.n = 0
+
+
+cdef inline bint _tx_queue(Exec *x, const uint8_t *frame, uint32_t head, const uint8_t *payload,
+                           uint32_t length) noexcept nogil:
+    """Queue one Ethernet frame (headers copied, the payload referenced where
+    it lies: the send buffer, which nothing overwrites before the peer
+    acknowledges it).  False when its headers do not fit a queue slot."""
+    cdef TxQueue *q = &x.tx
+    cdef uint32_t i
+    if head + ETH_HLEN > TX_HEAD_ROOM:
+        return False
+    if q.n == TX_BATCH:
+        exec_flush_tx(x)
+    i = q.n
+    q.iov[2 * i].iov_base = q.head[i]
+    q.iov[2 * i].iov_len = _link_head(x, frame, head, q.head[i])
+    q.iov[2 * i + 1].iov_base = <void *>payload
+    q.iov[2 * i + 1].iov_len = length
+    q.msgs[i].msg_hdr.msg_iov = &q.iov[2 * i]
+    q.msgs[i].msg_hdr.msg_iovlen = 2 if length else 1
+    q.word[i] = NULL
+    q.n = i + 1
+    return True
+
+
 cdef long _device_write(Exec *x, const uint8_t *frame, uint32_t head, const uint8_t *payload,
                         uint32_t length) noexcept nogil:
     """Write one frame to the device with one writev and no copy: `head`
     bytes at `frame` (the virtio-net header, then the IP packet's headers, or
     all of it), then `length` payload bytes (straight from the send buffer).
     On an Ethernet device the link header goes between the virtio-net header
-    and the IP packet, and the virtio-net header's offsets, which count from
-    the start of the packet the device takes, move past it (csum_start, and
-    hdr_len of a GSO frame)."""
-    cdef iovec iov[4]
-    cdef virtio_net_hdr v
+    and the IP packet (_link_head)."""
+    cdef iovec iov[3]
+    cdef uint8_t linked[TX_HEAD_ROOM]
     cdef int n
     if not x.ethernet:
         iov[0].iov_base = <void *>frame
@@ -93,21 +166,21 @@ cdef long _device_write(Exec *x, const uint8_t *frame, uint32_t head, const uint
         iov[1].iov_base = <void *>payload
         iov[1].iov_len = length
         n = 2 if length else 1
+    elif head + ETH_HLEN <= TX_HEAD_ROOM:
+        iov[0].iov_base = linked
+        iov[0].iov_len = _link_head(x, frame, head, linked)
+        iov[1].iov_base = <void *>payload
+        iov[1].iov_len = length
+        n = 2 if length else 1
     else:
-        memcpy(&v, frame, VNET_HDR_LEN)
-        if v.flags & VNET_F_NEEDS_CSUM:
-            v.csum_start += ETH_HLEN
-        if vnet_is_gso(&v):
-            v.hdr_len += ETH_HLEN
-        iov[0].iov_base = &v
-        iov[0].iov_len = VNET_HDR_LEN
-        iov[1].iov_base = x.eth
-        iov[1].iov_len = ETH_HLEN
-        iov[2].iov_base = <void *>(frame + VNET_HDR_LEN)
-        iov[2].iov_len = head - VNET_HDR_LEN
-        iov[3].iov_base = <void *>payload
-        iov[3].iov_len = length
-        n = 4 if length else 3
+        # a whole frame out of the output stages: the link header apart
+        iov[0].iov_base = linked
+        iov[0].iov_len = _link_head(x, frame, VNET_HDR_LEN, linked)
+        iov[1].iov_base = <void *>(frame + VNET_HDR_LEN)
+        iov[1].iov_len = head - VNET_HDR_LEN
+        iov[2].iov_base = <void *>payload
+        iov[2].iov_len = length
+        n = 3 if length else 2
     return writev(x.out_fd, iov, n)
 
 
@@ -141,8 +214,10 @@ cdef inline void _emit(Exec *x, uint8_t *buf, uint32_t n) noexcept nogil:
 
 
 cdef void exec_flush_held(Exec *x) noexcept nogil:
-    """Frames held back by the output fault injector that are now due."""
+    """Frames held back by the output fault injector that are now due, and
+    the frames queued for one sendmmsg."""
     stages_release_due(&x.out_stages, monotonic_ns(), _sink, x)
+    exec_flush_tx(x)
 
 
 cdef void exec_publish_stats(Exec *x, uint64_t now) noexcept nogil:
@@ -213,8 +288,10 @@ cdef bint _take_turn(Exec *x, Action *a, uint64_t *word) noexcept nogil:
         return False
     if (a.code & TX_ORDERED) and not _predecessors_written(&p):
         # the previous owner has not written the segments before this one yet:
-        # wait (it is behind in the log, never waiting for us); after a
-        # timeout write anyway -- order is what we want, not what we need
+        # wait (it is behind in the log, never waiting for us -- so nothing of
+        # ours may sit in the send queue meanwhile); after a timeout write
+        # anyway -- order is what we want, not what we need
+        exec_flush_tx(x)
         wait_for(_predecessors_written, &p, &x.h.sent_wait.eventcount, &x.h.stop, WAIT_SPIN,
                  WAIT_TIMEOUT_NS, &x.cnt.order_waits)
     return True
@@ -222,11 +299,7 @@ cdef bint _take_turn(Exec *x, Action *a, uint64_t *word) noexcept nogil:
 
 cdef inline void _written(Exec *x, Action *a, uint64_t *word) noexcept nogil:
     """Publish that the connection's segments up to this one are written."""
-    cdef uint32_t count = a.pad + 1
-    if <int32_t>(count - _sent_count(word, a.handle)) > 0:
-        atomic_store_release_u64(word, progress_word(a.handle, count))
-        if x.nworkers > 1:
-            ec_notify(&x.h.sent_wait.eventcount)
+    _written_upto(x, a.handle, a.pad + 1, word)
 
 
 cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
@@ -277,6 +350,18 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
     if x.sink == SINK_FD and x.out_stages.faults == NULL and x.out_stages.pcap == NULL:
         x.cnt.segments_sent += 1
         x.cnt.bytes_sent += VNET_HDR_LEN + total
+        # a packet ring: queued for the batch's sendmmsg, unless its payload
+        # lies in the input frame (ICMP), which may go back to the kernel
+        # before the batch ends
+        if x.batch_tx and (a.code & 0x0f) != TX_PAYLOAD_FRAME and \
+                _tx_queue(x, x.outbuf, VNET_HDR_LEN + a.hdr_len, src, a.length):
+            if sent != NULL:
+                # the next owner learns this segment is written once it is
+                x.tx.word[x.tx.n - 1] = sent
+                x.tx.handle[x.tx.n - 1] = a.handle
+                x.tx.count[x.tx.n - 1] = a.pad + 1
+            return
+        exec_flush_tx(x)
         if _device_write(x, x.outbuf, VNET_HDR_LEN + a.hdr_len, src, a.length) < 0:
             x.cnt.write_errors += 1
     else:
@@ -360,8 +445,11 @@ cdef inline void _hold(Exec *x, uint64_t *word, uint64_t value) noexcept nogil:
 
 cdef void exec_publish_progress(Exec *x) noexcept nogil:
     """Publish the progress held back during the batch (release stores: the
-    copies and state before them are visible to whoever reads the word)."""
+    copies and state before them are visible to whoever reads the word).
+    Frames queued for sendmmsg go first: every loop publishes at the end of
+    a batch, and none of them may sleep with frames still queued."""
     cdef uint32_t i
+    exec_flush_tx(x)
     for i in range(x.nheld):
         atomic_store_release_u64(x.held[i].word, x.held[i].value)
     x.nheld = 0
@@ -675,6 +763,7 @@ cdef class Executor:
                 raise ValueError(f"a link header is {ETH_HLEN} bytes, not {len(link_header)}")
             memcpy(x.eth, <const char *>link_header, ETH_HLEN)
             x.ethernet = True
+            x.batch_tx = sink == SINK_FD
         x.offload = offload
         if events is not None:
             x.events = &events.queue
@@ -756,7 +845,8 @@ cdef class Executor:
         self.keep = self.keep + (ring,)
 
     def flush(self):
-        """Write out buffered capture data (process exit)."""
+        """Write out queued frames and buffered capture data (process exit)."""
+        exec_flush_tx(&self.x)
         if self.x.out_stages.pcap != NULL:
             pcap_flush(self.x.out_stages.pcap)
 

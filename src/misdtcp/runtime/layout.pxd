@@ -66,7 +66,9 @@ ctypedef struct WorkerCounters:          # 384 bytes: six cache lines of its own
                                          # a replacement replays behind it, and may die doing so)
     uint64_t announced_record            # worker 0: the last event it posted (record seqno + 1 ...
     uint64_t announced_index             # ... and index), stored right after the post
-    uint8_t _pad_counters[48]
+    uint64_t tx_batches                  # packet ring: sendmmsg batches written (segments_sent / this:
+                                         # frames per system call)
+    uint8_t _pad_counters[40]
 
 ctypedef struct WaitWord:                # an eventcount on its own line
     uint32_t eventcount
