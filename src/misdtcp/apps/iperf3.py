@@ -97,10 +97,11 @@ class Iperf3Server:
         self.listener = stack.listen(port)
         self.tests = 0
         self.busy = threading.Lock()
-        self.pending_streams: dict[bytes, list] = {}
+        self.pending_streams: dict[bytes, list] = {}      # cookie -> [(accept order, conn)]
         self.cond = threading.Condition()
 
     def serve(self, stop: threading.Event | None = None):
+        accepted = 0
         while stop is None or not stop.is_set():
             try:
                 conn, _ = self.listener.accept(timeout=0.2)
@@ -108,11 +109,15 @@ class Iperf3Server:
                 continue
             except (StackError, OSError):
                 return                  # the stack stopped (or failed)
-            threading.Thread(target=self._route, args=(conn,), daemon=True).start()
+            accepted += 1
+            threading.Thread(target=self._route, args=(conn, accepted), daemon=True).start()
 
-    def _route(self, conn):
+    def _route(self, conn, order: int = 0):
         """A new connection is a control connection or a data stream of the
-        running test: both begin with the cookie."""
+        running test: both begin with the cookie.  `order`: its place in the
+        accept order, which is the order the client opened its streams in
+        (each thread reads its cookie when it gets to run: that order is the
+        scheduler's, and with --bidir the role of each stream depends on it)."""
         try:
             cookie = recv_exact(conn, COOKIE_SIZE, timeout=10)
         except (ConnectionError, TimeoutError):
@@ -120,7 +125,7 @@ class Iperf3Server:
             return
         with self.cond:
             if cookie in self.pending_streams:
-                self.pending_streams[cookie].append(conn)
+                self.pending_streams[cookie].append((order, conn))
                 self.cond.notify_all()
                 return
         if not self.busy.acquire(blocking=False):
@@ -145,6 +150,12 @@ class Iperf3Server:
             if self.on_test_end is not None:
                 self.on_test_end(ok)
 
+    def streams_of(self, cookie: bytes) -> list:
+        """The data streams of test `cookie` that arrived so far, in the
+        order the client opened them."""
+        with self.cond:
+            return [conn for _, conn in sorted(self.pending_streams.get(cookie, []), key=lambda entry: entry[0])]
+
     def _test(self, ctrl, cookie):
         self.tests += 1
         _state(ctrl, PARAM_EXCHANGE)
@@ -167,7 +178,7 @@ class Iperf3Server:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"only {len(self.pending_streams[cookie])} of {count} streams arrived")
                 self.cond.wait(0.1)
-            conns = list(self.pending_streams[cookie])
+            conns = self.streams_of(cookie)
         streams = []
         for i, c in enumerate(conns):
             sid = 1 if i == 0 else i + 2           # iperf3 numbers streams 1, 3, 4, 5, ...
