@@ -63,11 +63,18 @@ def test_kernel_to_discard_256_mib_sha256_matches(workers, offload, placement):
         counters = stack.worker_counters()
         if workers > 1:
             assert all(c["bytes_copied"] > total // 4 for c in counters)
-        # the ACKs leave in batches: one sendmmsg for many frames
-        batches = sum(c["tx_batches"] for c in counters)
-        assert batches > 0 and all(c["write_errors"] == 0 for c in counters)
+        # the ACKs leave through the workers' sendmmsg batches (how many per
+        # call depends on the batch: test_reverse_sends_in_order_... counts)
+        assert sum(c["tx_batches"] for c in counters) > 0
+        assert all(c["write_errors"] == 0 for c in counters)
         if not offload:
-            assert sum(c["segments_sent"] for c in counters) >= 2 * batches
+            # MTU-sized frames in consecutive slots are coalesced where they
+            # lie (FRAME_STRIDED runs), so the stack acknowledges runs, not
+            # every second frame -- and the SHA-256 above says each piece was
+            # copied from the right slot to the right place
+            frames = stack.sequencer_counters()["frames"]
+            assert stack.sequencer_counters()["coalesced"] > frames // 4
+            assert stack.core_stats()[0]["acks_out"] < frames // 3
 
 
 @pytest.mark.timeout(240)

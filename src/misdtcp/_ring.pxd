@@ -19,7 +19,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from misdtcp._system cimport atomic_load_acquire_u64
 from misdtcp.runtime.wait cimport WaitCounters, wait_ready_fn
 from misdtcp.wire.descriptor cimport Descriptor, DESCRIPTOR_SIZE
-from misdtcp.wire.frame cimport FRAME_IN_DEVICE
+from misdtcp.wire.frame cimport FRAME_IN_DEVICE, FRAME_STRIDED
 
 
 cdef enum:
@@ -99,6 +99,7 @@ ctypedef struct Ring:                  # process-local handle (not shared)
     # address in every process
     char *device
     uint64_t device_size
+    uint64_t device_stride             # bytes from one slot to the next (FRAME_STRIDED runs)
 
 
 # ---- producer ------------------------------------------------------------------------
@@ -144,7 +145,9 @@ cdef inline char *ring_data(Ring *ring, uint64_t position) noexcept nogil:
 
 cdef inline char *ring_bytes(Ring *ring, const Descriptor *d) noexcept nogil:
     """Where a descriptor's bytes lie: in the data area, or (FRAME_IN_DEVICE)
-    in the device's receive ring, `data` bytes from its start."""
+    in the device's receive ring, `data` bytes from its start (with
+    FRAME_STRIDED, where the first of its segments lies; the next ones are
+    `device_stride` bytes apart)."""
     if d.frame_flags & FRAME_IN_DEVICE:
         return ring.device + d.data
     return ring.data + (d.data & ring.data_mask)
@@ -175,3 +178,4 @@ cdef class BroadcastRing:
     cdef _attach(self, int fd, uint64_t entries_offset, uint64_t entry_count, uint64_t data_offset,
                  uint64_t data_size, bint huge)
     cdef void _release(self) noexcept
+    cdef bytes _entry_bytes(self, Descriptor *e)

@@ -575,6 +575,7 @@ cdef class BroadcastRing:
             raise ValueError("the device's receive ring is closed")
         self.ring.device = <char *>device.rx.base
         self.ring.device_size = device.rx.size
+        self.ring.device_stride = device.rx.slot_size
 
     # ---- producer --------------------------------------------------------------
 
@@ -665,6 +666,21 @@ cdef class BroadcastRing:
         self._check_open()
         return ring_available(&self.ring)
 
+    cdef bytes _entry_bytes(self, Descriptor *e):
+        """An entry's bytes, gathered from the device's slots for a
+        FRAME_STRIDED run."""
+        cdef char *p = ring_bytes(&self.ring, e)
+        cdef uint32_t done = 0, k
+        if not (e.frame_flags & FRAME_STRIDED) or e.gso_size == 0:
+            return p[:e.length]
+        out = bytearray()
+        while done < e.length:
+            k = min(<uint32_t>e.gso_size, e.length - done)
+            out += p[:k]
+            p += self.ring.device_stride
+            done += k
+        return bytes(out)
+
     def read(self, uint32_t consumer_id, uint64_t max_records=0, bint release=True):
         """Copy out the available entries (all, or at most ``max_records``) as
         RingEntry tuples with their data and, unless ``release`` is false,
@@ -679,7 +695,7 @@ cdef class BroadcastRing:
             e = ring_descriptor(&self.ring, seqno)
             records.append(RingEntry(seqno, e.kind, e.tcp_flags, e.frame_flags, e.window, e.segments, e.seq,
                                      e.ack, e.tsval, e.tsecr, e.saddr, e.sport, e.dport, e.length, e.gso_size,
-                                     e.has_ts, e.reason, e.now_ns, ring_bytes(&self.ring, e)[:e.length]))
+                                     e.has_ts, e.reason, e.now_ns, self._entry_bytes(e)))
             data_end = e.data_end
             seqno += 1
         if release and records:

@@ -70,6 +70,7 @@ ctypedef struct Exec:
     int out_fd
     bint ethernet                       # the device takes Ethernet frames: `eth` goes before every IP packet
     uint8_t eth[16]                     # the link header: the kernel end's MAC, ours, IPv4 (14 bytes)
+    uint32_t strided_unit               # the record applied is a FRAME_STRIDED run of such segments (0: not)
     bint batch_tx                       # queue frames and write them with one sendmmsg per batch
     TxQueue tx
     bint offload

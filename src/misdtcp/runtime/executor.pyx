@@ -35,6 +35,7 @@ from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT
                                core_digest)
 from misdtcp._ring cimport BroadcastRing, Ring, ring_bytes, ring_data, ring_descriptor, ring_release
 from misdtcp.wire.descriptor cimport Descriptor
+from misdtcp.wire.frame cimport FRAME_STRIDED
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
 from misdtcp.frameio.stages cimport stages_apply, stages_release_due
@@ -474,6 +475,26 @@ cdef inline uint64_t _done_before(const uint64_t *floor, uint32_t handle) noexce
     return 0
 
 
+cdef void _copy_strided(Exec *x, char *dst, uint64_t off, const uint8_t *frame, uint32_t frame_off,
+                        uint32_t n) noexcept nogil:
+    """A copy out of a FRAME_STRIDED run: byte `frame_off` of the run's
+    payload is byte frame_off % unit of segment frame_off // unit, and the
+    segments lie one device slot apart from `frame` (the first one's
+    payload).  Each piece goes straight from its slot to its place in the
+    receive buffer (mirrored: contiguous past the wrap)."""
+    cdef uint32_t unit = x.strided_unit, within, k
+    cdef uint64_t stride = x.ring.device_stride
+    while n:
+        within = frame_off % unit
+        k = unit - within
+        if k > n:
+            k = n
+        memcpy(dst + (off % x.rcvbuf), frame + (frame_off // unit) * stride + within, k)
+        off += k
+        frame_off += k
+        n -= k
+
+
 cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
     """Carry out the actions the last event left in this replica's list.
 
@@ -508,7 +529,10 @@ cdef void exec_run_actions(Exec *x, const uint8_t *frame) noexcept nogil:
                         frame_off += <uint32_t>(done - off)
                         n -= <uint32_t>(done - off)
                         off = done
-                memcpy(dst + (off % x.rcvbuf), frame + frame_off, n)
+                if x.strided_unit:
+                    _copy_strided(x, dst, off, frame, frame_off, n)
+                else:
+                    memcpy(dst + (off % x.rcvbuf), frame + frame_off, n)
                 x.cnt.copies += 1
                 x.cnt.bytes_copied += n
                 _share(x, a.handle).bytes_copied += n
@@ -629,9 +653,12 @@ cdef const uint8_t *exec_apply(Exec *x, const Descriptor *d, uint64_t seqno, bin
     cdef uint8_t kind = d.kind
     x.cur_seqno = seqno + 1
     x.cnt.last_seqno = seqno + 1
+    x.strided_unit = 0
     if kind == REC_SEGMENT:
         x.cnt.frames += 1
         core_entry(x.st, x.rx, d)
+        if d.frame_flags & FRAME_STRIDED:
+            x.strided_unit = d.gso_size
         return <const uint8_t *>ring_bytes(x.ring, d)
     if kind == REC_FRAME:
         x.cnt.frames += 1

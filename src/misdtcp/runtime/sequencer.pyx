@@ -70,10 +70,10 @@ from misdtcp.runtime.layout cimport RuntimeHeader
 from misdtcp.runtime.queue cimport Message, MessageQueue, MsgQueue, mq_try_take
 from misdtcp.runtime.shm cimport MirroredBuffer
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
-                                         REC_CHECKPOINT, REC_DROPPED)
+                                         REC_CHECKPOINT, REC_DROPPED, REC_SEGMENT)
 from misdtcp.runtime.wait cimport WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS
 from misdtcp.wire.drops cimport DROP_NONE
-from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_IN_DEVICE, FRAME_VERIFY_CSUM
+from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_IN_DEVICE, FRAME_STRIDED, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_HDR_LEN, IP_PROTOCOL, IP_VERSION_IHL, IPPROTO_TCP
 from misdtcp.wire.tcp cimport TcpSegment, TCP_DATA_OFFSET
 from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame, validate_frame_split
@@ -447,6 +447,32 @@ cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
 # A packet-ring device: frames described where the kernel put them
 # ---------------------------------------------------------------------------
 
+cdef bint _continues_in_device(Sequencer *s, const Descriptor *last, const TcpSegment *seg, uint64_t at,
+                               uint16_t flags, uint16_t gso) noexcept nogil:
+    """Can the plain (non-GSO) frame whose payload lies at device position
+    `at` be folded into the pending descriptor `last`?  Receive coalescing
+    as on a TUN (runtime/describe.pxd, Linux's GRO rules), except that the
+    payloads are not back to back: `last` must be a run of full-sized
+    segments in consecutive slots, and this payload must lie exactly one
+    slot after the run's last one, at the same place in its slot (the same
+    headers).  The run then becomes a FRAME_STRIDED descriptor; a run never
+    wraps past the ring's end."""
+    cdef uint32_t pieces
+    if not s.coalesce or gso != 0 or last == NULL or last.kind != REC_SEGMENT:
+        return False
+    if not (last.frame_flags & FRAME_IN_DEVICE) or (last.frame_flags & ~FRAME_STRIDED) != flags:
+        return False
+    if last.frame_flags & FRAME_STRIDED:
+        pieces = last.segments
+    elif last.gso_size == 0:
+        pieces = 1
+    else:
+        return False                        # a GSO super-frame: a run of its own
+    if at != last.data + <uint64_t>pieces * s.rx.slot_size:
+        return False
+    return can_coalesce(last, seg, last.frame_flags, 0)
+
+
 cdef void _slot_frame(Sequencer *s, tpacket2_hdr *h, uint32_t index) noexcept nogil:
     """One slot the kernel handed over: the link step, then the IPv4 packet
     described where it lies (a REC_SEGMENT whose data is the payload's device
@@ -457,6 +483,7 @@ cdef void _slot_frame(Sequencer *s, tpacket2_hdr *h, uint32_t index) noexcept no
     cdef LinkFrame lf
     cdef TcpSegment seg
     cdef Descriptor *d
+    cdef Descriptor *last
     cdef uint64_t at = rx_slot_offset(&s.rx, index)
     cdef bint points_here = False
     cdef uint32_t n
@@ -476,7 +503,16 @@ cdef void _slot_frame(Sequencer *s, tpacket2_hdr *h, uint32_t index) noexcept no
     else:
         s.stats.frames += 1
         r = validate_frame(lf.ip, lf.ip_len, lf.flags, lf.gso_size, s.local_addr, &seg)
-        if r == DROP_NONE and describable(&seg):
+        last = ring_last_pending(s.ring)
+        if r == DROP_NONE and describable(&seg) and \
+                _continues_in_device(s, last, &seg, at + lf.ip_off + seg.payload_off, lf.flags | FRAME_IN_DEVICE,
+                                     lf.gso_size):
+            # one more slot of the run: it goes back with the run's descriptor
+            coalesce(last, &seg, 0)
+            last.frame_flags |= FRAME_STRIDED
+            s.stats.coalesced += 1
+            s.stats.in_place += 1
+        elif r == DROP_NONE and describable(&seg):
             d = ring_claim(s.ring, 0)
             describe_segment(d, &seg, lf.flags | FRAME_IN_DEVICE, lf.gso_size, s.now)
             d.data = at + lf.ip_off + seg.payload_off

@@ -11,3 +11,8 @@ cdef enum:
     # in the log's data area.  Checksum code never looks at it; the top bit,
     # well apart from the device's metadata.
     FRAME_IN_DEVICE = 0x8000
+    # With FRAME_IN_DEVICE: the payload is a run of segments of `gso_size`
+    # bytes (the last may be shorter), each in its own slot of the device's
+    # ring, one slot size apart -- consecutive frames the sequencer coalesced
+    # where they lie, as GRO would have merged them (runtime/describe.pxd).
+    FRAME_STRIDED = 0x4000
