@@ -27,9 +27,10 @@ and sets the pair up the way a user-space stack on a real interface needs it
   once here so that every forked process of the stack sees it;
 * one transmit socket per worker (``packet_link``), bound to the stack's end
   with a 12-byte virtio-net header (PACKET_VNET_HDR_SZ), as the executor
-  writes it for a TUN: a worker writes its segments with writev -- virtio-net
-  header, Ethernet header, IP/TCP headers, payload straight from the send
-  buffer -- GSO super-frames where offload is on.
+  writes it for a TUN: a worker queues its segments -- virtio-net header,
+  Ethernet header and IP/TCP headers in one iovec, the payload straight from
+  the send buffer in the other -- and writes a batch with one sendmmsg
+  (runtime/executor.pyx), GSO super-frames where offload is on.
 
 The stack answers ARP for its own address on the ring (frameio/ethernet_link):
 no static neighbour entry is installed; the kernel resolves the stack's

@@ -35,8 +35,10 @@ first copies of the payload.  A slot goes back to the kernel once every consumer
 has released the last descriptor that points into it; the kernel fills slots
 strictly in order, so slots go back in order (a FIFO of the log position
 each one waits for).  Frames the core takes out of order cost no slot for
-long: the core copies their payload to its stream offset at once.  Frames do
-not coalesce across slots (their payloads are not contiguous).
+long: the core copies their payload to its stream offset at once.  Plain
+frames in consecutive slots that continue one another coalesce where they
+lie, as a FRAME_STRIDED run (_continues_in_device): their payloads are one
+slot size apart.
 
 When the input frame stages are active (faults, pcap), frames are read whole
 into a buffer (on a packet ring: copied out of the slot, which then goes back
