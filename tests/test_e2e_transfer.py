@@ -211,11 +211,12 @@ def test_reverse_sends_in_order_without_spurious_recovery(workers, placement):
         stats, _ = stack.core_stats(fresh=True)
         out_of_order = sum(c["order_waits"]["timeouts"] for c in stack.worker_counters())
         assert stats["fast_retransmits"] <= out_of_order
-        if stats["rto_expired"] == 0:
-            # nothing was lost: nothing sent twice (a stack starved of CPU on
-            # a loaded machine may see its retransmission timer fire, and then
-            # resends the flight -- the timer's business, not the order's)
-            assert stats["retransmits"] <= stats["segs_out"] // 1000
+        if stats["rto_expired"] == 0 and out_of_order == 0:
+            # nothing was lost and nothing left out of order: nothing sent
+            # twice but what a timer sent (a stack starved of CPU on a loaded
+            # machine sees its probe timeout or its retransmission timer fire
+            # before the ACKs come -- the timers' business, not the order's)
+            assert stats["retransmits"] - stats["tail_loss_probes"] <= stats["segs_out"] // 1000
         if workers > 1:
             # the segments really were written by both workers
             sent = [c["segments_sent"] for c in stack.worker_counters()]
