@@ -78,7 +78,7 @@ DESCRIPTOR_BYTES = DESCRIPTOR_SIZE
 
 RingEntry = collections.namedtuple(
     "RingEntry", "seqno kind tcp_flags frame_flags window segments seq ack tsval tsecr saddr sport dport "
-                 "length gso_size has_ts reason now_ns data")
+                 "length gso_size seg_flags reason now_ns data")
 RingEntry.__doc__ = "One published log entry and its data bytes, as Python sees them (tests, tools)."
 
 # The layout is shared between processes and across modules: pin it.
@@ -625,7 +625,7 @@ cdef class BroadcastRing:
             e = ring_descriptor(&self.ring, seqno)
             records.append(RingEntry(seqno, e.kind, e.tcp_flags, e.frame_flags, e.window, e.segments, e.seq,
                                      e.ack, e.tsval, e.tsecr, e.saddr, e.sport, e.dport, e.length, e.gso_size,
-                                     e.has_ts, e.reason, e.now_ns, ring_data(&self.ring, e.data)[:e.length]))
+                                     e.seg_flags, e.reason, e.now_ns, ring_data(&self.ring, e.data)[:e.length]))
             data_end = e.data_end
             seqno += 1
         if release and records:
@@ -698,7 +698,7 @@ cdef class BroadcastRing:
 
 
 _ENTRY_FIELDS = ("tcp_flags", "window", "segments", "seq", "ack", "tsval", "tsecr", "saddr", "sport",
-                 "dport", "has_ts", "reason")
+                 "dport", "seg_flags", "reason")
 
 
 cdef void _set_field(Descriptor *e, str name, object value) except *:
@@ -722,7 +722,7 @@ cdef void _set_field(Descriptor *e, str name, object value) except *:
         e.sport = value
     elif name == "dport":
         e.dport = value
-    elif name == "has_ts":
-        e.has_ts = value
+    elif name == "seg_flags":
+        e.seg_flags = value
     elif name == "reason":
         e.reason = value

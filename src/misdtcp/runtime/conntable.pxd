@@ -5,6 +5,7 @@
 # Readers (layout.pyx: SharedView.connection_table) use the seqlock word:
 # odd while a copy is being written, so a torn table is retried, not shown.
 from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
 from misdtcp._system cimport atomic_fence_seq_cst, atomic_store_release_u64
 from misdtcp._tcpcore cimport Conn, CoreState, HANDLE_SLOT_BITS
 from misdtcp.runtime.layout cimport ConnInfo, RuntimeHeader, layout_conntable
@@ -30,6 +31,9 @@ cdef inline void conntable_publish(RuntimeHeader *h, CoreState *st, uint64_t now
         row.state = c.state
         row.lport = c.lport
         row.raddr = c.raddr
+        row.v6 = c.v6
+        if c.v6:
+            memcpy(row.raddr6, c.raddr6, 16)
         row.rport = c.rport
         row.snd_mss = c.snd_mss
         row.cwnd = c.cc.cwnd

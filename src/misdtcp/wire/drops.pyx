@@ -8,7 +8,7 @@ DROP_NAMES = ("none", "ip_truncated", "ip_version", "ip_header_length", "ip_chec
               "out_of_window", "rst_challenged", "rst_out_of_window", "syn_challenged",
               "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close",
               "data_after_fin", "time_wait", "rst_time_wait", "icmp_no_connection", "icmp_stale",
-              "syn_data")
+              "syn_data", "ip6_ext_header", "ip6_ext_chain", "ip6_routing", "ip6_option")
 
 if len(DROP_NAMES) != DROP_REASON_COUNT:
     raise ImportError("misdtcp.wire.drops: DROP_NAMES does not match the drop reasons")
