@@ -87,6 +87,11 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    help="the stack's own address [10.77.0.2]")
     p.add_argument("--kernel-address", default="10.77.0.1/24",
                    help="address/prefix given to the kernel side of the TUN [10.77.0.1/24]")
+    p.add_argument("--address6", default="fd00:77::2", help="the stack's own IPv6 address [fd00:77::2]")
+    p.add_argument("--kernel-address6", default="fd00:77::1/64",
+                   help="IPv6 address/prefix given to the kernel side of the TUN [fd00:77::1/64]")
+    p.add_argument("--no-ipv6", dest="ipv6", action="store_false", default=True,
+                   help="IPv4 only: no IPv6 address on either side (dual-stack is the default)")
     p.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
     p.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")

@@ -52,6 +52,8 @@ def _check_serve_args(args):
         raise UsageError(f"--address {own} is the kernel side's own address; pick another in {kernel.network}")
     if own not in kernel.network:
         raise UsageError(f"--address {own} is outside the kernel side's network {kernel.network}")
+    if args.ipv6:
+        _check_ipv6_args(args)
     allowed = sorted(os.sched_getaffinity(0))
     cpus = _cpu_list(args.cpus) if args.cpus else allowed
     bad = [c for c in cpus if c not in allowed]
@@ -75,6 +77,30 @@ def _check_serve_args(args):
     return cpus
 
 
+def _check_ipv6_args(args) -> None:
+    """--address6 in --kernel-address6's network, not its own address, an
+    MTU IPv6 can use (RFC 8200 §5: 1280)."""
+    try:
+        kernel = ipaddress.IPv6Interface(args.kernel_address6)
+    except ValueError:
+        raise UsageError(f"--kernel-address6 {args.kernel_address6!r} is not an IPv6 address/prefix") from None
+    if "/" not in args.kernel_address6:
+        raise UsageError(f"--kernel-address6 {args.kernel_address6} has no prefix length (like fd00:77::1/64)")
+    try:
+        own = ipaddress.IPv6Address(args.address6)
+    except ValueError:
+        raise UsageError(f"--address6 {args.address6!r} is not an IPv6 address") from None
+    if own.is_multicast or own.is_loopback or own.is_unspecified or own.is_link_local or own.ipv4_mapped:
+        raise UsageError(f"--address6 {own} cannot be a host's address (multicast, loopback, unspecified, "
+                         "link-local or IPv4-mapped)")
+    if own == kernel.ip:
+        raise UsageError(f"--address6 {own} is the kernel side's own address; pick another in {kernel.network}")
+    if own not in kernel.network:
+        raise UsageError(f"--address6 {own} is outside the kernel side's network {kernel.network}")
+    if args.mtu < 1280:
+        raise UsageError(f"IPv6 needs an MTU of at least 1280, not {args.mtu}; add --no-ipv6 for a smaller one")
+
+
 def fault_settings(args) -> dict | None:
     if any((args.drop_rate, args.corrupt_rate, args.duplicate_rate, args.reorder_rate, args.delay_ms)):
         return dict(drop=args.drop_rate, corrupt=args.corrupt_rate, duplicate=args.duplicate_rate,
@@ -90,11 +116,16 @@ def open_device_and_stack(args, cpus):
     from misdtcp.device.tun import DeviceError, Tun
 
     try:
-        tun = Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True)
+        tun = Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True,
+                  address6=args.kernel_address6 if args.ipv6 else None)
     except DeviceError as exc:
-        raise UsageError(str(exc)) from None
+        message = str(exc)
+        if args.ipv6 and "IPv6 address" in message:
+            message = message.rstrip(".") + "; enable IPv6 there (net.ipv6.conf.all.disable_ipv6=0) or add --no-ipv6"
+        raise UsageError(message) from None
     try:
-        stack = Stack(tun, address=args.address, workers=args.workers, strategy=args.strategy,
+        stack = Stack(tun, address=args.address, address6=args.address6 if args.ipv6 else None,
+                      workers=args.workers, strategy=args.strategy,
                       cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
                       max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
                       faults=fault_settings(args), pcap=args.pcap, pcap_snaplen=args.pcap_snaplen,
@@ -169,10 +200,12 @@ def serve(args) -> int:
                 raise UsageError(f"the {args.app} app did not start listening on port {port} within 10 s")
             time.sleep(0.005)
         pidfile = PidFile(args.pidfile)             # once serving, as iperf3 -s -D writes it
-        out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
+        out.record({"event": "serving", "app": args.app, "address": args.address,
+                    "address6": args.address6 if args.ipv6 else None, "port": port,
                     "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
                     "offload": args.offload})
-        out.text(f"misdtcp: serving {args.app} on {args.address}:{port} via {args.tun} "
+        on = f"{args.address}:{port}" + (f" and [{args.address6}]:{port}" if args.ipv6 else "")
+        out.text(f"misdtcp: serving {args.app} on {on} via {args.tun} "
                  f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
                  f"offload {'on' if args.offload else 'off'})")
         out.text("-----------------------------------------------------------")

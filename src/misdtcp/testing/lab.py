@@ -68,7 +68,8 @@ def reap_stale(prefix: str = TEST_PREFIX) -> list[str]:
 
 # -- nftables loss -------------------------------------------------------------
 class NftLoss:
-    """Drop ``percent`` % of the packets on interface ``ifname`` inside ``ns``, at random.
+    """Drop ``percent`` % of the packets (IPv4 and IPv6: an inet table) on interface
+    ``ifname`` inside ``ns``, at random.
 
     ``direction="ingress"`` hooks prerouting and matches ``iifname``: for a TUN
     that is the stack->kernel direction, real loss the kernel cannot see.
@@ -100,7 +101,7 @@ class NftLoss:
         # priority -300: before conntrack (-200), so dropped packets never
         # create conntrack state and the loss is independent of other rules.
         return (
-            f"table ip {self.TABLE} {{\n"
+            f"table inet {self.TABLE} {{\n"
             f"  chain loss {{ type filter hook {hook} priority -300; policy accept;\n"
             f"    {match} \"{self.ifname}\" numgen random mod 100 < {self.percent} counter drop\n"
             f"  }}\n"
@@ -116,11 +117,11 @@ class NftLoss:
         if self._installed:
             self._installed = False
             if self.ns.exists:
-                self.ns.run(["nft", "delete", "table", "ip", self.TABLE], check=False)
+                self.ns.run(["nft", "delete", "table", "inet", self.TABLE], check=False)
 
     def dropped(self) -> int:
         """Packets dropped by the rule so far (its nftables counter)."""
-        out = self.ns.run(["nft", "-j", "list", "table", "ip", self.TABLE]).stdout
+        out = self.ns.run(["nft", "-j", "list", "table", "inet", self.TABLE]).stdout
         for item in json.loads(out)["nftables"]:
             rule = item.get("rule")
             if not rule:
@@ -132,7 +133,7 @@ class NftLoss:
 
     def installed_in_kernel(self) -> bool:
         proc = self.ns.run(["nft", "list", "tables"], check=False)
-        return f"table ip {self.TABLE}" in proc.stdout.decode()
+        return f"table inet {self.TABLE}" in proc.stdout.decode()
 
     def __enter__(self) -> "NftLoss":
         return self.install()
