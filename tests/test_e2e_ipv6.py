@@ -157,12 +157,12 @@ def test_stock_iperf3_client_over_ipv6(args):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_kernel_to_stack_over_ipv6_through_faults(workers):
     """Drop, reorder, duplicate and corrupt in both directions, and 1 % loss
-    stack -> kernel by nftables (an inet table: IPv6 too): the stream is
+    stack -> kernel by nftables (an ip6 table): the stream is
     exact, and the corrupted IPv6 frames were caught by checksums."""
     total = 64 << 20
     reports = []
     with serving6("discard", workers=workers, reports=reports, faults=FAULTS) as (ns, stack):
-        with NftLoss(ns, "misd0", 1, direction="ingress") as loss:
+        with NftLoss(ns, "misd0", 1, direction="ingress", family="ip6") as loss:
             sent, digest = sent_and_digest(send(ns, total), timeout=240)
             lost = loss.dropped()
         assert wait_for(lambda: reports, timeout=30)
