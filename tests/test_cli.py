@@ -619,6 +619,9 @@ def test_demo_prints_rows_as_measured_and_writes_a_plot(tmp_path):
         kernel = next(l for l in lines if "Linux kernel over veth" in l)
         assert float(kernel.split()[4]) > 0 and "1.00x" in kernel
         assert "x  iperf3" in next(l for l in lines if "misdtcp misd 1w offload" in l)
+        # the same over IPv6, against IPv4's row of the run
+        six = next(l for l in lines if "misdtcp misd 1w offload IPv6" in l)
+        assert float(six.split()[5]) > 0 and "x  iperf3, " in six and six.endswith("x IPv4")
     for frames in ("64 KiB GSO", "1448 B"):
         rows = [l for l in lines if l.strip().startswith(frames)]
         assert any("single" in r and "1.00x" in r for r in rows)
