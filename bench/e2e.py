@@ -235,9 +235,10 @@ def run_misdtcp(seconds, mode, strategy, workers, offload, placement, device="tu
         env = dict(os.environ)
         src = os.path.join(common.REPO, "src")
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # an IPv4 benchmark in a namespace without IPv6: serve is dual-stack on a TUN unless told
         argv = [sys.executable, "-m", "misdtcp", "serve", "--device", device, "--tun", "misd0", "--veth", "misd0",
                 "--address", STACK_ADDR,
-                "--kernel-address", KERNEL_CIDR, "--app", "iperf3", "--workers", str(workers),
+                "--kernel-address", KERNEL_CIDR, "--no-ipv6", "--app", "iperf3", "--workers", str(workers),
                 "--strategy", strategy, "--offload" if offload else "--no-offload", "--placement", placement,
                 "--json", "--interval", "3600", "--duration", f"{seconds + 40:g}"]
         proc = ns.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

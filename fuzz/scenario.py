@@ -73,7 +73,9 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 1, 2, 4, 8, 16, 32, 64, 128
 # Drop reasons counted before a frame becomes a TCP segment (core_frame).
 PARSE_DROPS = ("ip_truncated", "ip_version", "ip_header_length", "ip_checksum", "ip_fragment",
                "not_for_us", "bad_source", "protocol", "icmp", "tcp_header", "tcp_checksum",
-               "tcp_options", "tcp_flags", "bad_gso")
+               "tcp_options", "tcp_flags", "bad_gso",
+               # a version mutated to 6 is parsed as IPv6 (tests/test_fuzz_ipv6.py fuzzes IPv6 itself)
+               "ip6_ext_header", "ip6_ext_chain", "ip6_routing", "ip6_option")
 
 CONFIG = dict(secret=7, rcvbuf=RCVBUF, sndbuf=RCVBUF, max_connections=64, backlog=8,
               stripe=512, send_stripe=2048, mss=1460, action_capacity=4096)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw, raw
 
 from misdtcp._tcpcore import Copy, Notify, TcpCore, Transmit
@@ -19,7 +20,15 @@ from misdtcp.wire.codec import finish_tcp_packet
 
 STACK = "10.77.0.2"
 KERNEL = "10.77.0.1"
+STACK6 = "fd00:77::2"
+KERNEL6 = "fd00:77::1"
 MS = 1_000_000
+
+
+def ip_packet(data):
+    """An IPv4 or IPv6 packet, by its version nibble."""
+    data = bytes(data)
+    return IPv6(data) if data and data[0] >> 4 == 6 else IP(data)
 
 
 @dataclass
@@ -37,6 +46,12 @@ class Harness:
         config.setdefault("secret", 7)
         return cls(TcpCore(STACK, **config))
 
+    @classmethod
+    def create6(cls, **config):
+        """A dual-stack core (IPv4 STACK and IPv6 STACK6)."""
+        config.setdefault("local_address6", STACK6)
+        return cls.create(**config)
+
     # -- running events -----------------------------------------------------
     def _apply(self, actions, frame=b""):
         out = []
@@ -52,11 +67,11 @@ class Harness:
                 if a.source == "stream":
                     data = bytes(self.sendbuf[a.handle][a.offset:a.offset + a.length])
                     assert len(data) == a.length, "transmit beyond the send stream"
-                    pkt = IP(finish_tcp_packet(a.header, data))
+                    pkt = ip_packet(finish_tcp_packet(a.header, data))
                 elif a.source == "frame":
-                    pkt = IP(a.header + frame[a.offset:a.offset + a.length])
+                    pkt = ip_packet(a.header + frame[a.offset:a.offset + a.length])
                 else:
-                    pkt = IP(a.header)
+                    pkt = ip_packet(a.header)
                 out.append(pkt)
                 self.wire.append(pkt)
             else:
@@ -111,7 +126,7 @@ class Harness:
 
 @dataclass
 class Peer:
-    """The kernel side of one connection."""
+    """The kernel side of one connection (IPv6 when its addresses are)."""
     sport: int = 40000
     dport: int = 5201
     seq: int = 1000           # next sequence number the peer sends
@@ -131,7 +146,7 @@ class Peer:
         tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, seq=s % 2**32,
                   ack=(self.ack if ack is None else ack) % 2**32,
                   window=self.window if window is None else window, options=opts)
-        pkt = IP(src=self.src, dst=self.dst) / tcp
+        pkt = (IPv6(src=self.src, dst=self.dst) if ":" in self.dst else IP(src=self.src, dst=self.dst)) / tcp
         if payload:
             pkt = pkt / Raw(payload)
         if advance and seq is None:
@@ -165,6 +180,11 @@ class Peer:
 
 def tcp_of(pkts):
     return [p[TCP] for p in pkts if TCP in p]
+
+
+def peer6(**fields):
+    """A Peer speaking IPv6 (KERNEL6 -> STACK6)."""
+    return Peer(src=KERNEL6, dst=STACK6, **fields)
 
 
 def open_connection(h: Harness, peer: Peer | None = None, *, port=5201, listen=True, **syn_opts):

@@ -18,9 +18,13 @@ Commands
   attack     a legitimate sender from a known port that, between chunks of a
              transfer (when everything sent is acknowledged, so rcv_nxt is
              known exactly) and while data is in flight, injects either blind
-             RFC 5961 attacks (``--mode inject``) or malformed frames on the
-             live 4-tuple (``--mode malformed``); prints the SHA-256 of the
-             stream and how many of each hostile frame it sent.
+             RFC 5961 attacks (``--mode inject``), malformed frames on the
+             live 4-tuple (``--mode malformed``), or over IPv6 (``--mode
+             malformed6``, to fd00:77::2 from fd00:77::1) malformed IPv6
+             frames: extension headers malformed or chained too long, routing
+             headers with segments left, fragments, lengths that lie; prints
+             the SHA-256 of the stream and how many of each hostile frame it
+             sent.
   clients    many kernel clients connecting at once; each outcome classified.
   stuck      a client that writes to a peer that never reads, and watches the
              window close and the zero-window probes being answered.
@@ -43,8 +47,11 @@ import time
 
 KERNEL_ADDR = "10.77.0.1"
 STACK_ADDR = "10.77.0.2"
+KERNEL_ADDR6 = "fd00:77::1"
+STACK_ADDR6 = "fd00:77::2"
 TUN_NAME = "misd0"
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
 SIOCOUTQ = 0x5411
 PACKET_OUTGOING = 4
@@ -104,6 +111,29 @@ def tcp_ip(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags
     return bytes(ip + tcp)
 
 
+def tcp_ip6(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
+            payload: bytes = b"", ext: bytes = b"", first: int = 6, options: bytes = b"",
+            window: int = 65535) -> bytes:
+    """A complete IPv6/TCP packet with a correct checksum, extension headers
+    `ext` (whose first next-header value is `first`) before TCP."""
+    thl = 20 + len(options)
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                                (thl // 4) << 4, flags, window, 0, 0) + options + payload)
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    struct.pack_into("!H", tcp, 16, checksum(s + d + struct.pack("!II", len(tcp), 6) + bytes(tcp)))
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(tcp), first if ext else 6, 64, s, d)
+    return ip + ext + bytes(tcp)
+
+
+def ext_header(next_header: int, body: bytes) -> bytes:
+    """An extension header (hop-by-hop, destination options, routing): next
+    header, length in 8-byte units beyond the first, then `body` (padded
+    with zeros to a multiple of 8)."""
+    raw = bytes([next_header, 0]) + body
+    raw += b"\0" * (-len(raw) % 8)
+    return bytes([next_header, len(raw) // 8 - 1]) + raw[2:]
+
+
 def fix_ip_checksum(packet: bytearray) -> bytearray:
     ihl = (packet[0] & 0x0F) * 4
     packet[10:12] = b"\0\0"
@@ -123,10 +153,11 @@ def fix_tcp_checksum(packet: bytearray, l4_len: int | None = None) -> bytearray:
 class Link:
     """Sends frames into the TUN from the kernel side (AF_PACKET, as written)."""
 
-    def __init__(self, iface: str = TUN_NAME):
+    def __init__(self, iface: str = TUN_NAME, protocol: int = ETH_P_IP):
         self.iface = iface
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
-        self.sock.bind((iface, ETH_P_IP))
+        self.protocol = protocol
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(protocol))
+        self.sock.bind((iface, protocol))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sent = 0
         self.busy = 0          # ENOBUFS: the device queue was full; retried
@@ -134,7 +165,7 @@ class Link:
     def send(self, frame: bytes, deadline: float | None = None) -> bool:
         while True:
             try:
-                self.sock.sendto(frame, (self.iface, ETH_P_IP))
+                self.sock.sendto(frame, (self.iface, self.protocol))
                 self.sent += 1
                 return True
             except OSError as exc:
@@ -171,9 +202,12 @@ class Sniffer(threading.Thread):
                 data, _addr = self.sock.recvfrom(70000)
             except socket.timeout:
                 continue
-            if len(data) < 40 or data[0] >> 4 != 4 or data[9] != 6:
+            if len(data) >= 60 and data[0] >> 4 == 6 and data[6] == 6:
+                ihl = 40                     # IPv6, TCP right after the fixed header
+            elif len(data) < 40 or data[0] >> 4 != 4 or data[9] != 6:
                 continue
-            ihl = (data[0] & 0x0F) * 4
+            else:
+                ihl = (data[0] & 0x0F) * 4
             sport, dport, seq, ack, off, flags, window = struct.unpack_from("!HHIIBBH", data, ihl)
             payload = len(data) - ihl - (off >> 4) * 4
             if (sport, dport) == (self.sport, self.dport):            # kernel -> stack
@@ -320,7 +354,7 @@ def malformed_frames(rng, c, quiescent: bool) -> list[tuple[str, bytes]]:
     # IPv4 header
     variant("ip_truncated", lambda p: p[:rng.randrange(1, 20)])
     variant("ip_truncated", lambda p: fix_ip_checksum(_set16(p, 2, len(p) + rng.randrange(1, 2000))))
-    variant("ip_version", lambda p: fix_ip_checksum(_set8(p, 0, 0x65)))
+    variant("ip_version", lambda p: fix_ip_checksum(_set8(p, 0, 0x55)))        # neither 4 nor 6
     variant("ip_header_length", lambda p: fix_ip_checksum(_set8(p, 0, 0x40 | rng.randrange(0, 5))))
     variant("ip_header_length", _ihl_beyond)
     # XOR 0x0f0f never yields a value equal to the old one in one's complement
@@ -354,6 +388,81 @@ def malformed_frames(rng, c, quiescent: bool) -> list[tuple[str, bytes]]:
         pkt = tcp_ip(KERNEL_ADDR, STACK_ADDR, sport, dport, seq, ack, ACK | PSH, garbage,
                      options=opts + b"\x00" * (12 - len(opts)))
         out.append(("tcp_options", pkt))
+    return out
+
+
+def malformed6_frames(rng, c, quiescent: bool) -> list[tuple[str, bytes]]:
+    """Malformed IPv6 frames on the live 4-tuple at rcv_nxt with a payload of
+    garbage, each named by the drop reason it must be counted under: one
+    accepted would corrupt the stream."""
+    sport, dport, seq, ack = c["sport"], c["dport"], c["rcv_nxt"], c["snd_nxt"]
+    garbage = rng.randbytes(700)
+    src, dst = KERNEL_ADDR6, STACK_ADDR6
+    HOP, ROUTING, FRAGMENT, DSTOPTS, NONE = 0, 43, 44, 60, 59
+    out = []
+
+    def frame(ext=b"", first=6, payload=garbage, **kw):
+        return bytearray(tcp_ip6(src, dst, sport, dport, seq, ack, ACK | PSH, payload, ext=ext, first=first, **kw))
+
+    def dstopts(nh, options):
+        return ext_header(nh, options)
+
+    # extension headers that must not be walked past
+    out.append(("ip6_ext_header", bytes(frame(dstopts(HOP, b"") + ext_header(6, b""), DSTOPTS))))  # HBH second
+    p = frame(dstopts(6, b"\x01\x04\0\0\0\0"), DSTOPTS)
+    p[41] = 200                                                      # Hdr Ext Len past the packet
+    out.append(("ip6_ext_header", bytes(p)))
+    out.append(("ip6_ext_header", bytes(frame(dstopts(6, b"\x01\x04\0\x07\0\0"), DSTOPTS))))  # PadN not zeros
+    out.append(("ip6_ext_header", bytes(frame(dstopts(6, b"\x1e\x09\0\0\0\0"), DSTOPTS))))  # option overruns
+    out.append(("ip6_ext_header", bytes(frame(dstopts(6, b"\0" * 14), DSTOPTS))))     # 14 bytes of Pad1
+    # a chain that goes on and on ("looping"): 9 and 40 destination-options headers
+    for count in (9, 40):
+        chain = b"".join(dstopts(DSTOPTS, b"") for _ in range(count - 1)) + dstopts(6, b"")
+        out.append(("ip6_ext_chain", bytes(frame(chain, DSTOPTS))))
+    # routing headers with segments left: type 0 (RFC 5095) and a segment routing header
+    rh0 = ext_header(6, bytes([0, 1, 0, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "fd00:77::9"))
+    out.append(("ip6_routing", bytes(frame(rh0, ROUTING))))
+    srh = ext_header(6, bytes([4, 2, 1, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, "fd00:77::8") * 2)
+    out.append(("ip6_routing", bytes(frame(srh, ROUTING))))
+    # options whose type says "discard" (RFC 8200 §4.2: high bits 01, 10, 11)
+    for kind in (0x5E, 0x9E, 0xDE):
+        out.append(("ip6_option", bytes(frame(dstopts(6, bytes([kind, 4]) + b"\0" * 4), DSTOPTS))))
+    # fragments: first (M set) and a later one
+    out.append(("ip_fragment", bytes(frame(bytes([6, 0]) + struct.pack("!HI", 1, rng.getrandbits(32)), FRAGMENT))))
+    out.append(("ip_fragment", bytes(frame(bytes([6, 0]) + struct.pack("!HI", 185 << 3, rng.getrandbits(32)),
+                                           FRAGMENT))))
+    # lengths that lie: payload length past the frame, zero (a jumbogram
+    # without its option), a frame shorter than the fixed header
+    p = frame()
+    struct.pack_into("!H", p, 4, len(p) - 40 + rng.randrange(1, 2000))
+    out.append(("ip_truncated", bytes(p)))
+    p = frame()
+    struct.pack_into("!H", p, 4, 0)
+    out.append(("ip_truncated", bytes(p)))
+    out.append(("ip_truncated", bytes(frame()[:rng.randrange(1, 40)])))
+    # checksums: a flipped payload byte; the sum without the IPv6 pseudo-header (IPv4's)
+    p = frame()
+    p[-1 - rng.randrange(100)] ^= 0x5A
+    out.append(("tcp_checksum", bytes(p)))
+    p = frame()
+    struct.pack_into("!H", p, 56, 0)
+    struct.pack_into("!H", p, 56, checksum(bytes(p[40:])))
+    out.append(("tcp_checksum", bytes(p)))
+    # sources no host can have
+    for bad in ("ff02::1", "::1", "::ffff:10.77.0.1"):
+        out.append(("bad_source", tcp_ip6(bad, dst, sport, dport, seq, ack, ACK | PSH, garbage)))
+    # no next header; a protocol misdtcp does not speak
+    p = frame()
+    p[6] = NONE
+    out.append(("protocol", bytes(p)))
+    out.append(("protocol", bytes(frame(dstopts(17, b""), DSTOPTS))))
+    # a TCP data offset below 5
+    p = frame()
+    p[52] = rng.randrange(0, 5) << 4
+    struct.pack_into("!H", p, 56, 0)
+    struct.pack_into("!H", p, 56, checksum(socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(
+        socket.AF_INET6, dst) + struct.pack("!II", len(p) - 40, 6) + bytes(p[40:])))
+    out.append(("tcp_header", bytes(p)))
     return out
 
 
@@ -409,13 +518,14 @@ def _flip_payload(p, rng):
 
 def attack(args) -> dict:
     rng = random.Random(args.seed)
-    link = Link()
+    ipv6 = args.mode == "malformed6"
+    link = Link(protocol=ETH_P_IPV6 if ipv6 else ETH_P_IP)
     sniffer = Sniffer(args.sport, args.dport)
     sniffer.start()
     sniffer.ready.wait(5)
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((KERNEL_ADDR, args.sport))
+    s.bind((KERNEL_ADDR6 if ipv6 else KERNEL_ADDR, args.sport))
     s.settimeout(30)
     s.connect((args.dst, args.dport))
     deadline = time.monotonic() + 5
@@ -442,6 +552,8 @@ def attack(args) -> dict:
     def build(quiescent):
         if args.mode == "inject":
             return inject_frames(rng, conn, quiescent, args)
+        if ipv6:
+            return malformed6_frames(rng, conn, quiescent)
         return malformed_frames(rng, conn, quiescent)
 
     while sent < args.bytes:
@@ -459,7 +571,7 @@ def attack(args) -> dict:
 
         writer = threading.Thread(target=write)
         writer.start()
-        if args.mode == "malformed" or rounds % 2:
+        if args.mode != "inject" or rounds % 2:
             time.sleep(0.001)
             fire(build(False))
         writer.join(60)
@@ -643,7 +755,7 @@ def main(argv=None):
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("attack")
-    p.add_argument("--mode", choices=("inject", "malformed"), required=True)
+    p.add_argument("--mode", choices=("inject", "malformed", "malformed6"), required=True)
     p.add_argument("--dst", default=STACK_ADDR)
     p.add_argument("--dport", type=int, default=9)
     p.add_argument("--sport", type=int, default=41000)

@@ -36,9 +36,7 @@ def one_sentence_error(stderr):
 @pytest.fixture
 def ns():
     require_netns()
-    n = Netns().create()
-    n.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
-    n.run(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
+    n = Netns().create()           # IPv6 on: serve is dual-stack
     try:
         yield n
     finally:
@@ -165,8 +163,8 @@ def test_serve_text_output_says_serving_and_ends_with_a_total_line(ns):
     finally:
         rc, err = serve.end(signal.SIGTERM)
     placement = "separate" if len(ALLOWED) > 1 else "inline"      # runtime/placement.py's auto
-    assert line == (f"misdtcp: serving discard on 10.77.0.2:9 via misd0 (misd, 1 worker(s), {placement} "
-                    "placement, offload on)")
+    assert line == (f"misdtcp: serving discard on 10.77.0.2:9 and [fd00:77::2]:9 via misd0 (misd, 1 worker(s), "
+                    f"{placement} placement, offload on)")
     assert rc == 0, err
     assert serve.lines[-1].split("]")[1].split()[0] == "total"
 
@@ -182,6 +180,15 @@ def bad_cpu():
     (["--address", "10.77.0.1"], "--address 10.77.0.1 is the kernel side's own address; pick another in "
                                  "10.77.0.0/24"),
     (["--kernel-address", "nonsense"], "--kernel-address 'nonsense' is not an IPv4 address/prefix"),
+    (["--address6", "fd00:77::zz"], "--address6 'fd00:77::zz' is not an IPv6 address"),
+    (["--address6", "fd00:99::2"], "--address6 fd00:99::2 is outside the kernel side's network fd00:77::/64"),
+    (["--address6", "fd00:77::1"], "--address6 fd00:77::1 is the kernel side's own address; pick another in "
+                                   "fd00:77::/64"),
+    (["--address6", "ff02::1"], "--address6 ff02::1 cannot be a host's address (multicast, loopback, "
+                                "unspecified, link-local or IPv4-mapped)"),
+    (["--kernel-address6", "10.0.0.1/24"], "--kernel-address6 '10.0.0.1/24' is not an IPv6 address/prefix"),
+    (["--kernel-address6", "fd00:77::1"], "--kernel-address6 fd00:77::1 has no prefix length (like fd00:77::1/64)"),
+    (["--mtu", "1000"], "IPv6 needs an MTU of at least 1280, not 1000; add --no-ipv6 for a smaller one"),
     (["--workers", str(len(ALLOWED) + 1), "--cpus", ",".join(map(str, ALLOWED))],
      f"{len(ALLOWED) + 1} workers need at least {len(ALLOWED) + 1} CPUs, but only {len(ALLOWED)} are given "
      f"({','.join(map(str, ALLOWED))})"),
@@ -209,6 +216,33 @@ def test_bad_arguments_are_one_sentence_and_exit_2(ns, args, message):
     assert rc == 2
     assert one_sentence_error(err) == f"misdtcp: {message}"
     assert out == ""
+
+
+@pytest.mark.timeout(60)
+def test_no_ipv6_serves_ipv4_only_and_takes_a_small_mtu(ns):
+    serve = Serve(ns, "--app", "discard", "--no-ipv6", "--mtu", "1000", "--interval", "0")
+    try:
+        line = serve.serving()
+        assert "serving discard on 10.77.0.2:9 via misd0" in line and "fd00" not in line
+        shown = ns.run(["ip", "-6", "addr", "show", "dev", "misd0", "scope", "global"]).stdout.decode()
+        assert "fd00:77::1" not in shown
+    finally:
+        rc, err = serve.end(signal.SIGTERM)
+    assert rc == 0, err
+
+
+@pytest.mark.timeout(30)
+def test_ipv6_disabled_in_the_namespace_is_one_sentence(ns):
+    ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"])
+    ns.run(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
+    rc, out, err = run_cli("serve", "--app", "discard", prefix=("ip", "netns", "exec", ns.name))
+    assert rc == 2
+    line = one_sentence_error(err)
+    assert line.startswith("misdtcp: setting IPv6 address fd00:77::1/64 on misd0 failed: ")
+    assert line.endswith("; enable IPv6 there (net.ipv6.conf.all.disable_ipv6=0) or add --no-ipv6")
+    rc, out, err = run_cli("serve", "--app", "discard", "--no-ipv6", "--duration", "0.5", "-i", "0",
+                           prefix=("ip", "netns", "exec", ns.name))
+    assert rc == 0, err
 
 
 @pytest.mark.timeout(30)
@@ -432,15 +466,17 @@ def test_ss_without_a_serve_is_one_sentence(ns):
 
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")
-@pytest.mark.parametrize("reverse,parallel,device", [(False, 1, "tun"), (True, 1, "tun"), (False, 2, "tun"),
-                                                     (False, 1, "packet-ring"), (True, 2, "packet-ring")],
-                         ids=["normal", "reverse", "P2", "packet-ring", "packet-ring-reverse-P2"])
-def test_client_against_the_kernels_iperf3(ns, reverse, parallel, device):
+@pytest.mark.parametrize("reverse,parallel,host,device", [
+    (False, 1, "10.77.0.1", "tun"), (True, 1, "10.77.0.1", "tun"), (False, 2, "10.77.0.1", "tun"),
+    (False, 1, "fd00:77::1", "tun"), (True, 1, "fd00:77::1", "tun"),
+    (False, 1, "10.77.0.1", "packet-ring"), (True, 2, "10.77.0.1", "packet-ring")],
+    ids=["normal", "reverse", "P2", "ipv6", "ipv6-reverse", "packet-ring", "packet-ring-reverse-P2"])
+def test_client_against_the_kernels_iperf3(ns, reverse, parallel, host, device):
     """misdtcp as the iperf3 client against a stock `iperf3 -s`: both sides'
-    -J reports agree on the bytes sent and received."""
+    -J reports agree on the bytes sent and received (over IPv6 too)."""
     server = ns.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        args = ["client", "10.77.0.1", "-t", "1", "-J", "--workers", "2", "-P", str(parallel),
+        args = ["client", host, "-t", "1", "-J", "--workers", "2", "-P", str(parallel),
                 "--device", device] + (["-R"] if reverse else [])
         deadline = time.monotonic() + 20
         while True:      # the server may not listen yet: refused is one sentence and exit 1
@@ -468,7 +504,8 @@ def test_client_against_the_kernels_iperf3(ns, reverse, parallel, device):
         # may not have read all of it from its socket buffer when it stopped
         rmem_max = int(ns.run(["sysctl", "-n", "net.ipv4.tcp_rmem"]).stdout.split()[2])
         assert sent - parallel * rmem_max <= received <= sent
-    assert ours["start"]["connected"][0]["remote_host"] == "10.77.0.1"
+    assert ours["start"]["connected"][0]["remote_host"] == host
+    assert ours["start"]["connected"][0]["local_host"] == ("fd00:77::2" if ":" in host else "10.77.0.2")
     assert ours["intervals"] and len(ours["end"]["streams"]) == parallel
     assert [s["socket"] for s in ours["start"]["connected"]] == [1, 3][:parallel]
     assert theirs["start"]["test_start"]["num_streams"] == parallel
@@ -480,6 +517,12 @@ def test_client_against_the_kernels_iperf3(ns, reverse, parallel, device):
     (["10.77.0.1", "-P", "0"], "--parallel must be at least 1", 2),
     (["10.77.0.1", "-p", "99999"], "--port 99999 is outside 1..65535", 2),
     (["192.168.7.1"], "is not on the device's network 10.77.0.0/24", 2),
+    (["fd00:99::1"], "is not on the device's network fd00:77::/64", 2),
+    (["fd00:77::1", "--no-ipv6"], "fd00:77::1 is an IPv6 address, but --no-ipv6 was given", 2),
+    (["fd00:77::1", "--device", "packet-ring"], "fd00:77::1 is an IPv6 address, but --device packet-ring "
+                                                 "carries IPv4 only", 2),
+    (["10.77.0.1", "--device", "packet-ring", "--address6", "fd00:77::2"],
+     "--device packet-ring carries IPv4 only", 2),
     (["10.77.0.1", "-p", "5299", "-t", "1"], "cannot connect to the iperf3 server at 10.77.0.1 port 5299 "
                                              "(connection refused)", 1),
 ])
@@ -518,7 +561,9 @@ def test_pcap_to_stdout_with_snaplen_in_time_order(ns, tmp_path):
     assert stamps == sorted(stamps)
     assert all(len(data) <= 96 for _, data, _ in records)
     assert max(orig for _, _, orig in records) > 1500      # data frames were cut, not dropped
-    sources = {bytes(data[12:16]) for _, data, _ in records}
+    # (the kernel's own IPv6 chatter on the dual-stack TUN -- router
+    # solicitations, MLD reports -- is captured too, as tcpdump would)
+    sources = {bytes(data[12:16]) for _, data, _ in records if data[0] >> 4 == 4}
     assert sources == {bytes([10, 77, 0, 1]), bytes([10, 77, 0, 2])}
 
 
@@ -579,6 +624,9 @@ def test_demo_prints_rows_as_measured_and_writes_a_plot(tmp_path):
         kernel = next(l for l in lines if "Linux kernel over veth" in l)
         assert float(kernel.split()[4]) > 0 and "1.00x" in kernel
         assert "x  iperf3" in next(l for l in lines if "misdtcp misd 1w offload" in l)
+        # the same over IPv6, against IPv4's row of the run
+        six = next(l for l in lines if "misdtcp misd 1w offload IPv6" in l)
+        assert float(six.split()[5]) > 0 and "x  iperf3, " in six and six.endswith("x IPv4")
     for frames in ("64 KiB GSO", "1448 B"):
         rows = [l for l in lines if l.strip().startswith(frames)]
         assert any("single" in r and "1.00x" in r for r in rows)

@@ -104,6 +104,26 @@ def test_vnet_header_size_default_10_set_to_12_and_errors(netns):
 
 
 @pytest.mark.timeout(60)
+def test_an_ipv6_address_for_the_kernel_side_is_usable_at_once(netns):
+    """address6: added without duplicate address detection, so never
+    "tentative": the kernel can send from it right away."""
+    ns = netns
+    with Tun("misd0", address="10.77.0.1/24", address6="fd00:77::1/64", mtu=1500, netns=ns):
+        shown = ns.run(["ip", "-6", "-o", "addr", "show", "dev", "misd0", "scope", "global"]).stdout.decode()
+        assert "fd00:77::1/64" in shown and "tentative" not in shown
+        route = ns.run(["ip", "-6", "route", "get", "fd00:77::2"]).stdout.decode()
+        assert "dev misd0" in route and "src fd00:77::1" in route
+    with pytest.raises(DeviceError, match="not an IPv6 address"):
+        Tun("misd1", address6="fd00:77::zz/64", netns=ns)
+    with pytest.raises(DeviceError, match="no prefix length"):
+        Tun("misd1", address6="fd00:77::1", netns=ns)
+    with pytest.raises(DeviceError, match="unicast"):
+        Tun("misd1", address6="ff02::1/64", netns=ns)
+    with pytest.raises(DeviceError, match="1280"):
+        Tun("misd1", address6="fd00:77::1/64", mtu=1200, netns=ns)
+
+
+@pytest.mark.timeout(60)
 def test_persistent_tun_can_be_attached_again_by_name(netns):
     ns = netns
     first = Tun("misdp", address="10.77.1.1/24", persistent=True, netns=ns)

@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from misdtcp.api import Stack
+from misdtcp.api import Stack, StackError
 from misdtcp.apps import discard
 from misdtcp.testing.lab import NftLoss
 from netns_helpers import TUN_NAME, finish, make_packet_ring_netns, require_netns
@@ -447,5 +447,23 @@ def test_a_killed_worker_is_replaced_and_the_ring_keeps_moving(victim_worker, pl
         assert stack.worker_counters()[victim_worker]["restarts"] == 1
     finally:
         stack.stop()
+        device.close()
+        ns.delete()
+
+
+@pytest.mark.timeout(60)
+def test_an_ipv6_address_is_refused_the_ring_carries_ipv4_only():
+    """The link step answers ARP, not neighbour discovery: a Stack asked for
+    an IPv6 address on a packet ring says so in one sentence, before any
+    process starts (the sequencer refuses it too, as a second guard)."""
+    require_netns()
+    ns, device = make_packet_ring_netns()
+    try:
+        with pytest.raises(StackError, match="^a packet-ring device carries IPv4 only: leave address6 unset$"):
+            Stack(device, address=STACK_ADDR, address6="fd00:77::2")
+        # the same device takes an IPv4-only stack
+        with Stack(device, address=STACK_ADDR) as stack:
+            assert stack.address6 is None
+    finally:
         device.close()
         ns.delete()

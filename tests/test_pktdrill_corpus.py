@@ -1,4 +1,5 @@
-"""The project's packetdrill corpus (tests/pktdrill/): every script passes
+"""The project's packetdrill corpus (tests/pktdrill/, IPv6 versions of a
+representative set in tests/pktdrill/ipv6/): every script passes
 against the core, and -- the runner's self-check -- every script mutated on
 purpose (an ack off by one, a missing flag, a missing SACK block, a reply
 outside the time tolerance) fails, at the line that was mutated."""
@@ -12,7 +13,7 @@ import pytest
 from misdtcp.conformance.runner import DEFAULT_TOLERANCE_US, run_script
 
 CORPUS = Path(__file__).parent / "pktdrill"
-SCRIPTS = sorted(CORPUS.glob("*.pkt"))
+SCRIPTS = sorted(CORPUS.rglob("*.pkt"))
 
 # an outbound TCP line with a plain time: indent, time, '>', flags, the rest
 OUTBOUND = re.compile(r"^(?P<time>\s*\+?[0-9]*\.?[0-9]+)(?P<gap>\s+>\s+)(?P<flags>[A-Z]*\.?)(?P<rest>\s.*)$")
@@ -22,7 +23,12 @@ def test_corpus_is_there():
     assert len(SCRIPTS) >= 20
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+def test_the_ipv6_versions_are_there():
+    ipv6 = [p for p in SCRIPTS if p.parent.name == "ipv6"]
+    assert len(ipv6) >= 25 and all("--ip_version=ipv6" in p.read_text() for p in ipv6)
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_corpus_script_passes(path):
     result = run_script(str(path))
     assert result.passed, result.report()
@@ -82,7 +88,7 @@ def mutations(text: str):
             yield kind, i + 1, "\n".join(lines[:i] + [new] + lines[i + 1:])
 
 
-@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(CORPUS)))
 def test_mutated_corpus_script_fails_at_the_mutated_line(path, tmp_path):
     text = path.read_text()
     count = 0

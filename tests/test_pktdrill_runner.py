@@ -1,6 +1,7 @@
 """The packetdrill runner's semantics: virtual time and tolerance, blocking
 calls, '*' and ranges, sequence and timestamp mapping, TSO aggregation,
---relaxed, what it refuses (IPv6, UDP, unknown calls and options), and that
+--relaxed, IPv6 (--ip_version=ipv6), what it refuses (UDP, unknown calls and
+options), and that
 every disagreement is a failed result with a line, never an exception."""
 from __future__ import annotations
 
@@ -141,8 +142,11 @@ def test_packets_of_another_connection_are_not_compared(tmp_path):
 
 
 @pytest.mark.parametrize("text, line, message", [
-    ("--ip_version=ipv6\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n", 2,
-     "IPv6 is not supported by this core yet"),
+    ("--ip_version=ipv6\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 connect(3, ..., ...) = -1 EINPROGRESS\n"
+     "+0 > S 0:0(0) <...>\n+0 < icmp unreachable frag_needed mtu 1200 [0:0(0)]\n", 5,
+     "unknown ICMPv6 code 'frag_needed' for type unreachable"),
+    ("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 connect(3, ..., ...) = -1 EINPROGRESS\n"
+     "+0 > S 0:0(0) <...>\n+0 < icmp packet_too_big mtu 1200 [0:0(0)]\n", 4, "unknown ICMP type 'packet_too_big'"),
     ("0 < udp (10)\n", 1, "UDP is not supported by this core"),
     ("0 epoll_create(1) = 3\n", 1, "the system call epoll_create() is not supported by this runner"),
     ("0 socket(..., SOCK_DGRAM, IPPROTO_UDP) = 3\n", 1,
@@ -161,6 +165,24 @@ def test_what_cannot_run_is_a_failure_with_a_line(tmp_path, text, line, message)
     assert r.line == line
     assert message in r.message
     assert "\n" not in r.report()
+
+
+def test_ipv6_scripts_put_ipv6_on_the_wire(tmp_path):
+    """--ip_version=ipv6: the packets both ways are IPv6 ones (the stack
+    offers MSS 1440, MTU - 60), between packetdrill's IPv6 addresses; the
+    same script under ipv4 or ipv4-mapped-ipv6 sees IPv4 (MSS 1460)."""
+    from misdtcp.conformance.runner import ScriptRun
+    six = HANDSHAKE.replace("mss 1460", "mss 1440") + "+0 write(4, ..., 100) = 100\n+0 > P. 1:101(100) ack 1\n"
+    r = run(tmp_path, "--ip_version=ipv6\n" + six)
+    assert r.passed, r.report()
+    r = run(tmp_path, "--ip_version=ipv6\n" + HANDSHAKE)
+    assert not r.passed and r.line == 6 and "expected mss 1460, got mss 1440" in r.message
+    for version in ("ipv4", "ipv4-mapped-ipv6"):
+        assert run(tmp_path, f"--ip_version={version}\n" + HANDSHAKE).passed
+    runner = ScriptRun(parse_script("--ip_version=ipv6\n" + six))
+    runner.run()
+    conn = runner.core.conn(runner.core.connections()[0])
+    assert conn["remote"] == ("2001:db8::1", 40000) and runner.core.local_address6 == "fd3d:fa7b:d17d::1"
 
 
 def test_shell_commands_and_code_blocks_are_counted_not_run(tmp_path):

@@ -90,7 +90,7 @@ def test_entries_come_out_in_order_with_their_fields_and_data():
     with BroadcastRing(16, DATA, n_consumers=1) as ring:
         for i in range(10):
             seqno = ring.publish(bytes([i]) * i, Record.SEGMENT, frame_flags=i, gso_size=1448, now_ns=1000 + i,
-                                 seq=7 * i, ack=99, window=i + 1, tsval=5, tsecr=6, has_ts=1, tcp_flags=0x10)
+                                 seq=7 * i, ack=99, window=i + 1, tsval=5, tsecr=6, seg_flags=1, tcp_flags=0x10)
             assert seqno == i
         ring.publish(None, Record.TICK, now_ns=2000)
         entries = ring.read(0)
@@ -98,7 +98,7 @@ def test_entries_come_out_in_order_with_their_fields_and_data():
     for i, e in enumerate(entries[:10]):
         assert e.kind == Record.SEGMENT and e.data == bytes([i]) * i and e.length == i
         assert (e.frame_flags, e.gso_size, e.now_ns) == (i, 1448, 1000 + i)
-        assert (e.seq, e.ack, e.window, e.tsval, e.tsecr, e.has_ts, e.tcp_flags) == (7 * i, 99, i + 1, 5, 6, 1, 0x10)
+        assert (e.seq, e.ack, e.window, e.tsval, e.tsecr, e.seg_flags, e.tcp_flags) == (7 * i, 99, i + 1, 5, 6, 1, 0x10)
     assert entries[10].kind == Record.TICK and entries[10].now_ns == 2000 and entries[10].data == b""
 
 

@@ -38,9 +38,10 @@ def test_valid_probe_is_answered():
     assert n == 1 and drops == {"no_connection": 1}
 
 
-def test_ipv4_version_must_be_4():
+@pytest.mark.parametrize("version", [0, 5, 7, 15])
+def test_ip_version_must_be_4_or_6(version):
     f = probe()
-    f[0] = 0x65
+    f[0] = (version << 4) | 5
     assert outcome(fix_ip_checksum(f)) == (0, {"ip_version": 1})
 
 

@@ -4,7 +4,8 @@
 #   ip, ss            iproute2     namespaces, veth, TUN addresses; socket state
 #   nft               nftables     loss in the stack->kernel direction
 #   iperf3            iperf3       the stock client that drives `misdtcp serve`
-#   sysctl            procps       per-namespace settings (IPv6 off on test TUNs)
+#   ping              iputils-ping the stock `ping -6` the IPv6 tests answer
+#   sysctl            procps       per-namespace settings (IPv6 off on IPv4-only test TUNs)
 #   setpriv, unshare  util-linux   the CLI's not-root and no-/dev/net/tun tests
 #   mount             mount        ditto
 #   cc                gcc, libc6-dev  compiling the Cython extensions
@@ -17,6 +18,7 @@ want ip iproute2
 want ss iproute2
 want nft nftables
 want iperf3 iperf3
+want ping iputils-ping
 want sysctl procps
 want setpriv util-linux
 want unshare util-linux

@@ -27,18 +27,22 @@ up() {
     else
         ip netns add "$NAME"
         ip -n "$NAME" link set lo up
-        # The stack is IPv4-only: keep IPv6 noise (router solicitations) off its TUN.
-        ip netns exec "$NAME" sysctl -q -w net.ipv6.conf.default.disable_ipv6=1 >/dev/null
+        # Dual stack: IPv6 stays on.  The TUN's IPv6 address is added without
+        # duplicate address detection (serve does it), so it is usable at once;
+        # router solicitations the kernel may send are dropped and counted.
+        ip netns exec "$NAME" sysctl -q -w net.ipv6.conf.default.accept_dad=0 >/dev/null
         echo "created namespace $NAME (only lo is up)."
     fi
     cat <<MSG
 
-Start the stack inside it (it creates the TUN misd0, kernel side 10.77.0.1/24,
-stack at 10.77.0.2):
+Start the stack inside it (it creates the TUN misd0, kernel side 10.77.0.1/24
+and fd00:77::1/64, stack at 10.77.0.2 and fd00:77::2; --no-ipv6 for IPv4 only):
     ip netns exec $NAME .venv/bin/misdtcp serve
 Then, in another shell, drive it with the stock client from the kernel side:
     ip netns exec $NAME iperf3 -c 10.77.0.2 -t 10
     ip netns exec $NAME iperf3 -c 10.77.0.2 -t 10 -R
+    ip netns exec $NAME iperf3 -6 -c fd00:77::2 -t 10
+    ip netns exec $NAME ping -6 -c 3 fd00:77::2
 See all options with: .venv/bin/misdtcp serve --help
 When done:    tools/lab.sh down $NAME
 MSG

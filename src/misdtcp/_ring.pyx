@@ -79,7 +79,7 @@ DESCRIPTOR_BYTES = DESCRIPTOR_SIZE
 
 RingEntry = collections.namedtuple(
     "RingEntry", "seqno kind tcp_flags frame_flags window segments seq ack tsval tsecr saddr sport dport "
-                 "length gso_size has_ts reason now_ns data")
+                 "length gso_size seg_flags reason now_ns data")
 RingEntry.__doc__ = "One published log entry and its data bytes, as Python sees them (tests, tools)."
 
 # The layout is shared between processes and across modules: pin it.
@@ -695,7 +695,7 @@ cdef class BroadcastRing:
             e = ring_descriptor(&self.ring, seqno)
             records.append(RingEntry(seqno, e.kind, e.tcp_flags, e.frame_flags, e.window, e.segments, e.seq,
                                      e.ack, e.tsval, e.tsecr, e.saddr, e.sport, e.dport, e.length, e.gso_size,
-                                     e.has_ts, e.reason, e.now_ns, self._entry_bytes(e)))
+                                     e.seg_flags, e.reason, e.now_ns, self._entry_bytes(e)))
             data_end = e.data_end
             seqno += 1
         if release and records:
@@ -768,7 +768,7 @@ cdef class BroadcastRing:
 
 
 _ENTRY_FIELDS = ("tcp_flags", "window", "segments", "seq", "ack", "tsval", "tsecr", "saddr", "sport",
-                 "dport", "has_ts", "reason")
+                 "dport", "seg_flags", "reason")
 
 
 cdef void _set_field(Descriptor *e, str name, object value) except *:
@@ -792,7 +792,7 @@ cdef void _set_field(Descriptor *e, str name, object value) except *:
         e.sport = value
     elif name == "dport":
         e.dport = value
-    elif name == "has_ts":
-        e.has_ts = value
+    elif name == "seg_flags":
+        e.seg_flags = value
     elif name == "reason":
         e.reason = value

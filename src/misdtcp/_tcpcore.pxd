@@ -117,10 +117,12 @@ ctypedef struct Action:
 
 ctypedef struct CoreConfig:
     uint32_t local_addr
+    uint8_t local_addr6[16]      # our IPv6 address (network order), when ipv6
+    uint8_t ipv6                 # the stack has an IPv6 address: it speaks IPv6
     uint32_t max_conns
     uint32_t rcvbuf
     uint32_t sndbuf
-    uint16_t mss                 # what we advertise (MTU - 40)
+    uint16_t mss                 # what we advertise over IPv4 (MTU - 40; over IPv6 20 less: MTU - 60)
     uint8_t rcv_wscale           # our window scale (RFC 7323 §2)
     uint8_t cc_algo
     uint8_t timestamps
@@ -178,13 +180,16 @@ ctypedef struct Conn:
     uint8_t persist_backoff
     uint8_t nagle
     uint8_t notified_readable
+    uint8_t v6                   # an IPv6 connection: raddr6 is the peer, IPv6 headers go out
     uint16_t dupacks
     uint16_t lport
     uint16_t rport
     uint16_t snd_mss
     uint16_t rcv_mss             # estimate of the peer's segment size (ACK policy)
     uint16_t gen                 # handle generation (stale handles are refused)
-    uint32_t raddr
+    uint32_t raddr               # IPv4: the peer; IPv6: the last 32 bits of raddr6 (the hash and the
+                                 # first compare use it either way)
+    uint8_t raddr6[16]           # IPv6: the peer's address (network order); IPv4: unused
     uint32_t listener
     uint64_t tag
     # --- receive side (RFC 9293 §3.3.1) ---
@@ -199,7 +204,7 @@ ctypedef struct Conn:
     uint64_t consumed_off        # what the application has consumed
     uint64_t fin_off             # stream offset of the peer's FIN, or NO_OFF
     uint32_t rcv_buf
-    uint32_t pad0
+    uint32_t flow_label          # IPv6 flow label of every segment sent (RFC 6437 §3: keyed hash of the flow)
     RangeSet ooo                 # out-of-order ranges past rcv_nxt
     # --- send side ---
     uint32_t iss
@@ -303,7 +308,9 @@ ctypedef struct CoreStats:
     uint64_t dsacks_sent         # RFC 2883
     uint64_t icmp_errors         # ICMP errors taken for a connection
     uint64_t icmp_aborts         # connections an ICMP hard error ended while opening
-    uint64_t pmtu_reductions     # MSS lowered by a fragmentation-needed message (RFC 1191)
+    uint64_t pmtu_reductions     # MSS lowered by a fragmentation-needed (RFC 1191) or Packet Too Big
+                                 # (RFC 8201) message
+    uint64_t icmp6_echo          # ICMPv6 echo requests answered (RFC 4443 §4.2)
 
 ctypedef struct CoreState:
     uint64_t magic
@@ -320,6 +327,7 @@ ctypedef struct CoreState:
     uint64_t hash_offset
     uint64_t hash_mul            # keys of the connection hash, drawn from the secret (odd)
     uint64_t hash_add
+    uint64_t hash_mul6[3]        # ... and the multipliers of an IPv6 address's first 96 bits
     uint64_t challenge_second    # the second (now // 1 s) challenge_left belongs to
     uint32_t challenge_left      # challenge ACKs this second may still send
     uint16_t ip_ident
@@ -327,6 +335,10 @@ ctypedef struct CoreState:
     Listener listeners[MAX_LISTENERS]
     uint64_t drops[DROP_REASON_COUNT]
     CoreStats stats
+    # last, and left out of the digest: how the log names IPv6 peers, not TCP
+    # state (a core fed frames has none, and must digest as one fed the log)
+    uint8_t peer6[16]            # the IPv6 address of the last REC_PEER6 record: the source of the
+                                 # SEG_PEER6 segment descriptors that follow (wire/descriptor.pxd)
 
 ctypedef struct Replica:
     uint32_t replica             # this replica's index
@@ -347,11 +359,13 @@ cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *frame, uint32_t 
                      uint32_t flags, uint32_t gso_size, uint64_t now) noexcept nogil
 cdef void core_entry(CoreState *st, Replica *rx, const Descriptor *e) noexcept nogil
 cdef void core_dropped(CoreState *st, Replica *rx, uint32_t reason, uint64_t now) noexcept nogil
+cdef void core_peer6(CoreState *st, const uint8_t *addr) noexcept nogil
 cdef void core_tick(CoreState *st, Replica *rx, uint64_t now) noexcept nogil
 cdef int core_app_listen(CoreState *st, Replica *rx, uint16_t port, uint32_t backlog, uint64_t now) noexcept nogil
 cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t now) noexcept nogil
-cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
-                          uint16_t lport, uint16_t user_mss, uint32_t rcvbuf, uint64_t now) noexcept nogil
+cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, const uint8_t *raddr6,
+                          uint16_t rport, uint16_t lport, uint16_t user_mss, uint32_t rcvbuf,
+                          uint64_t now) noexcept nogil
 cdef int core_app_accepted(CoreState *st, Replica *rx, uint32_t handle, uint64_t now) noexcept nogil
 cdef int core_app_consumed(CoreState *st, Replica *rx, uint32_t handle, uint64_t off, uint64_t now) noexcept nogil
 cdef int core_app_send(CoreState *st, Replica *rx, uint32_t handle, uint64_t upto, bint urgent,

@@ -39,20 +39,23 @@ where they apply.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, int8_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memcmp
 
 from misdtcp.core.siphash cimport siphash24
 from misdtcp.wire.seq cimport seq_lt, seq_le, seq_gt, seq_ge, seq_max, seq_min, seq_in, seq_diff
 from misdtcp.wire.bytes cimport rd16, rd32, wr16, wr32
-from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4, csum_pseudo_v6
 from misdtcp.wire.drops cimport *
 from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
 from misdtcp.wire.icmp cimport *
 from misdtcp.wire.ipv4 cimport (Ipv4Header, IP_HDR_LEN, IP_SOURCE, IP_DESTINATION, IPPROTO_ICMP, IPPROTO_TCP,
                                 bad_source, parse_ipv4, write_ipv4_header)
+from misdtcp.wire.ipv6 cimport (IP6_HDR_LEN, IP6_SOURCE, IP6_DESTINATION, IP6_NEXT_HEADER, IP6_MIN_MTU,
+                                IPPROTO_ICMPV6, bad_source6, write_ipv6_header)
+from misdtcp.wire.icmp6 cimport *
 from misdtcp.wire.tcp cimport *
-from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame
-from misdtcp.wire.descriptor cimport Descriptor
+from misdtcp.wire.validate cimport FRAME_IS_ICMP, FRAME_IS_ICMP6, validate_frame
+from misdtcp.wire.descriptor cimport Descriptor, SEG_TS, SEG_PEER6
 from misdtcp.core.ranges cimport (RangeSet, MAX_RANGES, ranges_clear, ranges_add, ranges_trim_below,
                                   ranges_trim_above, ranges_advance, ranges_bytes, ranges_bytes_between,
                                   ranges_next_gap, ranges_contains)
@@ -121,41 +124,66 @@ cdef void core_init(CoreState *st, const CoreConfig *cfg) noexcept nogil:
     st.hash_mask = hs - 1
     st.hash_mul = siphash24(<const uint8_t *>b"hash-mul", 8, cfg.secret0, cfg.secret1) | 1
     st.hash_add = siphash24(<const uint8_t *>b"hash-add", 8, cfg.secret0, cfg.secret1)
+    st.hash_mul6[0] = siphash24(<const uint8_t *>b"hash-v6a", 8, cfg.secret0, cfg.secret1)
+    st.hash_mul6[1] = siphash24(<const uint8_t *>b"hash-v6b", 8, cfg.secret0, cfg.secret1)
+    st.hash_mul6[2] = siphash24(<const uint8_t *>b"hash-v6c", 8, cfg.secret0, cfg.secret1)
     cdef uint32_t *h = _htab(st)
     for i in range(hs):
         h[i] = NO_CONN
 
 
-cdef inline uint32_t _tuple_hash(const CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+cdef inline uint32_t _tuple_hash(const CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport,
+                                 uint16_t lport) noexcept nogil:
     """Keyed multiply-add-shift hashing (Dietzfelbinger; universal for a
     random odd multiplier): with the multiplier and addend drawn from the
     secret, a remote sender cannot compute 4-tuples that share a bucket --
     an unkeyed, invertible mix let it fill one probe chain at will.  One
-    multiplication per lookup; every replica draws the same keys."""
+    multiplication per IPv4 lookup; an IPv6 address (raddr6, else NULL;
+    raddr holds its last 32 bits) adds its first 96 bits, each 32-bit word
+    by a multiplier of its own (vector multiply-shift).  Every replica
+    draws the same keys."""
     cdef uint64_t x = (<uint64_t>raddr << 32) | (<uint64_t>rport << 16) | lport
-    return <uint32_t>((st.hash_mul * x + st.hash_add) >> 32)
+    cdef uint64_t h = st.hash_mul * x + st.hash_add
+    if raddr6 != NULL:
+        h += st.hash_mul6[0] * rd32(raddr6) + st.hash_mul6[1] * rd32(raddr6 + 4) + \
+            st.hash_mul6[2] * rd32(raddr6 + 8)
+    return <uint32_t>(h >> 32)
 
 
-cdef uint32_t _lookup(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+cdef inline uint32_t _conn_hash(const CoreState *st, const Conn *c) noexcept nogil:
+    return _tuple_hash(st, c.raddr, c.raddr6 if c.v6 else NULL, c.rport, c.lport)
+
+
+cdef uint32_t _lookup(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport,
+                      uint16_t lport) noexcept nogil:
+    """The slot of the connection with this 4-tuple, or NO_CONN.  The key is
+    the whole address: raddr6 (16 bytes) for IPv6, NULL for IPv4; an IPv4
+    lookup costs one more byte compare than before IPv6 came."""
     cdef uint32_t *h = _htab(st)
     cdef Conn *conns = _conns(st)
-    cdef uint32_t i = _tuple_hash(st, raddr, rport, lport) & st.hash_mask
+    cdef uint32_t i = _tuple_hash(st, raddr, raddr6, rport, lport) & st.hash_mask
     cdef uint32_t slot
     cdef Conn *c
+    cdef uint8_t v6 = raddr6 != NULL
     while True:
         slot = h[i]
         if slot == NO_CONN:
             return NO_CONN
         c = &conns[slot]
-        if c.raddr == raddr and c.rport == rport and c.lport == lport:
+        if c.raddr == raddr and c.rport == rport and c.lport == lport and c.v6 == v6 and \
+                (not v6 or memcmp(c.raddr6, raddr6, 16) == 0):
             return slot
         i = (i + 1) & st.hash_mask
+
+
+cdef inline uint32_t _seg_lookup(CoreState *st, TcpSegment *seg) noexcept nogil:
+    return _lookup(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport)
 
 
 cdef void _hash_insert(CoreState *st, uint32_t slot) noexcept nogil:
     cdef Conn *c = &_conns(st)[slot]
     cdef uint32_t *h = _htab(st)
-    cdef uint32_t i = _tuple_hash(st, c.raddr, c.rport, c.lport) & st.hash_mask
+    cdef uint32_t i = _conn_hash(st, c) & st.hash_mask
     while h[i] != NO_CONN:
         i = (i + 1) & st.hash_mask
     h[i] = slot
@@ -167,7 +195,7 @@ cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
     cdef Conn *conns = _conns(st)
     cdef Conn *c = &conns[slot]
     cdef uint32_t *h = _htab(st)
-    cdef uint32_t i = _tuple_hash(st, c.raddr, c.rport, c.lport) & st.hash_mask
+    cdef uint32_t i = _conn_hash(st, c) & st.hash_mask
     cdef uint32_t j, k
     while h[i] != slot:
         if h[i] == NO_CONN:
@@ -178,7 +206,7 @@ cdef void _hash_remove(CoreState *st, uint32_t slot) noexcept nogil:
         j = (j + 1) & st.hash_mask
         if h[j] == NO_CONN:
             break
-        k = _tuple_hash(st, conns[h[j]].raddr, conns[h[j]].rport, conns[h[j]].lport) & st.hash_mask
+        k = _conn_hash(st, &conns[h[j]]) & st.hash_mask
         # move h[j] to i if its home k is not cyclically in (i, j]
         if (i <= j and (k <= i or k > j)) or (i > j and (k <= i and k > j)):
             h[i] = h[j]
@@ -282,9 +310,19 @@ cdef inline uint32_t _ts_clock(Conn *c, uint64_t now) noexcept nogil:
     return <uint32_t>(now // MS) + c.ts_offset
 
 
-cdef uint64_t _keyed(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport,
+cdef uint64_t _keyed(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport, uint16_t lport,
                      uint32_t extra, uint32_t salt) noexcept nogil:
-    cdef uint8_t buf[20]
+    """SipHash of the 4-tuple (both addresses whole: 16 bytes each over IPv6,
+    raddr6 != NULL), `extra` and `salt` under the secret."""
+    cdef uint8_t buf[44]
+    if raddr6 != NULL:
+        memcpy(buf, st.cfg.local_addr6, 16)
+        memcpy(buf + 16, raddr6, 16)
+        wr16(buf + 32, lport)
+        wr16(buf + 34, rport)
+        wr32(buf + 36, extra)
+        wr32(buf + 40, salt)
+        return siphash24(buf, 44, st.cfg.secret0, st.cfg.secret1)
     wr32(buf, st.cfg.local_addr)
     wr32(buf + 4, raddr)
     wr16(buf + 8, lport)
@@ -294,14 +332,27 @@ cdef uint64_t _keyed(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lpo
     return siphash24(buf, 20, st.cfg.secret0, st.cfg.secret1)
 
 
-cdef uint32_t _isn(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport, uint64_t now) noexcept nogil:
+cdef uint32_t _isn(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport, uint16_t lport,
+                   uint64_t now) noexcept nogil:
     # RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
     # M a 4-microsecond timer taken from the stamped time.
-    return <uint32_t>(now // 4000) + <uint32_t>_keyed(st, raddr, rport, lport, 0, 1)
+    return <uint32_t>(now // 4000) + <uint32_t>_keyed(st, raddr, raddr6, rport, lport, 0, 1)
 
 
-cdef uint32_t _ts_offset(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
-    return <uint32_t>_keyed(st, raddr, rport, lport, 0, 2)
+cdef uint32_t _ts_offset(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport,
+                         uint16_t lport) noexcept nogil:
+    return <uint32_t>_keyed(st, raddr, raddr6, rport, lport, 0, 2)
+
+
+cdef uint32_t _flow_label(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport,
+                          uint16_t lport) noexcept nogil:
+    """RFC 6437 §3 (and RFC 6438's aim, load spreading): a flow label per
+    connection, uniformly distributed and not guessable from outside --
+    a keyed hash of the 4-tuple under the secret, the same in every replica
+    and for every segment of the flow (a stateless reply to a flow gets the
+    label the connection would have).  Zero means "unlabelled", so never 0."""
+    cdef uint32_t label = <uint32_t>_keyed(st, raddr, raddr6, rport, lport, 0, 3) & 0xfffff
+    return label if label else 1
 
 
 cdef inline void _rto_arm(CoreState *st, Conn *c) noexcept nogil:
@@ -313,7 +364,9 @@ cdef inline void _rto_arm(CoreState *st, Conn *c) noexcept nogil:
 # Connection lifecycle
 # ---------------------------------------------------------------------------
 
-cdef Conn *_alloc(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport) noexcept nogil:
+cdef Conn *_alloc(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport,
+                  uint16_t lport) noexcept nogil:
+    """A free slot for the 4-tuple (raddr6: the IPv6 peer, else NULL)."""
     cdef Conn *conns = _conns(st)
     cdef uint32_t slot
     cdef uint16_t gen
@@ -330,6 +383,10 @@ cdef Conn *_alloc(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport)
     c.gen = gen
     c.in_use = 1
     c.raddr = raddr
+    if raddr6 != NULL:
+        c.v6 = 1
+        memcpy(c.raddr6, raddr6, 16)
+        c.flow_label = _flow_label(st, raddr, raddr6, rport, lport)
     c.rport = rport
     c.lport = lport
     c.listener = NO_CONN
@@ -343,7 +400,7 @@ cdef Conn *_alloc(CoreState *st, uint32_t raddr, uint16_t rport, uint16_t lport)
     c.keep_cnt = KEEP_CNT_DEFAULT
     c.snd_mss = 536                      # RFC 9293 §3.7.1 default until the peer says
     c.rcv_mss = 536
-    c.ts_offset = _ts_offset(st, raddr, rport, lport)
+    c.ts_offset = _ts_offset(st, raddr, raddr6, rport, lport)
     st.nconns += 1
     if slot + 1 > st.high_slot:
         st.high_slot = slot + 1
@@ -393,12 +450,19 @@ cdef void _enter_time_wait(CoreState *st, Conn *c) noexcept nogil:
 # Output: building segments
 # ---------------------------------------------------------------------------
 
+cdef inline uint16_t _local_mss(CoreState *st, bint v6) noexcept nogil:
+    """The device's MSS for the family: MTU - 40 over IPv4, MTU - 60 over
+    IPv6 (its header is 20 bytes longer; RFC 8200 §8.3)."""
+    return st.cfg.mss - 20 if v6 else st.cfg.mss
+
+
 cdef inline uint16_t _adv_mss(CoreState *st, Conn *c) noexcept nogil:
     """The MSS we announce: the device's, or less if the application
     clamped it (TCP_MAXSEG before the SYN)."""
-    if c.user_mss and c.user_mss < st.cfg.mss:
+    cdef uint16_t mss = _local_mss(st, c.v6)
+    if c.user_mss and c.user_mss < mss:
         return c.user_mss
-    return st.cfg.mss
+    return mss
 
 
 cdef inline uint8_t _wscale_for(uint32_t rcvbuf) noexcept nogil:
@@ -560,6 +624,7 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
     cdef bint mine
     cdef Action *a
     cdef uint32_t hl, l4len
+    cdef uint32_t ipl = IP6_HDR_LEN if c.v6 else IP_HDR_LEN
     cdef uint64_t sum
     cdef uint16_t csum
     cdef uint32_t slot = _slot_of(st, c)
@@ -642,31 +707,35 @@ cdef void _emit_tcp(CoreState *st, Replica *rx, Conn *c, uint32_t seq, uint16_t 
                 nsack = 4
         if nsack:
             _sack_blocks(c, &o, nsack, dsack)
-    hl = write_tcp_header(a.hdr + IP_HDR_LEN, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
+    hl = write_tcp_header(a.hdr + ipl, c.lport, c.rport, seq, c.rcv_nxt if (flags & TH_ACK) else 0,
                           flags, wnd, &o)
     if c.snd_up_valid and not syn and seq_gt(c.snd_up, seq):
         # RFC 9293 §3.8.5 / RFC 6093: every segment before SND.UP says where
         # the urgent data ends (SEG.SEQ + SEG.UP is the octet after it); a
         # pointer beyond 64 KiB reads 0xffff until the segments catch up
-        a.hdr[IP_HDR_LEN + TCP_FLAGS] |= TH_URG
-        wr16(a.hdr + IP_HDR_LEN + TCP_URGENT, <uint16_t>(c.snd_up - seq if c.snd_up - seq < 0xffff else 0xffff))
+        a.hdr[ipl + TCP_FLAGS] |= TH_URG
+        wr16(a.hdr + ipl + TCP_URGENT, <uint16_t>(c.snd_up - seq if c.snd_up - seq < 0xffff else 0xffff))
     l4len = hl + length
-    write_ipv4_header(a.hdr, st.cfg.local_addr, c.raddr, IPPROTO_TCP, IP_HDR_LEN + l4len, st.ip_ident)
-    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, l4len)
+    if c.v6:
+        write_ipv6_header(a.hdr, st.cfg.local_addr6, c.raddr6, IPPROTO_TCP, l4len, c.flow_label)
+        sum = csum_pseudo_v6(a.hdr + IP6_SOURCE, a.hdr + IP6_DESTINATION, IPPROTO_TCP, l4len)
+    else:
+        write_ipv4_header(a.hdr, st.cfg.local_addr, c.raddr, IPPROTO_TCP, IP_HDR_LEN + l4len, st.ip_ident)
+        sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, l4len)
     if length:
         # NEEDS_CSUM convention: the field holds the folded pseudo-header sum;
         # the runtime (or the device's checksum offload) adds header+payload.
         csum = csum_fold(sum)
     else:
-        csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, hl, sum))
-    memcpy(a.hdr + IP_HDR_LEN + TCP_CHECKSUM, &csum, 2)
+        csum = csum_finish(csum_partial(a.hdr + ipl, hl, sum))
+    memcpy(a.hdr + ipl + TCP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
     a.code = (TX_PAYLOAD_STREAM if length else TX_PAYLOAD_NONE) | (TX_RETRANSMIT if rexmit else 0) \
         | (TX_SEQUENCED | (TX_ORDERED if ordered else 0) if sequenced else 0)
     a.pad = index
     a.handle = _handle(c, slot)
-    a.hdr_len = <uint16_t>(IP_HDR_LEN + hl)
-    a.csum_start = IP_HDR_LEN
+    a.hdr_len = <uint16_t>(ipl + hl)
+    a.csum_start = <uint16_t>ipl
     a.length = length
     a.stream_off = stream_off
     a.frame_off = 0
@@ -692,20 +761,32 @@ cdef void _send_syn(CoreState *st, Replica *rx, Conn *c, bint rexmit) noexcept n
     c.snd_nxt = c.iss + 1
 
 
-cdef void _finish_stateless(CoreState *st, Action *a, uint32_t daddr, uint32_t tcp_hlen) noexcept nogil:
-    """Complete a connectionless TCP reply (RST, SYN-cookie SYN-ACK) whose
-    TCP header is already in a.hdr: IPv4 header, checksum, action fields."""
+cdef inline uint32_t _reply_ip_len(TcpSegment *seg) noexcept nogil:
+    """Where the TCP header of a reply to seg starts: after our IP header."""
+    return IP6_HDR_LEN if seg.v6 else IP_HDR_LEN
+
+
+cdef void _finish_stateless(CoreState *st, Action *a, TcpSegment *seg, uint32_t tcp_hlen) noexcept nogil:
+    """Complete a connectionless TCP reply (RST, SYN-cookie SYN-ACK) to seg
+    whose TCP header is already in a.hdr (at _reply_ip_len): IP header,
+    checksum, action fields."""
     cdef uint64_t sum
     cdef uint16_t csum
-    write_ipv4_header(a.hdr, st.cfg.local_addr, daddr, IPPROTO_TCP, IP_HDR_LEN + tcp_hlen, st.ip_ident)
-    sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, tcp_hlen)
-    csum = csum_finish(csum_partial(a.hdr + IP_HDR_LEN, tcp_hlen, sum))
-    memcpy(a.hdr + IP_HDR_LEN + TCP_CHECKSUM, &csum, 2)
+    cdef uint32_t ipl = _reply_ip_len(seg)
+    if seg.v6:
+        write_ipv6_header(a.hdr, st.cfg.local_addr6, seg.saddr6, IPPROTO_TCP, tcp_hlen,
+                          _flow_label(st, seg.saddr, seg.saddr6, seg.sport, seg.dport))
+        sum = csum_pseudo_v6(a.hdr + IP6_SOURCE, a.hdr + IP6_DESTINATION, IPPROTO_TCP, tcp_hlen)
+    else:
+        write_ipv4_header(a.hdr, st.cfg.local_addr, seg.saddr, IPPROTO_TCP, IP_HDR_LEN + tcp_hlen, st.ip_ident)
+        sum = csum_pseudo_v4(a.hdr + 12, a.hdr + 16, IPPROTO_TCP, tcp_hlen)
+    csum = csum_finish(csum_partial(a.hdr + ipl, tcp_hlen, sum))
+    memcpy(a.hdr + ipl + TCP_CHECKSUM, &csum, 2)
     a.kind = ACT_TRANSMIT
     a.code = TX_PAYLOAD_NONE
     a.handle = NO_CONN
-    a.hdr_len = <uint16_t>(IP_HDR_LEN + tcp_hlen)
-    a.csum_start = IP_HDR_LEN
+    a.hdr_len = <uint16_t>(ipl + tcp_hlen)
+    a.csum_start = <uint16_t>ipl
     a.length = 0
     a.stream_off = 0
     a.gso_size = 0
@@ -734,11 +815,11 @@ cdef void _send_rst_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     o.nsack = 0
     seglen = seg.payload_len + (1 if seg.flags & TH_SYN else 0) + (1 if seg.flags & TH_FIN else 0)
     if seg.flags & TH_ACK:
-        hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, seg.ack, 0, TH_RST, 0, &o)
+        hl = write_tcp_header(a.hdr + _reply_ip_len(seg), seg.dport, seg.sport, seg.ack, 0, TH_RST, 0, &o)
     else:
-        hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, 0, seg.seq + seglen,
+        hl = write_tcp_header(a.hdr + _reply_ip_len(seg), seg.dport, seg.sport, 0, seg.seq + seglen,
                               TH_RST | TH_ACK, 0, &o)
-    _finish_stateless(st, a, seg.saddr, hl)
+    _finish_stateless(st, a, seg, hl)
 
 
 cdef void _send_rst(CoreState *st, Replica *rx, Conn *c, uint32_t seq) noexcept nogil:
@@ -788,7 +869,7 @@ cdef void _challenge_ack(CoreState *st, Replica *rx, Conn *c) noexcept nogil:
         st.challenge_left = 0
         if st.cfg.challenge_ack_limit:
             half = (st.cfg.challenge_ack_limit + 1) >> 1
-            st.challenge_left = half + <uint32_t>(_keyed(st, 0, 0, 0, <uint32_t>second,
+            st.challenge_left = half + <uint32_t>(_keyed(st, 0, NULL, 0, 0, <uint32_t>second,
                                                          <uint32_t>(second >> 32) ^ 3) %
                                                   st.cfg.challenge_ack_limit)
     if st.challenge_left == 0:
@@ -1772,7 +1853,8 @@ cdef void _segment_syn_sent(CoreState *st, Replica *rx, Conn *c, TcpSegment *seg
 
 cdef uint32_t _cookie_make(CoreState *st, TcpSegment *seg, uint32_t mss_idx, uint64_t now) noexcept nogil:
     cdef uint32_t t = <uint32_t>(now // (64 * SEC))
-    cdef uint32_t h = <uint32_t>_keyed(st, seg.saddr, seg.sport, seg.dport, seg.seq, 0x1000 + t)
+    cdef uint32_t h = <uint32_t>_keyed(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport,
+                                       seg.seq, 0x1000 + t)
     return (h & 0xffffff00U) | ((t & 0x1f) << 3) | mss_idx
 
 
@@ -1788,7 +1870,8 @@ cdef int _cookie_check(CoreState *st, TcpSegment *seg, uint64_t now) noexcept no
         cand = t - <uint32_t>age
         if (cand & 0x1f) != tc:
             continue
-        h = <uint32_t>_keyed(st, seg.saddr, seg.sport, seg.dport, irs, 0x1000 + cand)
+        h = <uint32_t>_keyed(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport, irs,
+                             0x1000 + cand)
         if (h & 0xffffff00U) == (cookie & 0xffffff00U):
             return <int>(cookie & 7)
     return -1
@@ -1799,11 +1882,12 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
     with timestamps, window scale and SACK go in the low bits of TSval."""
     cdef uint32_t i, mss_idx = 0
     cdef uint16_t peer_mss = seg.mss if seg.mss else 536
+    cdef uint16_t local_mss = _local_mss(st, seg.v6)
     cdef Action *a
     cdef TcpOptionsOut o
     cdef uint32_t hl, isn, tsval
     for i in range(8):
-        if COOKIE_MSS[i] <= peer_mss and COOKIE_MSS[i] <= st.cfg.mss and COOKIE_MSS[i] >= COOKIE_MSS[mss_idx]:
+        if COOKIE_MSS[i] <= peer_mss and COOKIE_MSS[i] <= local_mss and COOKIE_MSS[i] >= COOKIE_MSS[mss_idx]:
             mss_idx = i
     isn = _cookie_make(st, seg, mss_idx, st.now_ns)
     st.stats.syn_cookies_sent += 1
@@ -1813,14 +1897,15 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
     a = _action(st, rx)
     if a == NULL:
         return
-    o.mss = st.cfg.mss
+    o.mss = local_mss
     o.wscale = -1
     o.sack_perm = 0
     o.has_ts = 0
     o.nsack = 0
     if st.cfg.timestamps and seg.has_ts:
         o.has_ts = 1
-        tsval = <uint32_t>(st.now_ns // MS) + _ts_offset(st, seg.saddr, seg.sport, seg.dport)
+        tsval = <uint32_t>(st.now_ns // MS) + _ts_offset(st, seg.saddr, seg.saddr6 if seg.v6 else NULL,
+                                                         seg.sport, seg.dport)
         # low 5 bits: wscale (0..14, 15 = none) and SACK-permitted
         tsval = (tsval & ~(<uint32_t>0x1f)) | ((<uint32_t>(seg.wscale if seg.wscale >= 0 else 15) & 0xf) << 1) \
             | (1 if (seg.sack_perm and st.cfg.sack) else 0)
@@ -1829,9 +1914,9 @@ cdef void _syn_cookie_reply(CoreState *st, Replica *rx, const uint8_t *f, TcpSeg
         if seg.wscale >= 0:
             o.wscale = <int8_t>st.cfg.rcv_wscale
         o.sack_perm = seg.sack_perm and st.cfg.sack
-    hl = write_tcp_header(a.hdr + IP_HDR_LEN, seg.dport, seg.sport, isn, seg.seq + 1,
+    hl = write_tcp_header(a.hdr + _reply_ip_len(seg), seg.dport, seg.sport, isn, seg.seq + 1,
                           TH_SYN | TH_ACK, <uint16_t>(st.cfg.rcvbuf if st.cfg.rcvbuf < 65535 else 65535), &o)
-    _finish_stateless(st, a, seg.saddr, hl)
+    _finish_stateless(st, a, seg, hl)
 
 
 cdef uint32_t _accept_queue(CoreState *st, int li) noexcept nogil:
@@ -1918,7 +2003,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
                     return
                 if st.nconns >= st.cfg.max_conns:
                     _evict_half_open(st, rx)
-                c = _alloc(st, seg.saddr, seg.sport, seg.dport)
+                c = _alloc(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport)
                 if c == NULL:
                     st.drops[DROP_TABLE_FULL] += 1
                     return
@@ -1977,7 +2062,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
         else:
             st.drops[DROP_BACKLOG_FULL] += 1
         return
-    c = _alloc(st, seg.saddr, seg.sport, seg.dport)
+    c = _alloc(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport)
     if c == NULL:
         st.drops[DROP_TABLE_FULL] += 1
         return
@@ -1989,7 +2074,7 @@ cdef void _segment_listen(CoreState *st, Replica *rx, const uint8_t *f, TcpSegme
     c.rcv_nxt = seg.seq + 1
     c.last_ack_sent = c.rcv_nxt
     c.rcv_adv = c.rcv_nxt
-    c.iss = _isn(st, seg.saddr, seg.sport, seg.dport, st.now_ns)
+    c.iss = _isn(st, seg.saddr, seg.saddr6 if seg.v6 else NULL, seg.sport, seg.dport, st.now_ns)
     c.snd_una = c.iss
     c.snd_nxt = c.iss
     c.snd_max = c.iss
@@ -2036,7 +2121,7 @@ cdef void _icmp_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off
       every error is soft (RFC 5461 §4)."""
     cdef const uint8_t *q = f + off + ICMP_HDR_LEN
     cdef uint32_t qn = n - ICMP_HDR_LEN
-    cdef uint32_t qihl, raddr, slot, qseq, mtu, mss
+    cdef uint32_t qihl, raddr, qseq, mtu
     cdef uint16_t lport, rport
     cdef uint8_t kind = f[off + ICMP_TYPE]
     cdef uint8_t code = f[off + ICMP_CODE]
@@ -2054,15 +2139,9 @@ cdef void _icmp_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off
     lport = rd16(q + qihl)
     rport = rd16(q + qihl + 2)
     qseq = rd32(q + qihl + 4)
-    slot = _lookup(st, raddr, rport, lport)
-    if slot == NO_CONN:
-        st.drops[DROP_ICMP_NO_CONNECTION] += 1
+    c = _icmp_conn(st, raddr, NULL, rport, lport, qseq)
+    if c == NULL:
         return
-    c = &_conns(st)[slot]
-    if c.state == LISTEN or c.state == TIME_WAIT or not (seq_ge(qseq, c.snd_una) and seq_lt(qseq, c.snd_max)):
-        st.drops[DROP_ICMP_STALE] += 1
-        return
-    st.stats.icmp_errors += 1
     if kind == ICMP_DEST_UNREACH and code == ICMP_FRAG_NEEDED:
         mtu = rd16(f + off + 6)                 # RFC 1191 §4: next-hop MTU in the low 16 bits
         if mtu < 68:
@@ -2070,16 +2149,7 @@ cdef void _icmp_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off
             return
         if mtu < 552:
             mtu = 552
-        mss = mtu - IP_HDR_LEN - TCP_HDR_LEN
-        if mss >= c.snd_mss:
-            return
-        st.stats.pmtu_reductions += 1
-        c.snd_mss = <uint16_t>mss
-        c.cc.mss = _smss(c)
-        if c.state >= ESTABLISHED and c.snd_max != c.snd_una:
-            c.snd_nxt = c.snd_una
-            c.high_rxt = c.snd_una
-            _output(st, rx, c)
+        _lower_mss(st, rx, c, mtu - IP_HDR_LEN - TCP_HDR_LEN)
         return
     if kind == ICMP_DEST_UNREACH:
         if code == ICMP_PROT_UNREACH:
@@ -2103,6 +2173,47 @@ cdef void _icmp_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off
         reason = R_HOST_UNREACHABLE
     else:
         reason = R_PROTOCOL_ERROR
+    _icmp_report(st, rx, c, reason, hard)
+
+
+cdef Conn *_icmp_conn(CoreState *st, uint32_t raddr, const uint8_t *raddr6, uint16_t rport, uint16_t lport,
+                      uint32_t qseq) noexcept nogil:
+    """The connection an ICMP or ICMPv6 error is about (the quoted segment's
+    4-tuple), if the quoted sequence number lies in SND.UNA..SND.NXT (RFC
+    5927 §4.1); else NULL, the error counted as dropped."""
+    cdef uint32_t slot = _lookup(st, raddr, raddr6, rport, lport)
+    cdef Conn *c
+    if slot == NO_CONN:
+        st.drops[DROP_ICMP_NO_CONNECTION] += 1
+        return NULL
+    c = &_conns(st)[slot]
+    if c.state == LISTEN or c.state == TIME_WAIT or not (seq_ge(qseq, c.snd_una) and seq_lt(qseq, c.snd_max)):
+        st.drops[DROP_ICMP_STALE] += 1
+        return NULL
+    st.stats.icmp_errors += 1
+    return c
+
+
+cdef void _lower_mss(CoreState *st, Replica *rx, Conn *c, uint32_t mss) noexcept nogil:
+    """Path MTU discovery (RFC 1191, RFC 8201): the path takes segments of at
+    most `mss` bytes.  Only ever lowered; what is in flight is sent again cut
+    to it -- it did not get through -- without touching the congestion
+    window, as Linux's tcp_simple_retransmit."""
+    if mss >= c.snd_mss:
+        return
+    st.stats.pmtu_reductions += 1
+    c.snd_mss = <uint16_t>mss
+    c.cc.mss = _smss(c)
+    if c.state >= ESTABLISHED and c.snd_max != c.snd_una:
+        c.snd_nxt = c.snd_una
+        c.high_rxt = c.snd_una
+        _output(st, rx, c)
+
+
+cdef void _icmp_report(CoreState *st, Replica *rx, Conn *c, uint8_t reason, bint hard) noexcept nogil:
+    """RFC 1122 §4.2.3.9 with RFC 5461 §4: a hard error aborts a connection
+    still opening; anything else is kept as the soft error a later timeout
+    reports."""
     if hard and (c.state == SYN_SENT or c.state == SYN_RECEIVED):
         st.stats.icmp_aborts += 1
         _reset_conn(st, rx, c, reason)
@@ -2154,6 +2265,118 @@ cdef void _icmp_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *
     a.csum_start = IP_HDR_LEN
     a.length = n - ICMP_HDR_LEN
     a.frame_off = off + ICMP_HDR_LEN
+    a.stream_off = 0
+    a.gso_size = 0
+
+
+cdef void _icmp6_error(CoreState *st, Replica *rx, const uint8_t *f, uint32_t off, uint32_t n) noexcept nogil:
+    """An ICMPv6 error quoting a segment we sent (RFC 4443 §2.4: as much of
+    the packet as fits; we need its IPv6 header -- ours carry no extension
+    headers -- and 8 bytes of TCP), acted on as ICMP errors are (RFC 5927
+    §4.1: only with the quoted sequence number in SND.UNA..SND.NXT):
+
+    * Packet Too Big (RFC 8201 §4): the MSS drops to fit the MTU it
+      reports, never below the IPv6 minimum of 1280 (§5.1: a smaller MTU is
+      taken as 1280), and what is in flight is sent again cut to it.
+    * Destination unreachable as for IPv4 and as Linux's icmpv6_err_convert:
+      port unreachable is a hard error (refused); administratively
+      prohibited, failed policy and reject route are hard (host
+      unreachable, as IPv4's "filtered"); no route (net unreachable),
+      beyond scope and address unreachable (host unreachable) are soft.
+    * Time exceeded is soft (host unreachable), parameter problem soft
+      (protocol error), as for IPv4."""
+    cdef const uint8_t *q = f + off + ICMP6_HDR_LEN
+    cdef uint32_t qn = n - ICMP6_HDR_LEN
+    cdef uint32_t qseq, mtu
+    cdef uint16_t lport, rport
+    cdef uint8_t kind = f[off + ICMP6_TYPE]
+    cdef uint8_t code = f[off + ICMP6_CODE]
+    cdef uint8_t reason
+    cdef bint hard = False
+    cdef Conn *c
+    if qn < IP6_HDR_LEN + 8 or (q[0] >> 4) != 6 or q[IP6_NEXT_HEADER] != IPPROTO_TCP or \
+            memcmp(q + IP6_SOURCE, st.cfg.local_addr6, 16) != 0:
+        st.drops[DROP_ICMP] += 1
+        return
+    lport = rd16(q + IP6_HDR_LEN)
+    rport = rd16(q + IP6_HDR_LEN + 2)
+    qseq = rd32(q + IP6_HDR_LEN + 4)
+    c = _icmp_conn(st, rd32(q + IP6_DESTINATION + 12), q + IP6_DESTINATION, rport, lport, qseq)
+    if c == NULL:
+        return
+    if kind == ICMP6_PACKET_TOO_BIG:
+        mtu = rd32(f + off + ICMP6_DATA)
+        if mtu < IP6_MIN_MTU:
+            mtu = IP6_MIN_MTU
+        _lower_mss(st, rx, c, mtu - IP6_HDR_LEN - TCP_HDR_LEN)
+        return
+    if kind == ICMP6_DEST_UNREACH:
+        if code == ICMP6_PORT_UNREACH:
+            reason, hard = R_REFUSED, True
+        elif code == ICMP6_ADMIN_PROHIBITED or code == ICMP6_POLICY_FAIL or code == ICMP6_REJECT_ROUTE:
+            reason, hard = R_HOST_UNREACHABLE, True
+        elif code == ICMP6_NO_ROUTE:
+            reason = R_NET_UNREACHABLE
+        else:
+            reason = R_HOST_UNREACHABLE         # beyond scope, address unreachable, unknown codes
+    elif kind == ICMP6_TIME_EXCEEDED:
+        reason = R_HOST_UNREACHABLE
+    else:
+        reason = R_PROTOCOL_ERROR
+    _icmp_report(st, rx, c, reason, hard)
+
+
+cdef void _icmp6_input(CoreState *st, Replica *rx, const uint8_t *f, TcpSegment *seg) noexcept nogil:
+    """RFC 4443: an echo request gets its reply (same identifier, sequence
+    and data, §4.2); errors about our segments go to _icmp6_error; anything
+    else -- a malformed message, a bad checksum (it covers the
+    pseudo-header, §2.3), neighbour discovery (a TUN has no link layer),
+    replies, informational types we do not know (§2.4 (b): silently
+    discarded) -- is counted and dropped."""
+    cdef uint32_t off = seg.tcp_off
+    cdef uint32_t n = seg.ip_len - off
+    cdef uint8_t kind
+    cdef Action *a
+    cdef uint64_t sum
+    cdef uint16_t csum
+    if n < ICMP6_HDR_LEN or csum_fold(csum_partial(f + off, n, csum_pseudo_v6(f + IP6_SOURCE, f + IP6_DESTINATION,
+                                                                         IPPROTO_ICMPV6, n))) != 0xffff:
+        st.drops[DROP_ICMP] += 1
+        return
+    kind = f[off + ICMP6_TYPE]
+    if kind == ICMP6_DEST_UNREACH or kind == ICMP6_PACKET_TOO_BIG or kind == ICMP6_TIME_EXCEEDED or \
+            kind == ICMP6_PARAMETER_PROBLEM:
+        _icmp6_error(st, rx, f, off, n)
+        return
+    if kind != ICMP6_ECHO_REQUEST or f[off + ICMP6_CODE] != 0 or n > 65535 - IP6_HDR_LEN:
+        st.drops[DROP_ICMP] += 1
+        return
+    st.stats.icmp6_echo += 1
+    st.ip_ident += 1                 # replicated: advanced by every replica, as for every reply
+    if rx.replica != 0:
+        return
+    a = _action(st, rx)
+    if a == NULL:
+        return
+    write_ipv6_header(a.hdr, st.cfg.local_addr6, seg.saddr6, IPPROTO_ICMPV6, n,
+                      _flow_label(st, seg.saddr, seg.saddr6, 0, 0))
+    a.hdr[IP6_HDR_LEN + ICMP6_TYPE] = ICMP6_ECHO_REPLY
+    a.hdr[IP6_HDR_LEN + ICMP6_CODE] = 0
+    a.hdr[IP6_HDR_LEN + ICMP6_CHECKSUM] = 0
+    a.hdr[IP6_HDR_LEN + ICMP6_CHECKSUM + 1] = 0
+    memcpy(a.hdr + IP6_HDR_LEN + ICMP6_DATA, f + off + ICMP6_DATA, 4)     # identifier, sequence
+    sum = csum_pseudo_v6(a.hdr + IP6_SOURCE, a.hdr + IP6_DESTINATION, IPPROTO_ICMPV6, n)
+    sum = csum_partial(a.hdr + IP6_HDR_LEN, ICMP6_HDR_LEN, sum)
+    sum = csum_partial(f + off + ICMP6_HDR_LEN, n - ICMP6_HDR_LEN, sum)
+    csum = csum_finish(sum)
+    memcpy(a.hdr + IP6_HDR_LEN + ICMP6_CHECKSUM, &csum, 2)
+    a.kind = ACT_TRANSMIT
+    a.code = TX_PAYLOAD_FRAME
+    a.handle = NO_CONN
+    a.hdr_len = IP6_HDR_LEN + ICMP6_HDR_LEN
+    a.csum_start = IP6_HDR_LEN
+    a.length = n - ICMP6_HDR_LEN
+    a.frame_off = off + ICMP6_HDR_LEN
     a.stream_off = 0
     a.gso_size = 0
 
@@ -2231,7 +2454,7 @@ cdef void _segment(CoreState *st, Replica *rx, TcpSegment *seg, uint32_t gso_siz
     cdef uint32_t slot
     cdef Conn *c
     st.stats.tcp_segments += 1
-    slot = _lookup(st, seg.saddr, seg.sport, seg.dport)
+    slot = _seg_lookup(st, seg)
     if slot == NO_CONN:
         li = _find_listener(st, seg.dport)
         if li >= 0:
@@ -2241,9 +2464,9 @@ cdef void _segment(CoreState *st, Replica *rx, TcpSegment *seg, uint32_t gso_siz
             _send_rst_reply(st, rx, NULL, seg)
         return
     c = &_conns(st)[slot]
-    if gso_size and gso_size > c.rcv_mss and gso_size <= st.cfg.mss:
+    if gso_size and gso_size > c.rcv_mss and gso_size <= _local_mss(st, c.v6):
         c.rcv_mss = <uint16_t>gso_size
-    elif not gso_size and seg.payload_len > c.rcv_mss and seg.payload_len <= st.cfg.mss:
+    elif not gso_size and seg.payload_len > c.rcv_mss and seg.payload_len <= _local_mss(st, c.v6):
         c.rcv_mss = <uint16_t>seg.payload_len
     if rx.fast_path and _fast_path(st, rx, c, seg, slot):
         rx.fast_path_hits += 1
@@ -2261,9 +2484,12 @@ cdef void core_frame(CoreState *st, Replica *rx, const uint8_t *f, uint32_t n,
     cdef TcpSegment seg
     cdef int r
     _event_start(st, rx, now)
-    r = validate_frame(f, n, flags, gso_size, st.cfg.local_addr, &seg)
+    r = validate_frame(f, n, flags, gso_size, st.cfg.local_addr, st.cfg.local_addr6 if st.cfg.ipv6 else NULL,
+                       &seg)
     if r == FRAME_IS_ICMP:
         _icmp_input(st, rx, f, &seg)
+    elif r == FRAME_IS_ICMP6:
+        _icmp6_input(st, rx, f, &seg)
     elif r != DROP_NONE:
         st.drops[r] += 1
     else:
@@ -2278,6 +2504,9 @@ cdef void core_entry(CoreState *st, Replica *rx, const Descriptor *e) noexcept n
     _event_start(st, rx, e.now_ns)
     seg.saddr = e.saddr
     seg.daddr = st.cfg.local_addr
+    seg.v6 = (e.seg_flags & SEG_PEER6) != 0
+    if seg.v6:
+        memcpy(seg.saddr6, st.peer6, 16)
     seg.ip_len = 0
     seg.tcp_off = 0
     seg.sport = e.sport
@@ -2293,7 +2522,7 @@ cdef void core_entry(CoreState *st, Replica *rx, const Descriptor *e) noexcept n
     seg.mss = 0
     seg.wscale = -1
     seg.sack_perm = 0
-    seg.has_ts = e.has_ts
+    seg.has_ts = e.seg_flags & SEG_TS
     seg.nsack = 0
     seg.wscale_clamped = 0
     seg.tsval = e.tsval
@@ -2305,6 +2534,12 @@ cdef void core_dropped(CoreState *st, Replica *rx, uint32_t reason, uint64_t now
     """A frame the sequencer's validation dropped: counted as core_frame would."""
     _event_start(st, rx, now)
     st.drops[reason] += 1
+
+
+cdef void core_peer6(CoreState *st, const uint8_t *addr) noexcept nogil:
+    """A REC_PEER6 record: the IPv6 source of the SEG_PEER6 segments that
+    follow.  Not an event (no time, no count): replicated state only."""
+    memcpy(st.peer6, addr, 16)
 
 
 # ---------------------------------------------------------------------------
@@ -2635,17 +2870,23 @@ cdef int core_app_unlisten(CoreState *st, Replica *rx, uint16_t port, uint64_t n
     return 0
 
 
-cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, uint16_t rport,
-                          uint16_t lport, uint16_t user_mss, uint32_t rcvbuf, uint64_t now) noexcept nogil:
-    """Active open.  user_mss and rcvbuf (0: defaults) are the socket
-    options that must be known before the SYN: the MSS and window scale it
-    announces."""
+cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t raddr, const uint8_t *raddr6,
+                          uint16_t rport, uint16_t lport, uint16_t user_mss, uint32_t rcvbuf,
+                          uint64_t now) noexcept nogil:
+    """Active open to raddr (IPv4), or to raddr6 (16 bytes: IPv6; raddr is
+    then its last 32 bits).  user_mss and rcvbuf (0: defaults) are the
+    socket options that must be known before the SYN: the MSS and window
+    scale it announces.  Over IPv6 without an IPv6 address of our own, or
+    to an address no host can have, it fails as unreachable."""
     cdef Conn *c
     _stamp(st, rx, now)
-    if _lookup(st, raddr, rport, lport) != NO_CONN or rport == 0 or lport == 0:
+    if raddr6 != NULL and (not st.cfg.ipv6 or bad_source6(raddr6) or memcmp(raddr6, st.cfg.local_addr6, 16) == 0):
+        _notify(st, rx, R_NET_UNREACHABLE, N_CONNECT_FAILED, tag)
+        return -1
+    if _lookup(st, raddr, raddr6, rport, lport) != NO_CONN or rport == 0 or lport == 0:
         _notify(st, rx, R_REFUSED, N_CONNECT_FAILED, tag)
         return -1
-    c = _alloc(st, raddr, rport, lport)
+    c = _alloc(st, raddr, raddr6, rport, lport)
     if c == NULL:
         _notify(st, rx, R_NO_MEMORY, N_CONNECT_FAILED, tag)
         return -1
@@ -2654,7 +2895,7 @@ cdef int core_app_connect(CoreState *st, Replica *rx, uint64_t tag, uint32_t rad
         c.user_mss = user_mss
     if rcvbuf:
         c.rcv_buf = _clamp_buffer(rcvbuf, st.cfg.rcvbuf)
-    c.iss = _isn(st, raddr, rport, lport, st.now_ns)
+    c.iss = _isn(st, raddr, raddr6, rport, lport, st.now_ns)
     c.snd_una = c.iss
     c.snd_nxt = c.iss
     c.snd_max = c.iss
@@ -2907,9 +3148,11 @@ cdef int core_app_setopt(CoreState *st, Replica *rx, uint32_t target, bint liste
 # ---------------------------------------------------------------------------
 
 cdef uint64_t core_digest(const CoreState *st) noexcept nogil:
-    """SipHash of the replicated state: the header and every live
-    connection.  Two replicas at the same log position must agree."""
-    cdef uint64_t h = siphash24(<const uint8_t *>st, sizeof(CoreState), 0x5eed, 0)
+    """SipHash of the replicated state: the header (up to `peer6`, the
+    log's naming of IPv6 peers) and every live connection.  Two replicas at
+    the same log position must agree."""
+    cdef uint64_t h = siphash24(<const uint8_t *>st, <size_t>(<const uint8_t *>&st.peer6[0] - <const uint8_t *>st),
+                                0x5eed, 0)
     cdef uint32_t i
     cdef const Conn *conns = <const Conn *>((<const uint8_t *>st) + st.conns_offset)
     for i in range(st.high_slot):
@@ -2960,6 +3203,32 @@ def _addr(value):
         raise CoreConfigError(f"{value!r} is not an IPv4 address") from None
 
 
+def _addr6(value):
+    """The 16 bytes of an IPv6 address (a string or an IPv6Address)."""
+    try:
+        return ipaddress.IPv6Address(value).packed
+    except (ipaddress.AddressValueError, ValueError) as exc:
+        raise CoreConfigError(f"{value!r} is not an IPv6 address") from None
+
+
+def _remote(value):
+    """(IPv4 address as an int, None) or (its last 32 bits, the 16 bytes) of
+    an address of either family."""
+    try:
+        a = ipaddress.ip_address(value)
+    except ValueError:
+        raise CoreConfigError(f"{value!r} is not an IP address") from None
+    if a.version == 4:
+        return int(a), None
+    return int.from_bytes(a.packed[12:], "big"), a.packed
+
+
+cdef str _conn_remote(Conn *c):
+    if c.v6:
+        return str(ipaddress.IPv6Address(bytes(c.raddr6[:16])))
+    return str(ipaddress.IPv4Address(c.raddr))
+
+
 def window_scale_for(rcvbuf):
     """Smallest RFC 7323 shift that lets a 16-bit window field cover rcvbuf."""
     shift = 0
@@ -2976,7 +3245,8 @@ cdef class TcpCore:
     the C-level interface instead and never builds these objects).
     """
 
-    def __cinit__(self, local_address="10.77.0.2", *, mss=1460, rcvbuf=4 << 20, sndbuf=4 << 20,
+    def __cinit__(self, local_address="10.77.0.2", *, local_address6=None, mss=1460, rcvbuf=4 << 20,
+                  sndbuf=4 << 20,
                   max_connections=1024, cc="cubic", timestamps=True, sack=True, nagle=True,
                   syn_cookies=True, gso_max=0, backlog=128, challenge_ack_limit=1000,
                   msl_ms=30000, delack_ms=40, rto_min_ms=200, rto_max_ms=60000,
@@ -2992,8 +3262,16 @@ cdef class TcpCore:
         self.owns_state = False
         memset(&cfg, 0, sizeof(cfg))
         cfg.local_addr = _addr(local_address)
-        if not 88 <= mss <= 65495:
-            raise CoreConfigError(f"mss {mss} is outside 88..65495")
+        if local_address6 is not None:
+            address6 = _addr6(local_address6)
+            if bad_source6(address6) or address6[0] == 0xfe and address6[1] & 0xc0 == 0x80:
+                raise CoreConfigError(f"{local_address6} cannot be the stack's IPv6 address "
+                                      "(unspecified, loopback, multicast, IPv4-mapped or link-local)")
+            memcpy(cfg.local_addr6, <const char *>address6, 16)
+            cfg.ipv6 = 1
+        if not 88 <= mss <= 65495 or local_address6 is not None and mss < 1240:
+            raise CoreConfigError(f"mss {mss} is outside {88 if local_address6 is None else 1240}..65495"
+                                  + ("" if local_address6 is None else " (IPv6 needs an MTU of at least 1280)"))
         if not 1 <= max_connections <= (1 << 20):
             raise CoreConfigError(f"max_connections {max_connections} is outside 1..{1 << 20}")
         if not 2048 <= rcvbuf <= (1 << 30) or not 2048 <= sndbuf <= (1 << 30):
@@ -3133,12 +3411,16 @@ cdef class TcpCore:
         return self._drain(NULL)
 
     def connect(self, raddr, int rport, int lport, uint64_t now=0, uint64_t tag=0, int mss=0, uint32_t rcvbuf=0):
-        """Active open; `mss` (TCP_MAXSEG) and `rcvbuf` (SO_RCVBUF) are the
-        options the SYN must already reflect (0: defaults)."""
+        """Active open to an address of either family; `mss` (TCP_MAXSEG) and
+        `rcvbuf` (SO_RCVBUF) are the options the SYN must already reflect
+        (0: defaults)."""
+        cdef bytes packed
         self.rx.nactions = 0
         if not 0 <= mss <= 65495:
             raise CoreConfigError(f"mss {mss} is outside 0..65495")
-        core_app_connect(self.st, &self.rx, tag, _addr(raddr), rport, lport, mss, rcvbuf, now)
+        low, packed = _remote(raddr)
+        core_app_connect(self.st, &self.rx, tag, low, NULL if packed is None else <const uint8_t *>packed,
+                         rport, lport, mss, rcvbuf, now)
         return self._drain(NULL)
 
     def setopt(self, uint32_t target, option, uint64_t value, uint64_t now=0, bint listener=False):
@@ -3209,7 +3491,17 @@ cdef class TcpCore:
 
     def hash_bucket(self, raddr, int rport, int lport):
         """The connection-hash bucket a 4-tuple's lookup starts from (tests)."""
-        return _tuple_hash(self.st, _addr(raddr), rport, lport) & self.st.hash_mask
+        cdef bytes packed
+        low, packed = _remote(raddr)
+        return _tuple_hash(self.st, low, NULL if packed is None else <const uint8_t *>packed, rport,
+                           lport) & self.st.hash_mask
+
+    @property
+    def local_address6(self):
+        """The stack's IPv6 address, or None when it speaks IPv4 only."""
+        if not self.st.cfg.ipv6:
+            return None
+        return str(ipaddress.IPv6Address(bytes(self.st.cfg.local_addr6[:16])))
 
     @property
     def fast_path_hits(self):
@@ -3235,7 +3527,8 @@ cdef class TcpCore:
             return None
         d = dict(c[0])
         d["state"] = STATE_NAMES[c.state]
-        d["remote"] = (str(ipaddress.IPv4Address(c.raddr)), c.rport)
+        d["remote"] = (_conn_remote(c), c.rport)
+        d["raddr6"] = bytes(c.raddr6[:16]) if c.v6 else None
         d["ooo_ranges"] = [(c.ooo.start[i], c.ooo.end[i]) for i in range(c.ooo.n)]
         d["sacked_ranges"] = [(c.sacked.start[i], c.sacked.end[i]) for i in range(c.sacked.n)]
         d["cwnd"] = c.cc.cwnd
@@ -3336,7 +3629,7 @@ def bench_descriptors(TcpCore core, uint32_t handle, uint64_t n_descriptors, uin
     d.sport = c.rport
     d.dport = c.lport
     d.ack = c.snd_una
-    d.has_ts = c.ts_ok
+    d.seg_flags = SEG_TS if c.ts_ok else 0
     d.tsval = c.ts_recent
     d.length = segment * segments
     d.gso_size = <uint16_t>(segment if segments > 1 else 0)

@@ -552,10 +552,11 @@ async def start_server(client_connected_cb: ClientConnected, host: str | None = 
                        stack: Stack, backlog: int = 128, limit: int = DEFAULT_LIMIT,
                        start_serving: bool = True) -> Server:
     """Like asyncio.start_server: call client_connected_cb(reader, writer)
-    for every connection to `port` (host, if given, must be the stack's address)."""
+    for every connection to `port` (host, if given, must be one of the stack's
+    addresses or a wildcard; the listener takes both families either way)."""
     if port is None:
         raise ValueError("start_server needs a port")
-    if host not in (None, "", "0.0.0.0", stack.address):
+    if host not in (None, "", "0.0.0.0", "::", stack.address) and (stack.address6 is None or host != stack.address6):
         raise OSError(errno.EADDRNOTAVAIL, f"{host} is not the stack's address ({stack.address})")
     loop = asyncio.get_running_loop()
     server = Server(stack, stack.listen(port, backlog), client_connected_cb, limit, loop)

@@ -49,11 +49,25 @@ if TYPE_CHECKING:
     from misdtcp.api.stack import Stack
 
 
+# An ACCEPTED or CONNECTED event about an IPv6 peer (runtime/executor.pyx,
+# _post_event): a = value | rport << 32 | EVENT_PEER6, b and c the address.
+EVENT_PEER6 = 1 << 63
+
+
 def peer_address(word: int) -> tuple[str, int] | None:
     """(address, port) from an event's ``raddr << 16 | rport`` word (None if absent)."""
     if not word:
         return None
     return str(ipaddress.IPv4Address(word >> 16)), word & 0xFFFF
+
+
+def event_peer(a: int, b: int, c: int) -> tuple[int, tuple[str, int] | None, bool]:
+    """(value, the peer's (address, port), whether it is IPv6) of an
+    ACCEPTED or CONNECTED event."""
+    if a & EVENT_PEER6:
+        address = ipaddress.IPv6Address(((b << 64) | c).to_bytes(16, "big"))
+        return a & 0xFFFFFFFF, (str(address), (a >> 32) & 0xFFFF), True
+    return a, peer_address(b), False
 
 
 class Readiness:
@@ -182,6 +196,8 @@ class Listener(_Timeouts):
         return fd
 
     def getsockname(self) -> tuple[str, int]:
+        """The stack's IPv4 address and the port (a listener takes both
+        families: `Stack.address6` is its IPv6 address)."""
         return self.stack.address, self.port
 
     def close(self):
@@ -207,12 +223,13 @@ class Connection(_Timeouts):
     or copy with recv()/recv_into(); send with send()/sendall()."""
 
     def __init__(self, stack: Stack, handle: int, remote: tuple[str, int] | None = None,
-                 local_port: int | None = None):
+                 local_port: int | None = None, ipv6: bool = False):
         self.stack = stack
         self.handle = handle
         self.slot = handle & SLOT_MASK
         self.remote = remote
-        self.local = (stack.address, local_port) if local_port else None
+        self.family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.local = ((stack.address6 if ipv6 else stack.address), local_port) if local_port else None
         self.consumed = 0          # receive stream offset released to the stack
         self.posted_consumed = 0
         self.written = 0           # send stream offset handed to the stack

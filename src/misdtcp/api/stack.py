@@ -28,7 +28,7 @@ import time
 from collections import deque
 
 from misdtcp._tcpcore import RESET_NAMES, CoreConfigError, TcpCore
-from misdtcp.api.connection import Connection, Listener, Readiness, peer_address
+from misdtcp.api.connection import Connection, Listener, Readiness, event_peer
 from misdtcp.api.errors import StackError, address_in_use
 from misdtcp.frameio.faults import FaultConfigError, FaultInjector
 from misdtcp.runtime import strategies
@@ -43,7 +43,7 @@ STRATEGIES = strategies.LIVE_STRATEGIES
 class Stack:
     """misdtcp attached to a device.  Start with `start()` or `with stack:`."""
 
-    def __init__(self, device, *, address: str = "10.77.0.2", workers: int = 1,
+    def __init__(self, device, *, address: str = "10.77.0.2", address6: str | None = None, workers: int = 1,
                  strategy: str = "misd", cpus=None, stripe: int = 16384,
                  rcvbuf: int = 4 << 20, sndbuf: int = 4 << 20, max_connections: int = 64,
                  offload: bool = True, mtu: int = 1500, faults: dict | None = None,
@@ -51,7 +51,10 @@ class Stack:
                  ring_size: int = 32 << 20, huge_pages: bool = False, secret: int | None = None,
                  placement: str = "auto", event_queue: int = 8192, _debug_worker_config=None,
                  **core_options):
-        """`faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
+        """`address6`: the stack's IPv6 address (None: IPv4 only; a
+        packet-ring device is IPv4 only); listeners take connections of both
+        families, `connect` goes to either.
+        `faults`: FaultInjector settings (drop, corrupt, duplicate, reorder,
         delay, delay_ms, seed) applied in both directions -- device->stack in
         the sequencer, stack->device in each worker (seeds derived from
         `seed`).  `pcap`: a file ('-': standard output) capturing both
@@ -86,6 +89,16 @@ class Stack:
             ipaddress.IPv4Address(address)
         except ValueError:
             raise StackError(f"{address!r} is not an IPv4 address") from None
+        if address6 is not None:
+            try:
+                address6 = str(ipaddress.IPv6Address(address6))
+            except ValueError:
+                raise StackError(f"{address6!r} is not an IPv6 address") from None
+            if mtu < 1280:
+                raise StackError(f"IPv6 needs an MTU of at least 1280, not {mtu} (or leave IPv6 off)")
+            if hasattr(device, "packet_link"):
+                # its link step answers ARP, not neighbour discovery
+                raise StackError("a packet-ring device carries IPv4 only: leave address6 unset")
         if not 64 <= pcap_snaplen <= 262144:
             raise StackError(f"the capture snaplen must be between 64 and 262144, not {pcap_snaplen}")
         if faults:
@@ -97,12 +110,15 @@ class Stack:
                            gso_max=(65535 - 80) if offload else 0,
                            secret=secret if secret is not None else int.from_bytes(os.urandom(8), "little"),
                            **core_options)
+        if address6 is not None:
+            core_config["local_address6"] = address6
         try:
             TcpCore(address, **core_config)
         except CoreConfigError as exc:
             raise StackError(str(exc)) from None
         self.device = device
         self.address = address
+        self.address6 = address6
         self.congestion_control = str(core_config.get("cc", "cubic"))   # the core's default
         self.workers = workers
         self.strategy = strategy
@@ -266,7 +282,8 @@ class Stack:
                 if conn is not None:
                     conn._signal()
             elif kind == Event.ACCEPTED:
-                conn = Connection(self, handle, peer_address(peer), lport)
+                value, remote, ipv6 = event_peer(value, peer, lport)
+                conn = Connection(self, handle, remote, value if ipv6 else lport, ipv6)
                 self._conns[handle] = conn
                 listener = self._listeners.get(value)
                 if listener is None:
@@ -277,8 +294,10 @@ class Stack:
                     return
                 listener._established(conn)
             elif kind == Event.CONNECTED:
+                value, remote, ipv6 = event_peer(value, peer, lport)
                 pending = self._connecting.pop(value, None)
-                conn = Connection(self, handle, peer_address(peer), lport)
+                conn = Connection(self, handle, remote,
+                                  (pending.local_port if pending is not None else None) if ipv6 else lport, ipv6)
                 self._conns[handle] = conn
                 if pending is not None:
                     pending._done(conn)
@@ -303,10 +322,11 @@ class Stack:
             self.runtime.wake()
 
     # -- requests ----------------------------------------------------------------
-    def post(self, kind, handle=0, a=0, b=0, c=0) -> None:
+    def post(self, kind, handle=0, a=0, b=0, c=0, record=0, index=0) -> None:
         """Post a request to the core (through the sequencer) and wake it."""
         self.check()
-        while self.runtime.areas.requests.post(kind, handle, a, b, c, timeout=0.1) != 0:
+        while self.runtime.areas.requests.post(kind, handle, a, b, c, timeout=0.1, record=record,
+                                               index=index) != 0:
             self.check()
         self.runtime.wake()
 
@@ -353,21 +373,30 @@ class Stack:
             self._listeners.pop(port, None)
 
     def connect_start(self, address: str, port: int, *, local_port: int | None = None) -> PendingConnect:
-        """Begin an active open; the result is a `PendingConnect` whose
-        fileno() turns readable once it succeeded or failed (asyncio)."""
+        """Begin an active open to an IPv4 or IPv6 address; the result is a
+        `PendingConnect` whose fileno() turns readable once it succeeded or
+        failed (asyncio)."""
         try:
-            raddr = int(ipaddress.IPv4Address(address))
+            remote = ipaddress.ip_address(address)
         except ValueError:
-            raise StackError(f"{address!r} is not an IPv4 address") from None
+            raise StackError(f"{address!r} is not an IP address") from None
+        if remote.version == 6 and self.address6 is None:
+            raise StackError(f"cannot connect to {address}: the stack has no IPv6 address")
         if not 1 <= port <= 65535:
             raise StackError(f"port {port} is outside 1..65535")
         with self.lock:
             tag = self._next_tag
             self._next_tag += 1
-            pending = PendingConnect(self, address, port)
+            lport = local_port or (32768 + (tag * 7919) % 28000)
+            pending = PendingConnect(self, str(remote), port, lport)
             self._connecting[tag] = pending
-        lport = local_port or (32768 + (tag * 7919) % 28000)
-        self.post(Request.CONNECT, 0, raddr, (port << 16) | lport, tag)
+        if remote.version == 4:
+            self.post(Request.CONNECT, 0, int(remote), (port << 16) | lport, tag)
+        else:
+            # runtime/vocabulary.pxd, REQ_CONNECT6: the address as two words
+            packed = int(remote)
+            self.post(Request.CONNECT6, 0, packed >> 64, packed & ((1 << 64) - 1), tag,
+                      record=(port << 16) | lport)
         return pending
 
     def connect(self, address: str, port: int, *, local_port: int | None = None,
@@ -431,10 +460,11 @@ class Stack:
 class PendingConnect:
     """An active open under way: wait(), or wait on fileno() and then result()."""
 
-    def __init__(self, stack: Stack, address: str, port: int):
+    def __init__(self, stack: Stack, address: str, port: int, local_port: int | None = None):
         self.stack = stack
         self.address = address
         self.port = port
+        self.local_port = local_port
         self._outcome = None
         self._event = threading.Event()
         self._readiness = Readiness(stack.lock)

@@ -188,7 +188,7 @@ class Iperf3Server:
                 sender = reverse
             streams.append(Stream(c, sid, sender, block))
             if c.remote:
-                self.log(f"[{sid:3d}] local {self.stack.address} port {self.port} connected to "
+                self.log(f"[{sid:3d}] local {c.local[0] if c.local else self.stack.address} port {self.port} connected to "
                          f"{c.remote[0]} port {c.remote[1]}")
         stop = threading.Event()
         _state(ctrl, TEST_START)

@@ -54,8 +54,14 @@ class _Stream:
             if self.sender:
                 payload = memoryview(os.urandom(self.block))
                 while not stop.is_set():
-                    self.conn.sendall(payload, timeout=1.0)
-                    self.bytes += len(payload)
+                    # count what the stack took, write by write: a block
+                    # cut short by the timeout was still partly sent, and
+                    # the server counts those bytes too
+                    sent = 0
+                    while sent < len(payload):
+                        n = self.conn.send(payload[sent:], timeout=1.0)
+                        sent += n
+                        self.bytes += n
             else:
                 while not stop.is_set():
                     try:

@@ -23,6 +23,8 @@ APPS = ("iperf3", "echo", "discard", "sink")
 DEVICES = ("tun", "packet-ring")
 STRATEGY_NAMES = ("misd", "single", "mimd")   # misdtcp.runtime.strategies.STRATEGIES, without importing the runtime
 PLACEMENTS = ("auto", "inline", "separate")   # misdtcp.runtime.placement.PLACEMENTS
+DEFAULT_ADDRESS6 = "fd00:77::2"
+DEFAULT_KERNEL_ADDRESS6 = "fd00:77::1/64"
 
 
 def _rate(name):
@@ -97,6 +99,14 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    help="the stack's own address [10.77.0.2]")
     p.add_argument("--kernel-address", default="10.77.0.1/24",
                    help="address/prefix given to the kernel side of the device [10.77.0.1/24]")
+    # IPv6 defaults are filled in by serve's argument check (None: not given),
+    # so that asking for IPv6 on the IPv4-only packet ring is an error
+    p.add_argument("--address6", help=f"the stack's own IPv6 address (TUN only) [{DEFAULT_ADDRESS6}]")
+    p.add_argument("--kernel-address6",
+                   help=f"IPv6 address/prefix given to the kernel side of the TUN [{DEFAULT_KERNEL_ADDRESS6}]")
+    p.add_argument("--no-ipv6", dest="ipv6", action="store_false", default=True,
+                   help="IPv4 only: no IPv6 address on either side (dual-stack is the default on a TUN; "
+                        "the packet ring is IPv4 only)")
     p.add_argument("--workers", type=_positive("--workers"), default=1, help="replica workers [1]")
     p.add_argument("--cpus", help="CPUs to pin workers to, e.g. 0,1 or 0-3 [all allowed]")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="misd", help="[misd]")

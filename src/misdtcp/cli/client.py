@@ -28,10 +28,14 @@ def _line(sid, start, end, n, seconds, tail=""):
 def run_client(args) -> int:
     cpus = _check_serve_args(args)
     try:
-        host = ipaddress.IPv4Address(args.host)
+        host = ipaddress.ip_address(args.host)
     except ValueError:
-        raise UsageError(f"{args.host!r} is not an IPv4 address") from None
-    kernel = ipaddress.IPv4Interface(args.kernel_address)
+        raise UsageError(f"{args.host!r} is not an IP address") from None
+    if host.version == 6 and not args.ipv6:
+        if args.device == "packet-ring":
+            raise UsageError(f"{host} is an IPv6 address, but --device packet-ring carries IPv4 only")
+        raise UsageError(f"{host} is an IPv6 address, but --no-ipv6 was given")
+    kernel = ipaddress.ip_interface(args.kernel_address6 if host.version == 6 else args.kernel_address)
     if host not in kernel.network:
         raise UsageError(f"{host} is not on the device's network {kernel.network}: the iperf3 server must be the "
                          f"kernel side (e.g. {kernel.ip})")

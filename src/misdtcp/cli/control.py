@@ -37,8 +37,9 @@ def table(stack) -> dict:
         segments = sum(w["segments_sent"] for w in workers)
         connections.append({
             "state": STATE_NAMES[row["state"]],
-            "local": {"address": stack.address, "port": row["lport"]},
-            "peer": {"address": socket.inet_ntoa(row["raddr"].to_bytes(4, "big")), "port": row["rport"]},
+            "local": {"address": stack.address6 if row["raddr6"] else stack.address, "port": row["lport"]},
+            "peer": {"address": (socket.inet_ntop(socket.AF_INET6, row["raddr6"]) if row["raddr6"]
+                                 else socket.inet_ntoa(row["raddr"].to_bytes(4, "big"))), "port": row["rport"]},
             "recv_q": max(0, row["rcv_nxt_off"] - row["consumed_off"]),
             "send_q": max(0, row["snd_end_off"] - row["snd_una_off"]),
             "mss": row["snd_mss"], "cwnd_bytes": row["cwnd"], "ssthresh_bytes": row["ssthresh"],
@@ -56,9 +57,11 @@ def table(stack) -> dict:
     with stack.lock:
         listening = sorted(stack._listeners)
     age = (time.monotonic_ns() - published_ns) / 1e6 if published_ns else None
-    return {"address": stack.address, "workers": stack.workers, "strategy": stack.strategy,
+    addresses = [stack.address] + ([stack.address6] if stack.address6 else [])
+    return {"address": stack.address, "address6": stack.address6, "workers": stack.workers,
+            "strategy": stack.strategy,
             "published_ms_ago": round(age, 1) if age is not None else None,
-            "listening": [{"address": stack.address, "port": p} for p in listening],
+            "listening": [{"address": a, "port": p} for p in listening for a in addresses],
             "connections": connections}
 
 

@@ -37,6 +37,8 @@ from misdtcp.device.veth import VethPair
 
 KERNEL_CIDR = "10.77.0.1/24"
 STACK_ADDR = "10.77.0.2"
+KERNEL_CIDR6 = "fd00:77::1/64"
+STACK_ADDR6 = "fd00:77::2"
 ERRORS = (RuntimeError, OSError, ValueError, NetnsError, DeviceError, subprocess.SubprocessError,
           json.JSONDecodeError)
 DEVICE_NAMES = {"tun": "TUN", "packet-ring": "packet ring"}
@@ -99,24 +101,33 @@ def kernel_reference(seconds: int) -> float:
         client.delete()
 
 
-def misdtcp_run(workers: int, offload: bool, seconds: int, device: str = "tun") -> tuple[float, str]:
-    """Gbit/s the client measured into misdtcp, and which client measured it."""
-    ns = _quiet_namespace("misdtcp-demo")
+def misdtcp_run(workers: int, offload: bool, seconds: int, device: str = "tun",
+                ipv6: bool = False) -> tuple[float, str]:
+    """Gbit/s the client measured into misdtcp, and which client measured it.
+    On a TUN the stack is dual-stack, as `misdtcp serve` is, and the client
+    connects over IPv6 when `ipv6`; the packet ring carries IPv4 only (its
+    namespace has IPv6 off, so the kernel sends nothing the link step drops)."""
+    if device == "packet-ring" and ipv6:
+        raise ValueError("the packet-ring device carries IPv4 only")
+    ns = _quiet_namespace("misdtcp-demo") if device == "packet-ring" else Netns(prefix="misdtcp-demo").create()
     tun = stack = None
     stop = threading.Event()
+    target = STACK_ADDR6 if ipv6 else STACK_ADDR
     try:
         if device == "packet-ring":
             tun = PacketRing("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, netns=ns)
+            stack = Stack(tun, address=STACK_ADDR, workers=workers, offload=offload).start()
         else:
-            tun = Tun("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, nonblocking=True, netns=ns)
-        stack = Stack(tun, address=STACK_ADDR, workers=workers, offload=offload).start()
+            tun = Tun("misd0", address=KERNEL_CIDR, mtu=1500, offload=offload, nonblocking=True, netns=ns,
+                      address6=KERNEL_CIDR6)
+            stack = Stack(tun, address=STACK_ADDR, address6=STACK_ADDR6, workers=workers, offload=offload).start()
         if shutil.which("iperf3"):
             threading.Thread(target=iperf3.serve, args=(stack,), kwargs={"stop": stop, "log": lambda t: None},
                              daemon=True).start()
-            return _iperf3_client(ns, STACK_ADDR, seconds), "iperf3"
+            return _iperf3_client(ns, target, seconds), "iperf3"
         threading.Thread(target=discard.serve, args=(stack, 9), kwargs={"stop": stop}, daemon=True).start()
         time.sleep(0.1)
-        proc = ns.run([sys.executable, "-c", PY_CLIENT.format(addr=STACK_ADDR, port=9), str(seconds)],
+        proc = ns.run([sys.executable, "-c", PY_CLIENT.format(addr=target, port=9), str(seconds)],
                       check=False, timeout=seconds + 30)
         return float(proc.stdout.strip()), "python socket"
     finally:
@@ -175,9 +186,11 @@ def write_plot(path: str, kernel: float | None, e2e: list[dict], scaling: list[d
     for row in e2e:
         if row["gbps"] is None:
             continue
-        labels.append(f"misd {row['workers']}\n{'offload' if row['offload'] else 'no offload'}")
+        labels.append(f"misd {row['workers']}{' IPv6' if row.get('ipv6') else ''}\n"
+                      f"{'offload' if row['offload'] else 'no offload'}")
         values.append(row["gbps"])
-        colors.append("#1f77b4" if row["offload"] else "#aec7e8")
+        colors.append(("#2ca02c" if row["offload"] else "#98df8a") if row.get("ipv6") else
+                      ("#1f77b4" if row["offload"] else "#aec7e8"))
     left.bar(range(len(values)), values, color=colors)
     left.set_xticks(range(len(values)), labels, fontsize=8)
     left.set_ylabel("Gbit/s (stock iperf3 client)")
@@ -243,6 +256,21 @@ def run_demo(seconds: int = 3, max_workers: int = 4, replay_mib: int = 64, plot:
                 gbps = None
                 say(f"{name:>28} {'failed':>8}  {exc}")
             e2e.append({"workers": workers, "offload": offload, "gbps": gbps})
+    # the same over IPv6, each against IPv4's row of this run (a TUN: the
+    # packet ring carries IPv4 only)
+    for offload in ((True, False) if device == "tun" else ()):
+        name = f"misdtcp misd 1w {'offload' if offload else 'no offload'} IPv6"
+        ipv4 = next((r["gbps"] for r in e2e if r["workers"] == 1 and r["offload"] == offload), None)
+        try:
+            gbps, client = misdtcp_run(1, offload, seconds, ipv6=True)
+            ratio = f"{gbps / kernel:9.2f}x" if kernel else f"{'-':>10}"
+            versus = f", {gbps / ipv4:.2f}x IPv4" if ipv4 else ""
+            say(f"{name:>28} {gbps:8.2f} {ratio}  {client}{versus}")
+        except ERRORS as exc:
+            failures += 1
+            gbps = None
+            say(f"{name:>28} {'failed':>8}  {exc}")
+        e2e.append({"workers": 1, "offload": offload, "gbps": gbps, "ipv6": True})
     say()
     say(f"2. Replay scaling: {replay_mib} MiB of one connection already in ring memory (no device), "
         f"median of {repeats}, speedup against single in the same run")

@@ -69,7 +69,8 @@ class Output:
             "version": f"misdtcp {__version__}", "system_info": system_info(),
             "timestamp": iperf3_timestamp(),
             "accepted_connection": {"host": host, "port": port},
-            "connected": [{"socket": conn.handle, "local_host": conn.stack.address, "local_port": local_port,
+            "connected": [{"socket": conn.handle,
+                           "local_host": conn.local[0] if conn.local else conn.stack.address, "local_port": local_port,
                            "remote_host": host, "remote_port": port}]})
 
     def _write(self, line: str) -> None:

@@ -53,6 +53,9 @@ def _check_serve_args(args):
         raise UsageError(f"--address {own} is the kernel side's own address; pick another in {kernel.network}")
     if own not in kernel.network:
         raise UsageError(f"--address {own} is outside the kernel side's network {kernel.network}")
+    _settle_ipv6_args(args)
+    if args.ipv6:
+        _check_ipv6_args(args)
     allowed = sorted(os.sched_getaffinity(0))
     cpus = _cpu_list(args.cpus) if args.cpus else allowed
     bad = [c for c in cpus if c not in allowed]
@@ -80,6 +83,49 @@ def _check_serve_args(args):
         raise UsageError(f"/dev/net/tun (mode {mode:04o}) is not readable and writable for this user: "
                          "CAP_NET_ADMIN needs it at its usual mode 0666")
     return cpus
+
+
+def _settle_ipv6_args(args) -> None:
+    """A TUN is dual-stack unless --no-ipv6 (the IPv6 addresses default);
+    the packet ring carries IPv4 only (its link step answers ARP, not
+    neighbour discovery), so IPv6 asked for there is an error and otherwise
+    off."""
+    from misdtcp.cli import DEFAULT_ADDRESS6, DEFAULT_KERNEL_ADDRESS6
+
+    if args.device == "packet-ring":
+        if args.address6 is not None or args.kernel_address6 is not None:
+            raise UsageError("--device packet-ring carries IPv4 only: leave out --address6 and "
+                             "--kernel-address6, or use --device tun for IPv6")
+        args.ipv6 = False
+        return
+    if args.address6 is None:
+        args.address6 = DEFAULT_ADDRESS6
+    if args.kernel_address6 is None:
+        args.kernel_address6 = DEFAULT_KERNEL_ADDRESS6
+
+
+def _check_ipv6_args(args) -> None:
+    """--address6 in --kernel-address6's network, not its own address, an
+    MTU IPv6 can use (RFC 8200 §5: 1280)."""
+    try:
+        kernel = ipaddress.IPv6Interface(args.kernel_address6)
+    except ValueError:
+        raise UsageError(f"--kernel-address6 {args.kernel_address6!r} is not an IPv6 address/prefix") from None
+    if "/" not in args.kernel_address6:
+        raise UsageError(f"--kernel-address6 {args.kernel_address6} has no prefix length (like fd00:77::1/64)")
+    try:
+        own = ipaddress.IPv6Address(args.address6)
+    except ValueError:
+        raise UsageError(f"--address6 {args.address6!r} is not an IPv6 address") from None
+    if own.is_multicast or own.is_loopback or own.is_unspecified or own.is_link_local or own.ipv4_mapped:
+        raise UsageError(f"--address6 {own} cannot be a host's address (multicast, loopback, unspecified, "
+                         "link-local or IPv4-mapped)")
+    if own == kernel.ip:
+        raise UsageError(f"--address6 {own} is the kernel side's own address; pick another in {kernel.network}")
+    if own not in kernel.network:
+        raise UsageError(f"--address6 {own} is outside the kernel side's network {kernel.network}")
+    if args.mtu < 1280:
+        raise UsageError(f"IPv6 needs an MTU of at least 1280, not {args.mtu}; add --no-ipv6 for a smaller one")
 
 
 def fault_settings(args) -> dict | None:
@@ -112,20 +158,26 @@ def open_device(args):
             return PacketRing(args.veth, address=args.kernel_address, stack_end=args.stack_end, mtu=args.mtu,
                               offload=args.offload, slots=args.ring_slots)
         from misdtcp.device.tun import Tun
-        return Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True)
+        return Tun(args.tun, address=args.kernel_address, mtu=args.mtu, offload=args.offload, nonblocking=True,
+                   address6=args.kernel_address6 if args.ipv6 else None)
     except DeviceError as exc:
-        raise UsageError(str(exc)) from None
+        message = str(exc)
+        if args.ipv6 and "IPv6 address" in message:
+            message = message.rstrip(".") + "; enable IPv6 there (net.ipv6.conf.all.disable_ipv6=0) or add --no-ipv6"
+        raise UsageError(message) from None
 
 
 def open_device_and_stack(args, cpus):
-    """The device (kernel side at --kernel-address) and a started stack on
-    it, as `serve` and `client` both set them up."""
+    """The device (kernel side at --kernel-address, and --kernel-address6 on
+    a dual-stack TUN) and a started stack on it, as `serve` and `client`
+    both set them up."""
     from misdtcp.api import Stack, StackError
     from misdtcp.device.tun import DeviceError
 
     device = open_device(args)
     try:
-        stack = Stack(device, address=args.address, workers=args.workers, strategy=args.strategy,
+        stack = Stack(device, address=args.address, address6=args.address6 if args.ipv6 else None,
+                      workers=args.workers, strategy=args.strategy,
                       cpus=cpus, stripe=args.stripe, rcvbuf=args.rcvbuf, sndbuf=args.sndbuf,
                       max_connections=args.max_connections, offload=args.offload, mtu=args.mtu,
                       faults=fault_settings(args), pcap=args.pcap, pcap_snaplen=args.pcap_snaplen,
@@ -200,10 +252,12 @@ def serve(args) -> int:
                 raise UsageError(f"the {args.app} app did not start listening on port {port} within 10 s")
             time.sleep(0.005)
         pidfile = PidFile(args.pidfile)             # once serving, as iperf3 -s -D writes it
-        out.record({"event": "serving", "app": args.app, "address": args.address, "port": port,
+        out.record({"event": "serving", "app": args.app, "address": args.address,
+                    "address6": args.address6 if args.ipv6 else None, "port": port,
                     "strategy": args.strategy, "workers": args.workers, "placement": stack.placement,
                     "offload": args.offload, "device": args.device})
-        out.text(f"misdtcp: serving {args.app} on {args.address}:{port} via {device_description(args, device)} "
+        on = f"{args.address}:{port}" + (f" and [{args.address6}]:{port}" if args.ipv6 else "")
+        out.text(f"misdtcp: serving {args.app} on {on} via {device_description(args, device)} "
                  f"({args.strategy}, {args.workers} worker(s), {stack.placement} placement, "
                  f"offload {'on' if args.offload else 'off'})")
         out.text("-----------------------------------------------------------")

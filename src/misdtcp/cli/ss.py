@@ -38,7 +38,8 @@ def run_ss(args) -> int:
 
 
 def _endpoint(address: str, port) -> str:
-    return f"{address}:{port}"
+    """address:port as ss writes it: an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def format_table(reply: dict) -> str:
@@ -63,7 +64,8 @@ def format_table(reply: dict) -> str:
                           for w in c["workers"])
         details.append(" ".join(parts) + f"\n\t workers {shares}")
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [f"misdtcp {reply['strategy']}, {reply['workers']} worker(s), {reply['address']}"]
+    addresses = reply["address"] + (f" {reply['address6']}" if reply.get("address6") else "")
+    lines = [f"misdtcp {reply['strategy']}, {reply['workers']} worker(s), {addresses}"]
     for row, detail in zip(rows, details):
         lines.append("  ".join(cell.ljust(widths[i]) if i != 1 and i != 2 else cell.rjust(widths[i])
                                for i, cell in enumerate(row)).rstrip())

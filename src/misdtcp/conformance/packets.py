@@ -95,9 +95,38 @@ def _ipv4_header(src: bytes, dst: bytes, proto: int, total: int, ip: nodes.IpInf
     return bytes(header)
 
 
+def _ipv6_header(src: bytes, dst: bytes, next_header: int, payload: int, ip: nodes.IpInfo | None) -> bytes:
+    """The fixed IPv6 header (RFC 8200 §3): traffic class from `ip` (tos,
+    ecn), hop limit from its ttl, flow label 0."""
+    tclass = 0
+    hop_limit = 64
+    if ip is not None:
+        if ip.tos is not None:
+            tclass = ip.tos
+        if ip.ecn is not None:
+            tclass = (tclass & ~3) | {"noecn": 0, "ect1": 1, "ect0": 2, "ce": 3}[ip.ecn]
+        if ip.ttl is not None:
+            hop_limit = ip.ttl
+    return struct.pack("!IHBB16s16s", 6 << 28 | tclass << 20, payload, next_header, hop_limit, src, dst)
+
+
+def _ip_header(src: bytes, dst: bytes, proto: int, l4_length: int, ip: nodes.IpInfo | None) -> bytes:
+    """IPv4 or IPv6 (by the addresses' length) in front of l4_length bytes."""
+    if len(src) == 16:
+        return _ipv6_header(src, dst, 58 if proto == 1 else proto, l4_length, ip)
+    return _ipv4_header(src, dst, proto, 20 + l4_length, ip)
+
+
+def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
+    """The pseudo-header TCP (and ICMPv6) checksums cover: RFC 9293 §3.1,
+    RFC 8200 §8.1."""
+    if len(src) == 16:
+        return src + dst + struct.pack("!II", length, proto)
+    return src + dst + struct.pack("!BBH", 0, proto, length)
+
+
 def _tcp_checksum(src: bytes, dst: bytes, segment: bytes) -> int:
-    pseudo = src + dst + struct.pack("!BBH", 0, 6, len(segment))
-    return internet_checksum(pseudo + segment)
+    return internet_checksum(_pseudo(src, dst, 6, len(segment)) + segment)
 
 
 def tcp_flag_bits(flags: frozenset[str]) -> int:
@@ -155,7 +184,8 @@ def encode_options(options, flow: Flow, tsmap: TimestampMap) -> bytes:
 
 
 def build_tcp(pkt: nodes.TcpPacket, flow: Flow, tsmap: TimestampMap, src: bytes, dst: bytes) -> bytes:
-    """An inbound TCP packet (IPv4) from the script peer to the stack."""
+    """An inbound TCP packet (IPv4, or IPv6 with 16-byte addresses) from the
+    script peer to the stack."""
     options = encode_options(pkt.options, flow, tsmap)
     options += b"\x00" * (-len(options) % 4)
     sport, dport = pkt.ports if pkt.ports is not None else (flow.remote_port, flow.local_port)
@@ -166,25 +196,30 @@ def build_tcp(pkt: nodes.TcpPacket, flow: Flow, tsmap: TimestampMap, src: bytes,
     header = struct.pack("!HHIIHHHH", sport, dport, seq, ack, offset_flags, pkt.win or 0, 0, pkt.urg or 0)
     segment = bytearray(header + options + bytes(pkt.seq.length))
     struct.pack_into("!H", segment, 16, _tcp_checksum(src, dst, bytes(segment)))
-    return _ipv4_header(src, dst, 6, 20 + len(segment), pkt.ip) + bytes(segment)
+    return _ip_header(src, dst, 6, len(segment), pkt.ip) + bytes(segment)
 
 
 def build_icmp(pkt: nodes.IcmpPacket, flow: Flow, src: bytes, dst: bytes) -> bytes:
-    """An inbound ICMPv4 message; errors quote an IPv4 header and the first
-    20 bytes of a TCP header of a segment the stack sent (RFC 792, RFC 1812
+    """An inbound ICMPv4 message, or ICMPv6 (RFC 4443: 16-byte addresses,
+    packetdrill's ICMPv6 names); errors quote an IP header and the first 20
+    bytes of a TCP header of a segment the stack sent (RFC 792, RFC 1812
     §4.3.2.3 quotes as much as fits; 8 bytes would do)."""
-    type_value = icmp_type(pkt.icmp_type)
+    v6 = len(src) == 16
+    type_value = icmp_type(pkt.icmp_type, v6)
     if type_value is None:
-        raise PacketError(f"unknown ICMP type {pkt.icmp_type!r}")
-    code_value = icmp_code(type_value, pkt.icmp_code)
+        raise PacketError(f"unknown {'ICMPv6' if v6 else 'ICMP'} type {pkt.icmp_type!r}")
+    code_value = icmp_code(type_value, pkt.icmp_code, v6)
     if code_value is None:
-        raise PacketError(f"unknown ICMP code {pkt.icmp_code!r} for type {pkt.icmp_type}")
+        raise PacketError(f"unknown {'ICMPv6' if v6 else 'ICMP'} code {pkt.icmp_code!r} for type {pkt.icmp_type}")
     rest = 0
     if pkt.mtu is not None:
-        rest = pkt.mtu & 0xffff            # RFC 1191 §4: next-hop MTU in the low 16 bits
+        if v6 and type_value != 2:
+            raise PacketError("an ICMPv6 MTU belongs to packet_too_big only")
+        # RFC 1191 §4: next-hop MTU in the low 16 bits; RFC 4443 §3.2: all 32
+        rest = pkt.mtu & (0xffffffff if v6 else 0xffff)
     if pkt.echo_id is not None:
         rest = pkt.echo_id << 16
-    if type_value in (0, 8, 13, 14, 15, 16, 17, 18):
+    if (type_value >= 128) if v6 else (type_value in (0, 8, 13, 14, 15, 16, 17, 18)):
         body = b""                          # queries and replies quote nothing
     else:
         quoted_seq = 0
@@ -194,11 +229,12 @@ def build_icmp(pkt: nodes.IcmpPacket, flow: Flow, src: bytes, dst: bytes) -> byt
             quoted_seq = pkt.echoed.seq.start
         live_seq = (quoted_seq + flow.offset) % U32
         tcp = struct.pack("!HHIIHHHH", flow.local_port, flow.remote_port, live_seq, 0, 5 << 12 | 0x10, 0, 0, 0)
-        length = 20 + 20 + (pkt.echoed.seq.length if pkt.echoed is not None else 0)
-        body = _ipv4_header(dst, src, 6, length, None) + tcp
+        body = _ip_header(dst, src, 6, 20 + (pkt.echoed.seq.length if pkt.echoed is not None else 0), None) + tcp
     message = bytearray(struct.pack("!BBHI", type_value, code_value, 0, rest) + body)
-    struct.pack_into("!H", message, 2, internet_checksum(bytes(message)))
-    return _ipv4_header(src, dst, 1, 20 + len(message), pkt.ip) + bytes(message)
+    # ICMPv6's checksum covers the pseudo-header (RFC 4443 §2.3), ICMP's does not
+    pseudo = _pseudo(src, dst, 58, len(message)) if v6 else b""
+    struct.pack_into("!H", message, 2, internet_checksum(pseudo + bytes(message)))
+    return _ip_header(src, dst, 1, len(message), pkt.ip) + bytes(message)
 
 
 # ---------------------------------------------------------------------------
@@ -242,10 +278,19 @@ class LivePacket:
 
 
 def parse_live(header: bytes, payload_len: int, time_ns: int, handle: int | None) -> LivePacket:
-    """Parse what a Transmit action carries: IPv4 + TCP (or ICMP) header."""
-    ihl = (header[0] & 0x0f) * 4
-    tos, ttl, proto = header[1], header[8], header[9]
-    df = bool(struct.unpack_from("!H", header, 6)[0] & 0x4000)
+    """Parse what a Transmit action carries: IPv4 or IPv6 + TCP (or ICMP,
+    ICMPv6) header.  An ICMPv6 message is kept as protocol 1 with its own
+    type and code (the script names them in its family's terms); an IPv6
+    packet is never fragmented on the way (RFC 8200 §5): df."""
+    if header[0] >> 4 == 6:
+        ihl = 40
+        tos, ttl, proto = (struct.unpack_from("!I", header)[0] >> 20) & 0xff, header[7], header[6]
+        proto = 1 if proto == 58 else proto
+        df = True
+    else:
+        ihl = (header[0] & 0x0f) * 4
+        tos, ttl, proto = header[1], header[8], header[9]
+        df = bool(struct.unpack_from("!H", header, 6)[0] & 0x4000)
     pkt = LivePacket(time_ns, proto, tos, ttl, df, handle=handle)
     l4 = header[ihl:]
     if proto == 1:
@@ -364,9 +409,9 @@ def compare_tcp(expected: nodes.TcpPacket, pieces: list, flow: Flow, relaxed: bo
     return None
 
 
-def compare_icmp(expected: nodes.IcmpPacket, live: LivePacket) -> str | None:
-    want_type = icmp_type(expected.icmp_type)
-    want_code = icmp_code(want_type, expected.icmp_code) if want_type is not None else None
+def compare_icmp(expected: nodes.IcmpPacket, live: LivePacket, v6: bool = False) -> str | None:
+    want_type = icmp_type(expected.icmp_type, v6)
+    want_code = icmp_code(want_type, expected.icmp_code, v6) if want_type is not None else None
     if live.protocol != 1 or live.icmp_type != want_type or live.icmp_code != want_code:
         return f"expected {expected.to_script()}, got {render_live(live, None)}"
     return None

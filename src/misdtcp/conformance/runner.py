@@ -25,8 +25,11 @@ one socket at a time: listen() and connect() choose it, and a packet sent
 to a listener starts a new connection that becomes it).
 
 Lines in backquotes configure an operating system under test; they are not
-run but counted, as are ``%{ }%`` code blocks.  A script written for IPv6
-fails with "IPv6 is not supported by this core yet".
+run but counted, as are ``%{ }%`` code blocks.  ``--ip_version=ipv6`` runs
+the script over IPv6: the stack at fd3d:fa7b:d17d::1 and the peer at
+2001:db8::1 (packetdrill's defaults), IPv6 packets both ways, ICMP lines in
+ICMPv6's names (``packet_too_big mtu 1280``); ``ipv4`` and
+``ipv4-mapped-ipv6`` put IPv4 on the wire.
 """
 from __future__ import annotations
 
@@ -59,6 +62,8 @@ class RunnerConfig:
     """Addresses and ports the script's peer and the stack use (packetdrill's defaults)."""
     local_ip: str = "192.168.0.1"         # the stack under test
     remote_ip: str = "192.0.2.1"          # the script's peer
+    local_ip6: str = "fd3d:fa7b:d17d::1"  # ... over IPv6 (--ip_version=ipv6)
+    remote_ip6: str = "2001:db8::1"
     bind_port: int = 8080                 # bind(..., ...) and listen()
     connect_port: int = 8080              # connect(..., ...): the peer's port
     first_remote_port: int = 40000        # ports of connections the script opens to a listener
@@ -140,8 +145,13 @@ class ScriptRun:
         self.next_remote_port = self.config.first_remote_port
         self.next_local_port = self.config.first_local_port
         self.next_tag = 1
-        self.local = ipaddress.IPv4Address(self.config.local_ip).packed
-        self.remote = ipaddress.IPv4Address(self.config.remote_ip).packed
+        self.ipv6 = script.ip_version == "ipv6"
+        if self.ipv6:
+            self.local = ipaddress.IPv6Address(self.config.local_ip6).packed
+            self.remote = ipaddress.IPv6Address(self.config.remote_ip6).packed
+        else:
+            self.local = ipaddress.IPv4Address(self.config.local_ip).packed
+            self.remote = ipaddress.IPv4Address(self.config.remote_ip).packed
         self.core: TcpCore | None = None
         self.core_settings: dict = {}
 
@@ -393,10 +403,10 @@ class ScriptRun:
 
     # -- events --------------------------------------------------------------------
     def run(self) -> None:
-        if self.script.ip_version == "ipv6":
-            raise ScriptFailure(_first_line(self.script), "IPv6 is not supported by this core yet")
         config = self._core_config()
         self.core_settings = config
+        if self.ipv6:
+            config["local_address6"] = self.config.local_ip6
         try:
             self.core = TcpCore(self.config.local_ip, **config)
         except (CoreConfigError, TypeError) as exc:
@@ -526,7 +536,7 @@ class ScriptRun:
             raise ScriptFailure(event.line, f"expected {event.to_script()} at {_seconds(start)}, "
                                             f"got {render_live(pkt, flow)} at {_seconds(pkt.time_ns)}")
         if isinstance(event, nodes.IcmpPacket):
-            problem = compare_icmp(event, pkt)
+            problem = compare_icmp(event, pkt, self.ipv6)
             pieces = [pkt]
         else:
             if pkt.protocol == 6 and pkt.flags & 0x02 and "S" in event.flags:
@@ -610,10 +620,6 @@ def _option_line(path: str, message: str) -> int | None:
             if line.strip().startswith(name):
                 return number
     return None
-
-
-def _first_line(script: nodes.Script) -> int:
-    return min((e.line for e in script.events), default=1)
 
 
 def _describe(what: str, value: int) -> str:

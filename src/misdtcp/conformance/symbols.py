@@ -73,18 +73,35 @@ ICMP_TIME_EXCEEDED_CODES = {"ttl_exceeded_in_transit": 0, "frag_reass_exceeded":
 ICMP_REDIRECT_CODES = {"redirect_net": 0, "redirect_host": 1, "redirect_tos_net": 2, "redirect_tos_host": 3}
 
 
-def icmp_type(name: str) -> int | None:
-    """The ICMPv4 type a script names (``unreachable`` or ``type_N``), or None."""
-    if name in ICMP_TYPES:
-        return ICMP_TYPES[name]
+# ICMPv6 types and codes by packetdrill's names (RFC 4443), for --ip_version=ipv6.
+ICMP6_TYPES = {"unreachable": 1, "packet_too_big": 2, "time_exceeded": 3, "parameter_problem": 4,
+               "echo_request": 128, "echo_reply": 129}
+ICMP6_UNREACHABLE_CODES = {"net_unreachable": 0, "no_route": 0, "admin_prohibited": 1, "not_neighbour": 2,
+                           "address_unreachable": 3, "port_unreachable": 4}
+ICMP6_TIME_EXCEEDED_CODES = {"exceeded_hop_limit": 0, "exceeded_frag_time": 1}
+ICMP6_PARAMPROB_CODES = {"header_field": 0, "unknown_next_header": 1, "unknown_option": 2}
+
+
+def icmp_type(name: str, v6: bool = False) -> int | None:
+    """The ICMPv4 (ICMPv6: `v6`) type a script names (``unreachable`` or
+    ``type_N``), or None."""
+    table = ICMP6_TYPES if v6 else ICMP_TYPES
+    if name in table:
+        return table[name]
     return _numbered(name, "type_")
 
 
-def icmp_code(type_value: int, name: str | None) -> int | None:
-    """The ICMPv4 code a script names for a type (``code_N`` for any type), or None."""
+def icmp_code(type_value: int, name: str | None, v6: bool = False) -> int | None:
+    """The ICMPv4 (ICMPv6: `v6`) code a script names for a type (``code_N``
+    for any type), or None."""
     if name is None:
         return 0
-    table = {3: ICMP_UNREACHABLE_CODES, 11: ICMP_TIME_EXCEEDED_CODES, 5: ICMP_REDIRECT_CODES}.get(type_value, {})
+    if v6:
+        table = {1: ICMP6_UNREACHABLE_CODES, 3: ICMP6_TIME_EXCEEDED_CODES, 4: ICMP6_PARAMPROB_CODES}.get(
+            type_value, {})
+    else:
+        table = {3: ICMP_UNREACHABLE_CODES, 11: ICMP_TIME_EXCEEDED_CODES, 5: ICMP_REDIRECT_CODES}.get(
+            type_value, {})
     if name in table:
         return table[name]
     return _numbered(name, "code_")

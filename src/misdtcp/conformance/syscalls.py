@@ -245,9 +245,9 @@ class Syscalls:
             return Done(-1, sock.take_error() or E["ECONNABORTED"])
         addr = ev.value(args[1]) if len(args) > 1 else None
         rport = self.runner.config.connect_port
-        raddr = self.runner.config.remote_ip
+        raddr = self.runner.config.remote_ip6 if self.runner.ipv6 else self.runner.config.remote_ip
         if isinstance(addr, dict):
-            rport = addr.get("sin_port", rport) or rport
+            rport = addr.get("sin_port", addr.get("sin6_port", rport)) or rport
             if addr.get("sin_addr"):
                 raddr = str(ipaddress.IPv4Address(addr["sin_addr"]))
         self.runner.connect(sock, raddr, rport)

@@ -122,6 +122,18 @@ def _check_cidr(cidr: str) -> ipaddress.IPv4Interface:
     return iface
 
 
+def _check_cidr6(cidr: str) -> ipaddress.IPv6Interface:
+    try:
+        iface = ipaddress.IPv6Interface(cidr)
+    except ValueError:
+        raise DeviceError(f"{cidr!r} is not an IPv6 address with prefix length, like fd00:77::1/64.") from None
+    if "/" not in cidr:
+        raise DeviceError(f"{cidr!r} has no prefix length; write it like fd00:77::1/64.")
+    if iface.ip.is_multicast or iface.ip.is_unspecified or iface.ip.is_loopback or iface.ip.ipv4_mapped:
+        raise DeviceError(f"{cidr} is not a unicast address a TUN can have.")
+    return iface
+
+
 def _check_mtu(mtu: int) -> None:
     if not isinstance(mtu, int) or not MTU_MIN <= mtu <= MTU_MAX:
         raise DeviceError(f"MTU {mtu!r} is outside the range {MTU_MIN}..{MTU_MAX} a TUN accepts.")
@@ -132,7 +144,10 @@ class Tun:
 
     ``Tun("misd0", address="10.77.0.1/24", mtu=1500)`` creates ``misd0`` if it
     does not exist (or attaches to it if it does), gives the *kernel side* the
-    address, sets the MTU and brings the link up.  ``netns`` (a
+    address, sets the MTU and brings the link up.  ``address6`` (like
+    ``fd00:77::1/64``) gives the kernel side an IPv6 address too, without
+    duplicate address detection (a TUN has no link for another host to
+    share: the address is usable at once, never "tentative").  ``netns`` (a
     ``device.netns.Netns`` or a namespace name) creates the device inside that
     namespace while this process stays where it is: the descriptor of
     ``/dev/net/tun`` is opened in the namespace and handed back.
@@ -144,15 +159,19 @@ class Tun:
 
     def __init__(self, name: str = "misd0", address: str | None = None, mtu: int | None = 1500,
                  offload: bool = True, nonblocking: bool = False, persistent: bool = False,
-                 netns: Any = None):
+                 netns: Any = None, address6: str | None = None):
         _check_name(name)
         iface = _check_cidr(address) if address is not None else None
+        iface6 = _check_cidr6(address6) if address6 is not None else None
         if mtu is not None:
             _check_mtu(mtu)
+        if iface6 is not None and mtu is not None and mtu < 1280:
+            raise DeviceError(f"IPv6 needs an MTU of at least 1280 (RFC 8200 §5), not {mtu}.")
         self.name = name
         self.offload = offload
         self.persistent = persistent
         self.address = iface
+        self.address6 = iface6
         self.mtu = mtu
         self.vnet_hdr_len = vnet.VNET_HDR_LEN
         self.default_vnet_hdr_len: int | None = None
@@ -225,7 +244,8 @@ class Tun:
         proc = subprocess.run(self._ip_argv(*args), capture_output=True, timeout=30)
         if proc.returncode != 0:
             reason = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise DeviceError(f"{what} on {self.name} failed: {reason[-1] if reason else 'ip exited with ' + str(proc.returncode)}.")
+            detail = reason[-1] if reason else "ip exited with " + str(proc.returncode)
+            raise DeviceError(f"{what} on {self.name} failed: {detail.rstrip('.')}.")
 
     def _link_exists(self) -> bool:
         proc = subprocess.run(self._ip_argv("link", "show", "dev", self.name), capture_output=True, timeout=30)
@@ -237,6 +257,9 @@ class Tun:
         if self.address is not None:
             # replace, not add: attaching to an existing TUN again is not an error
             self._ip("addr", "replace", str(self.address), "dev", self.name, what=f"setting address {self.address}")
+        if self.address6 is not None:
+            self._ip("-6", "addr", "replace", str(self.address6), "dev", self.name, "nodad",
+                     what=f"setting IPv6 address {self.address6}")
         self._ip("link", "set", "dev", self.name, "up", what="bringing the link up")
 
     # -- use ----------------------------------------------------------------------

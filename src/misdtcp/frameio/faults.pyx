@@ -35,8 +35,13 @@ Corruption models the wire.  On a wire, a frame has complete checksums, so:
    flip changes the sum by +-2^k, never 0 mod 0xFFFF).  So a corrupted frame
    is *always* detectable by its checksums, never by chance accepted.
 
-Frames that are not IPv4 are left untouched and counted in
-``corrupt_skipped``.
+IPv6 has no header checksum: there the bits flipped lie in the source and
+destination addresses (which the pseudo-header covers) and the upper-layer
+segment (TCP, ICMPv6 or UDP right after the fixed header), never in the
+version, traffic class, flow label, length, next header or hop limit.
+
+Frames that are neither (and IPv6 frames with extension headers, which no
+checksum covers) are left untouched and counted in ``corrupt_skipped``.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, INT64_MAX, UINT64_MAX
@@ -44,7 +49,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy
 
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID
-from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_finish, csum_pseudo_v4, csum_pseudo_v6
 
 cdef enum:
     PPM = 1000000
@@ -125,10 +130,35 @@ cdef uint32_t _l4_checked_end(const uint8_t *frame, uint32_t length, uint32_t ih
     return 0
 
 
+cdef uint32_t _l4_checked_end6(const uint8_t *frame, uint32_t length) noexcept nogil:
+    """End of the upper-layer bytes an IPv6 frame's checksum covers, or 0 when
+    no checksum follows the fixed header (an extension header, another
+    protocol, a frame shorter than its header)."""
+    cdef uint32_t end = 40 + <uint32_t>_get16(frame + 4)
+    if length < 40:
+        return 0
+    if end > length:
+        end = length
+    if (frame[6] == 6 and end >= 60) or ((frame[6] == 58 or frame[6] == 17) and end >= 48):
+        return end
+    return 0
+
+
+cdef bint _checksums_ok6(const uint8_t *frame, uint32_t length) noexcept nogil:
+    cdef uint32_t end = _l4_checked_end6(frame, length)
+    if end == 0:
+        return True
+    return csum_fold(csum_partial(frame + 40, end - 40,
+                                  csum_pseudo_v6(frame + 8, frame + 24, frame[6], end - 40))) == 0xFFFF
+
+
 cdef bint frame_checksums_ok(const uint8_t *frame, uint32_t length) noexcept nogil:
-    """True if an IPv4 frame with complete checksums would pass a receiver's checks."""
+    """True if an IPv4 or IPv6 frame with complete checksums would pass a
+    receiver's checks."""
     cdef uint32_t ihl, l4_end
     cdef uint64_t total
+    if length >= 40 and (frame[0] >> 4) == 6:
+        return _checksums_ok6(frame, length)
     if length < 20 or (frame[0] >> 4) != 4:
         return False
     ihl = (frame[0] & 0x0F) * 4
@@ -169,30 +199,38 @@ cdef inline bint _bit_taken(const uint32_t *bits, int n, uint32_t bit) noexcept 
 
 
 cdef int fault_corrupt(FaultState *st, virtio_net_hdr *hdr, uint8_t *frame, uint32_t length) noexcept nogil:
-    """Corrupt an IPv4 frame in place so that its checksums no longer match; 0 on success."""
-    cdef uint32_t ihl, l4_end, covered_bits, bit
+    """Corrupt an IPv4 or IPv6 frame in place so that its checksums no longer
+    match; 0 on success."""
+    cdef uint32_t ihl, l4_end, covered_bits, bit, first_bit = 8
     cdef uint32_t flipped[3 + MAX_EXTRA_FLIPS]
     cdef int nflips, i, extra
-    if length < 20 or (frame[0] >> 4) != 4:
+    if length >= 40 and (frame[0] >> 4) == 6:
+        l4_end = _l4_checked_end6(frame, length)
+        if l4_end == 0:
+            st.counters.corrupt_skipped += 1
+            return -1
+        first_bit = 64          # bytes 8.. : the addresses, then the upper-layer segment
+    elif length < 20 or (frame[0] >> 4) != 4:
         st.counters.corrupt_skipped += 1
         return -1
-    ihl = (frame[0] & 0x0F) * 4
-    if ihl < 20 or ihl > length:
-        st.counters.corrupt_skipped += 1
-        return -1
+    else:
+        ihl = (frame[0] & 0x0F) * 4
+        if ihl < 20 or ihl > length:
+            st.counters.corrupt_skipped += 1
+            return -1
+        l4_end = _l4_checked_end(frame, length, ihl)
+        if l4_end == 0:
+            l4_end = ihl  # only the IP header is covered by a checksum
     if hdr != NULL and (hdr.flags & VNET_F_NEEDS_CSUM):
         _complete_partial_checksum(hdr, frame, length)
     elif hdr != NULL:
         hdr.flags &= ~VNET_F_DATA_VALID  # "already verified" would skip the check we are testing
-    l4_end = _l4_checked_end(frame, length, ihl)
-    if l4_end == 0:
-        l4_end = ihl  # only the IP header is covered by a checksum
-    # candidate bits: byte 1 .. l4_end-1 (byte 0 is version/IHL, see module docstring)
-    covered_bits = (l4_end - 1) * 8
+    # candidate bits: byte 1 (IPv6: 8) .. l4_end-1 (byte 0 is version/IHL, see module docstring)
+    covered_bits = l4_end * 8 - first_bit
     nflips = 1 + <int>_below(fault_random(st), 3)
     i = 0
     while i < nflips:
-        bit = 8 + _below(fault_random(st), covered_bits)
+        bit = first_bit + _below(fault_random(st), covered_bits)
         if _bit_taken(flipped, i, bit):
             continue  # distinct bits, so two draws cannot undo each other
         flipped[i] = bit
@@ -202,7 +240,7 @@ cdef int fault_corrupt(FaultState *st, virtio_net_hdr *hdr, uint8_t *frame, uint
     while frame_checksums_ok(frame, length) and extra < MAX_EXTRA_FLIPS:
         # The flips cancelled in the one's-complement sum; one more distinct
         # flip always breaks the match (module docstring, point 3).
-        bit = 8 + _below(fault_random(st), covered_bits)
+        bit = first_bit + _below(fault_random(st), covered_bits)
         if _bit_taken(flipped, nflips + extra, bit):
             continue
         flipped[nflips + extra] = bit

@@ -79,4 +79,24 @@ static inline uint64_t csum_pseudo_v4(const uint8_t *src4, const uint8_t *dst4,
     ph[11] = (uint8_t)l4len;
     return csum_partial(ph, 12, 0);
 }
+
+/* TCP/ICMPv6 pseudo-header sum for IPv6 (RFC 8200 §8.1): source and
+ * destination addresses as stored in the packet, the upper-layer length as
+ * a 32-bit word, three zero bytes and the next-header value. */
+static inline uint64_t csum_pseudo_v6(const uint8_t *src16, const uint8_t *dst16,
+                                      uint8_t proto, uint32_t l4len)
+{
+    uint8_t ph[8];
+    uint64_t sum = csum_partial(src16, 16, 0);
+    sum = csum_partial(dst16, 16, sum);
+    ph[0] = (uint8_t)(l4len >> 24);
+    ph[1] = (uint8_t)(l4len >> 16);
+    ph[2] = (uint8_t)(l4len >> 8);
+    ph[3] = (uint8_t)l4len;
+    ph[4] = 0;
+    ph[5] = 0;
+    ph[6] = 0;
+    ph[7] = proto;
+    return csum_partial(ph, 8, sum);
+}
 #endif

@@ -4,7 +4,8 @@
 # Every replica holds the same state, so worker 0's copy is the connection's.
 # Readers (layout.pyx: SharedView.connection_table) use the seqlock word:
 # odd while a copy is being written, so a torn table is retried, not shown.
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 from misdtcp._system cimport atomic_fence_seq_cst, atomic_store_release_u64
 from misdtcp._tcpcore cimport Conn, CoreState, HANDLE_SLOT_BITS
 from misdtcp.runtime.layout cimport ConnInfo, RuntimeHeader, layout_conntable
@@ -30,6 +31,9 @@ cdef inline void conntable_publish(RuntimeHeader *h, CoreState *st, uint64_t now
         row.state = c.state
         row.lport = c.lport
         row.raddr = c.raddr
+        row.v6 = c.v6
+        if c.v6:
+            memcpy(row.raddr6, c.raddr6, 16)
         row.rport = c.rport
         row.snd_mss = c.snd_mss
         row.cwnd = c.cc.cwnd
@@ -48,7 +52,8 @@ cdef inline void conntable_publish(RuntimeHeader *h, CoreState *st, uint64_t now
         row.consumed_off = c.consumed_off
         row.snd_end_off = c.snd_end_off
         # snd_una's send stream offset, recovered from the 64-bit end of the stream
-        row.snd_una_off = c.snd_end_off - <uint32_t>(c.iss + 1 + <uint32_t>c.snd_end_off - c.snd_una)
+        # (signed: once the FIN is acknowledged snd_una is one past the stream)
+        row.snd_una_off = c.snd_end_off - <int32_t>(c.iss + 1 + <uint32_t>c.snd_end_off - c.snd_una)
     h.conntable_rows = rows
     h.conntable_ns = now
     atomic_fence_seq_cst()

@@ -5,7 +5,7 @@
 # or options: a replica reads 64 bytes per descriptor.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from misdtcp.runtime.vocabulary cimport REC_SEGMENT
-from misdtcp.wire.descriptor cimport Descriptor
+from misdtcp.wire.descriptor cimport Descriptor, SEG_TS, SEG_PEER6
 from misdtcp.wire.tcp cimport TcpSegment, TH_ACK, TH_PSH, TH_SYN, TH_URG
 
 cdef enum:
@@ -33,7 +33,7 @@ cdef inline uint16_t wire_segments(uint32_t payload_len, uint16_t gso_size) noex
 cdef inline void describe_segment(Descriptor *d, const TcpSegment *seg, uint16_t frame_flags,
                                   uint16_t gso_size, uint64_t now) noexcept nogil:
     """Fill a REC_SEGMENT descriptor (its `data`, where the payload lies, is
-    the caller's)."""
+    the caller's; for an IPv6 segment, so is the REC_PEER6 before it)."""
     d.kind = REC_SEGMENT
     d.tcp_flags = <uint8_t>seg.flags
     d.frame_flags = frame_flags
@@ -41,7 +41,7 @@ cdef inline void describe_segment(Descriptor *d, const TcpSegment *seg, uint16_t
     d.segments = wire_segments(seg.payload_len, gso_size)
     d.seq = seg.seq
     d.ack = seg.ack
-    d.has_ts = seg.has_ts
+    d.seg_flags = (SEG_TS if seg.has_ts else 0) | (SEG_PEER6 if seg.v6 else 0)
     d.tsval = seg.tsval if seg.has_ts else 0
     d.tsecr = seg.tsecr if seg.has_ts else 0
     d.saddr = seg.saddr
@@ -60,7 +60,9 @@ cdef inline bint can_coalesce(const Descriptor *d, const TcpSegment *seg, uint16
     The rules of Linux's tcp_gro_receive, so the result is a segment the
     peer could have sent: same flow, in order, both carry data, the same
     ACK, window and timestamps, flags ACK (PSH may close the run), every
-    segment but the last full-sized, at most COALESCE_MAX_BYTES."""
+    segment but the last full-sized, at most COALESCE_MAX_BYTES.  (Two IPv6
+    segments with the same flags come from the same REC_PEER6 address: the
+    sequencer writes a new one, which ends the run, when the peer changes.)"""
     cdef uint32_t unit
     if d.kind != REC_SEGMENT or d.tcp_flags != TH_ACK or d.length == 0 or seg.payload_len == 0:
         return False
@@ -70,7 +72,8 @@ cdef inline bint can_coalesce(const Descriptor *d, const TcpSegment *seg, uint16
         return False
     if seg.seq != d.seq + d.length or seg.ack != d.ack or seg.wnd != d.window:
         return False
-    if seg.has_ts != d.has_ts or (seg.has_ts and (seg.tsval != d.tsval or seg.tsecr != d.tsecr)):
+    if d.seg_flags != ((SEG_TS if seg.has_ts else 0) | (SEG_PEER6 if seg.v6 else 0)) or \
+            (seg.has_ts and (seg.tsval != d.tsval or seg.tsecr != d.tsecr)):
         return False
     if frame_flags != d.frame_flags:
         return False

@@ -32,9 +32,9 @@ from misdtcp._tcpcore cimport (TcpCore, CoreState, Replica, Action, ACT_TRANSMIT
                                core_tick, core_app_listen,
                                core_app_unlisten, core_app_connect, core_app_accepted, core_app_consumed,
                                core_app_send, core_app_shutdown, core_app_close, core_app_abort, core_app_setopt,
-                               core_digest)
+                               core_digest, core_peer6)
 from misdtcp._ring cimport BroadcastRing, Ring, ring_bytes, ring_data, ring_descriptor, ring_release
-from misdtcp.wire.descriptor cimport Descriptor
+from misdtcp.wire.descriptor cimport Descriptor, peer6_of
 from misdtcp.wire.frame cimport FRAME_STRIDED
 from misdtcp.frameio.faults cimport FaultInjector
 from misdtcp.frameio.pcap cimport PcapWriter, pcap_flush
@@ -46,19 +46,23 @@ from misdtcp.runtime.queue cimport Message, MessageQueue, mq_post, mq_try_post
 from misdtcp.runtime.readiness cimport READY_READ, READY_WRITE, ready_signal, ready_touch
 from misdtcp.runtime.shm cimport MirroredBuffer, mirror_map
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
-                                         REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REQ_LISTEN, REQ_CONNECT, REQ_ACCEPTED, REQ_CONSUMED,
-                                         REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT, REQ_UNLISTEN,
-                                         REQ_SETOPT)
+                                         REC_CHECKPOINT, REC_SEGMENT, REC_DROPPED, REC_PEER6, REQ_LISTEN, REQ_CONNECT,
+                                         REQ_ACCEPTED, REQ_CONSUMED, REQ_SEND, REQ_SHUTDOWN, REQ_CLOSE, REQ_ABORT,
+                                         REQ_UNLISTEN, REQ_SETOPT, REQ_CONNECT6)
 from misdtcp.runtime.wait cimport WAIT_READY, WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS, ec_notify, wait_for
-from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
+from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4, csum_pseudo_v6
+from misdtcp.wire.bytes cimport rd32
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
+from misdtcp.wire.ipv6 cimport IP6_SOURCE, IP6_DESTINATION
 from misdtcp.wire.tcp cimport TCP_CHECKSUM
 from misdtcp.wire.ethernet cimport ETH_HLEN
-from misdtcp.wire.vnet cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, vnet_clear,
-                                vnet_is_gso)
+from misdtcp.wire.vnet cimport (virtio_net_hdr, VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_TCPV6,
+                                vnet_clear, vnet_is_gso)
 
 # Worker 0 publishes the core's statistics for `misdtcp serve` this often.
 cdef uint64_t STATS_EVERY_NS = 20000000ULL
+# An ACCEPTED or CONNECTED event about an IPv6 peer says so in Message.a (see _post_event).
+cdef uint64_t EVENT_PEER6 = 1ULL << 63
 
 
 cdef inline char *_receive_buffer(Exec *x, uint32_t slot) noexcept nogil:
@@ -333,14 +337,18 @@ cdef void _transmit(Exec *x, Action *a, const uint8_t *frame) noexcept nogil:
                 v.csum_start = a.csum_start
                 v.csum_offset = TCP_CHECKSUM
                 if a.gso_size:
-                    v.gso_type = VNET_GSO_TCPV4
+                    # the kernel cuts it as TSO would (TUN_F_TSO4 / TUN_F_TSO6)
+                    v.gso_type = VNET_GSO_TCPV6 if (pkt[0] >> 4) == 6 else VNET_GSO_TCPV4
                     v.gso_size = a.gso_size
                     v.hdr_len = a.hdr_len
             else:
                 l4 = total - a.csum_start
                 pkt[a.csum_start + TCP_CHECKSUM] = 0
                 pkt[a.csum_start + TCP_CHECKSUM + 1] = 0
-                sum = csum_pseudo_v4(pkt + IP_SOURCE, pkt + IP_DESTINATION, IPPROTO_TCP, l4)
+                if (pkt[0] >> 4) == 6:
+                    sum = csum_pseudo_v6(pkt + IP6_SOURCE, pkt + IP6_DESTINATION, IPPROTO_TCP, l4)
+                else:
+                    sum = csum_pseudo_v4(pkt + IP_SOURCE, pkt + IP_DESTINATION, IPPROTO_TCP, l4)
                 sum = csum_partial(pkt + a.csum_start, a.hdr_len - a.csum_start, sum)
                 c = csum_finish(csum_partial(src, a.length, sum))
                 memcpy(pkt + a.csum_start + TCP_CHECKSUM, &c, 2)
@@ -405,11 +413,19 @@ cdef void _post_event(Exec *x, uint32_t kind, uint32_t handle, uint64_t value) n
     message.c = 0
     if kind == N_ACCEPTED or kind == N_CONNECTED:
         # the application learns who the peer is with the connection itself
-        # (accept() returns the address); b = raddr << 16 | rport, c = lport
+        # (accept() returns the address): IPv4: b = raddr << 16 | rport,
+        # c = lport; IPv6: a = value | rport << 32 | EVENT_PEER6, b and c the
+        # address's halves (value: the listener's port, which is lport, or
+        # the application's tag, below 2^32; it knows the lport it chose)
         peer = core_conn(x.st, handle)
         if peer != NULL:
-            message.b = (<uint64_t>peer.raddr << 16) | peer.rport
-            message.c = peer.lport
+            if peer.v6:
+                message.a = (value & 0xffffffffULL) | (<uint64_t>peer.rport << 32) | EVENT_PEER6
+                message.b = (<uint64_t>rd32(peer.raddr6) << 32) | rd32(peer.raddr6 + 4)
+                message.c = (<uint64_t>rd32(peer.raddr6 + 8) << 32) | rd32(peer.raddr6 + 12)
+            else:
+                message.b = (<uint64_t>peer.raddr << 16) | peer.rport
+                message.c = peer.lport
     message.record = x.cur_seqno
     message.index = index
     if not mq_try_post(x.events, &message):
@@ -669,6 +685,8 @@ cdef const uint8_t *exec_apply(Exec *x, const Descriptor *d, uint64_t seqno, bin
     elif kind == REC_DROPPED:
         x.cnt.frames += 1
         core_dropped(x.st, x.rx, d.reason, d.now_ns)
+    elif kind == REC_PEER6:
+        core_peer6(x.st, peer6_of(d))
     elif kind == REC_REQUEST:
         x.cnt.requests += 1
         apply_request(x.st, x.rx, <const uint8_t *>ring_data(x.ring, d.data), d.now_ns)
@@ -878,6 +896,18 @@ cdef class Executor:
             pcap_flush(self.x.out_stages.pcap)
 
 
+cdef void _connect6(CoreState *st, Replica *rx, const Message *m, uint64_t now) noexcept nogil:
+    """REQ_CONNECT6 (runtime/vocabulary.pxd): the address travels as two
+    big-endian 64-bit words."""
+    cdef uint8_t addr[16]
+    cdef uint32_t i
+    for i in range(8):
+        addr[i] = <uint8_t>(m.a >> (56 - 8 * i))
+        addr[8 + i] = <uint8_t>(m.b >> (56 - 8 * i))
+    core_app_connect(st, rx, m.c, rd32(addr + 12), addr, <uint16_t>(m.record >> 16), <uint16_t>m.record,
+                     <uint16_t>(m.record >> 32), <uint32_t>m.index, now)
+
+
 cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint64_t now) noexcept nogil:
     """One application request (a Message carried by a REC_REQUEST record)."""
     cdef const Message *m = <const Message *>message
@@ -888,8 +918,10 @@ cdef void apply_request(CoreState *st, Replica *rx, const uint8_t *message, uint
     elif m.kind == REQ_LISTEN:
         core_app_listen(st, rx, <uint16_t>m.a, <uint32_t>m.b, now)
     elif m.kind == REQ_CONNECT:
-        core_app_connect(st, rx, m.c, <uint32_t>m.a, <uint16_t>(m.b >> 16), <uint16_t>m.b,
+        core_app_connect(st, rx, m.c, <uint32_t>m.a, NULL, <uint16_t>(m.b >> 16), <uint16_t>m.b,
                          <uint16_t>(m.a >> 32), <uint32_t>(m.b >> 32), now)
+    elif m.kind == REQ_CONNECT6:
+        _connect6(st, rx, m, now)
     elif m.kind == REQ_ACCEPTED:
         core_app_accepted(st, rx, m.handle, now)
     elif m.kind == REQ_SHUTDOWN:

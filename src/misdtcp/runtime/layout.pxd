@@ -148,7 +148,7 @@ ctypedef struct ReadyWant:               # one slot's armed interests (runtime/r
     uint64_t read                        # progress_word(handle, seen + 1): tell me once readable end > seen
     uint64_t write                       # progress_word(handle, acked + 1): tell me once acked > that
 
-ctypedef struct ConnInfo:                # 128 bytes: one connection as worker 0 last published it
+ctypedef struct ConnInfo:                # 192 bytes: one connection as worker 0 last published it
     uint32_t handle
     uint8_t in_use
     uint8_t state
@@ -172,6 +172,9 @@ ctypedef struct ConnInfo:                # 128 bytes: one connection as worker 0
     uint64_t consumed_off                # what the application consumed (as the log delivered it)
     uint64_t snd_end_off                 # send stream bytes the application provided
     uint64_t snd_una_off                 # send stream offset of snd_una
+    uint8_t raddr6[16]                   # an IPv6 peer's address (raddr: its last 32 bits)
+    uint8_t v6
+    uint8_t _pad[47]
 
 ctypedef struct ConnShare:               # 32 bytes: what one worker did for one connection slot
     uint32_t handle                      # the connection these counts belong to

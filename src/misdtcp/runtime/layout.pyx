@@ -37,7 +37,7 @@ _LINE_STARTS = {
     "counters": <uint64_t>&_probe.counters - _base,
     "digests": <uint64_t>&_probe.digests - _base,
 }
-if sizeof(ConnInfo) != 128 or sizeof(ConnShare) != 32 or sizeof(ReadyWant) != 16:
+if sizeof(ConnInfo) != 192 or sizeof(ConnShare) != 32 or sizeof(ReadyWant) != 16:
     raise ImportError("misdtcp.runtime.layout: ConnInfo, ConnShare or ReadyWant changed size")
 if sizeof(WorkerCounters) != 6 * LINE or sizeof(WaitWord) != LINE or any(v % LINE for v in _LINE_STARTS.values()):
     raise ImportError(f"misdtcp.runtime.layout: the shared header is not laid out on cache lines: {_LINE_STARTS}")
@@ -99,7 +99,8 @@ cdef dict _conn_info(ConnInfo *r):
             "rcv_wnd": r.rcv_wnd, "srtt_ns": r.srtt_ns, "rttvar_ns": r.rttvar_ns, "rto_ns": r.rto_ns,
             "retransmits": r.retransmits, "bytes_in": r.bytes_in, "bytes_out": r.bytes_out,
             "segs_in": r.segs_in, "segs_out": r.segs_out, "rcv_nxt_off": r.rcv_nxt_off,
-            "consumed_off": r.consumed_off, "snd_end_off": r.snd_end_off, "snd_una_off": r.snd_una_off}
+            "consumed_off": r.consumed_off, "snd_end_off": r.snd_end_off, "snd_una_off": r.snd_una_off,
+            "raddr6": bytes(r.raddr6[:16]) if r.v6 else None}
 
 
 cdef class SharedView:

@@ -306,7 +306,8 @@ class LiveRuntime:
         inline = self._executor(self._core(0), 0) if self.placement.inline else None
         link = self.link
         run_sequencer(self.areas.ring, self.areas.requests, self.areas.block, self.device_fd, self.wake_fd,
-                      local_address=c.address, tick_ns=c.tick_ns, digest_every=c.digest_every,
+                      local_address=c.address, local_address6=c.core_config.get("local_address6"),
+                      tick_ns=c.tick_ns, digest_every=c.digest_every,
                       faults=self._fault_injector(0), pcap=self._pcap("sequencer"),
                       checkpoint_every=self.areas.ring.data_size // 4 if self.recover else 0, inline=inline,
                       device_ring=link.ring if link else None, link_mac=link.mac if link else None,

@@ -61,6 +61,7 @@ from misdtcp._tcpcore cimport ACT_COPY, ACT_NOTIFY, N_READABLE
 from misdtcp.wire.bytes cimport rd32
 from misdtcp.wire.frame cimport FRAME_IN_DEVICE, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_HDR_LEN
+from misdtcp.wire.ipv6 cimport IP6_HDR_LEN
 from misdtcp.wire.tcp cimport TH_SYN, TCP_SEQUENCE, TCP_FLAGS
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
 
@@ -497,6 +498,7 @@ def run_copy_only(Executor ex, BroadcastRing ring, uint32_t worker, uint32_t nwo
     cdef bint have_base = False, running = True
     cdef uint64_t off64, last_off = 0
     cdef uint32_t last_seq = 0
+    cdef uint32_t ipl
     ex.attach(ring)
     with nogil:
         _begin(x, rg, prefault)
@@ -523,8 +525,9 @@ def run_copy_only(Executor ex, BroadcastRing ring, uint32_t worker, uint32_t nwo
                     break
                 if d.kind == REC_FRAME and not have_base and d.length >= VNET_HDR_LEN + IP_HDR_LEN + 20:
                     f = <const uint8_t *>ring_bytes(rg, d) + VNET_HDR_LEN
-                    if f[((f[0] & 0x0f) * 4) + TCP_FLAGS] & TH_SYN:
-                        base = rd32(f + (f[0] & 0x0f) * 4 + TCP_SEQUENCE) + 1
+                    ipl = IP6_HDR_LEN if (f[0] >> 4) == 6 else (f[0] & 0x0f) * 4
+                    if f[ipl + TCP_FLAGS] & TH_SYN:
+                        base = rd32(f + ipl + TCP_SEQUENCE) + 1
                         have_base = True
                         last_seq = base
                     continue

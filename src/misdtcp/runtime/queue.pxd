@@ -74,4 +74,4 @@ cdef class MessageQueue:
     cdef _attach(self, int fd, uint64_t total, uint64_t control_size, uint32_t capacity)
     cdef void _release(self) noexcept
     cdef int _message(self, Message *m, uint32_t kind, uint32_t handle, uint64_t a, uint64_t b,
-                      uint64_t c) except -1
+                      uint64_t c, uint64_t record=*, uint64_t index=*) except -1

@@ -245,30 +245,31 @@ cdef class MessageQueue:
         return self.queue.capacity
 
     cdef int _message(self, Message *m, uint32_t kind, uint32_t handle, uint64_t a, uint64_t b,
-                             uint64_t c) except -1:
+                             uint64_t c, uint64_t record=0, uint64_t index=0) except -1:
         self._check_open()
         m.kind = kind
         m.handle = handle
         m.a = a
         m.b = b
         m.c = c
-        m.record = 0              # events only (the executor's record and index)
-        m.index = 0
+        m.record = record         # events: the executor's record and index; requests: 0, or more
+        m.index = index           # arguments (REQ_CONNECT6, runtime/vocabulary.pxd)
         return 0
 
-    def try_post(self, uint32_t kind, uint32_t handle=0, uint64_t a=0, uint64_t b=0, uint64_t c=0):
+    def try_post(self, uint32_t kind, uint32_t handle=0, uint64_t a=0, uint64_t b=0, uint64_t c=0,
+                 uint64_t record=0, uint64_t index=0):
         """Post without waiting; False if the queue is full."""
         cdef Message message
-        self._message(&message, kind, handle, a, b, c)
+        self._message(&message, kind, handle, a, b, c, record, index)
         return mq_try_post(&self.queue, &message)
 
     def post(self, uint32_t kind, uint32_t handle=0, uint64_t a=0, uint64_t b=0, uint64_t c=0,
-             uint32_t spin=WAIT_SPIN, double timeout=0.05):
+             uint32_t spin=WAIT_SPIN, double timeout=0.05, uint64_t record=0, uint64_t index=0):
         """Post, waiting (GIL released) for room; returns a WaitStatus (READY = posted)."""
         cdef Message message
         cdef uint64_t timeout_ns = <uint64_t>(timeout * 1e9)
         cdef int rc
-        self._message(&message, kind, handle, a, b, c)
+        self._message(&message, kind, handle, a, b, c, record, index)
         self.busy += 1          # close() refuses while a thread is blocked in here
         with nogil:
             rc = mq_post(&self.queue, &message, spin, timeout_ns)

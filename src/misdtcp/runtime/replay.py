@@ -13,6 +13,8 @@ The sender is well behaved: it stays inside the receive window, and frames
 sender's fast retransmit would.  A reference replica of the core runs over the
 log while it is built, to learn the ISN and how far the application can
 consume (the modeled application consumes in-order data as it arrives).
+With IPv6 addresses for `client` and `server` the connection is an IPv6 one
+(the stack's IPv4 address is then `server4`).
 """
 from __future__ import annotations
 
@@ -34,10 +36,12 @@ VNET_HDR_LEN = 12
 _MESSAGE = struct.Struct("<IIQQQ")          # Message, 32 bytes
 _VNET = struct.Struct("<BBHHHHH")           # virtio_net_hdr_v1, 12 bytes
 _IP = struct.Struct("!BBHHHBBH4s4s")
+_IP6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBBHHH")
 _VNET_F_NEEDS_CSUM = 1
 _VNET_F_DATA_VALID = 2
 _VNET_GSO_TCPV4 = 1
+_VNET_GSO_TCPV6 = 4
 
 
 def _pow2(n: int) -> int:
@@ -63,7 +67,8 @@ class ReplayConfig:
     frame_interval_ns: int = 2_000    # stamped time between frames
     start_ns: int = 1_000_000_000
     client: str = "10.77.0.1"
-    server: str = "10.77.0.2"
+    server: str = "10.77.0.2"         # the stack's address (IPv4 or IPv6, the client's family)
+    server4: str = "10.77.0.2"        # the stack's IPv4 address when `server` is an IPv6 one
     sport: int = 40000
     port: int = 5201
     checksum_flags: int = CSUM_VALID   # what an offloading NIC reports
@@ -77,6 +82,21 @@ class ReplayConfig:
             raise ValueError(f"frame mode {self.mode!r} is not 'mtu' or 'gso'")
         if self.total_bytes <= 0:
             raise ValueError("total_bytes must be positive")
+        if ipaddress.ip_address(self.client).version != ipaddress.ip_address(self.server).version:
+            raise ValueError("the client and the server must be of one address family")
+
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_address(self.server).version == 6
+
+    @property
+    def local_address(self) -> str:
+        """The stack's IPv4 address (TcpCore's first argument)."""
+        return self.server4 if self.ipv6 else self.server
+
+    @property
+    def ip_header(self) -> int:
+        return 40 if self.ipv6 else 20
 
 
 @dataclass
@@ -102,10 +122,13 @@ class ReplayLog:
         self.ring.close()
 
 
-def replay_core_config(core_config: dict | None) -> dict:
+def replay_core_config(core_config: dict | None, replay: ReplayConfig | None = None) -> dict:
     """Core options with the replay defaults filled in (a small connection
-    table: one connection is all a replay has)."""
+    table: one connection is all a replay has; the stack's IPv6 address for
+    an IPv6 replay)."""
     cfg = dict(core_config or {})
+    if replay is not None and replay.ipv6:
+        cfg.setdefault("local_address6", replay.server)
     cfg.setdefault("rcvbuf", 4 << 20)
     cfg.setdefault("sndbuf", 1 << 20)
     cfg.setdefault("max_connections", 4)
@@ -115,22 +138,23 @@ def replay_core_config(core_config: dict | None) -> dict:
 class _Builder:
     def __init__(self, cfg: ReplayConfig, core_config: dict):
         self.cfg = cfg
-        self.core_config = replay_core_config(core_config)
-        self.core = TcpCore(cfg.server, **self.core_config)
+        self.core_config = replay_core_config(core_config, cfg)
+        self.core = TcpCore(cfg.local_address, **self.core_config)
         self.rcvbuf = self.core_config["rcvbuf"]
         self.edge = None                # right edge of the window the stack advertised
         wire = cfg.total_bytes * (1 + cfg.loss + cfg.reorder + cfg.duplicate) + (4 << 20)
         segments = wire // cfg.mss + 1
         self.ring = BroadcastRing(_pow2(2 * segments + 8192), _pow2(wire + segments * 128),
                                   name="misdtcp-replay")
-        self.writer = LogWriter(self.ring, cfg.server, coalesce=cfg.coalesce)
+        self.writer = LogWriter(self.ring, cfg.local_address, coalesce=cfg.coalesce,
+                                local_address6=self.core_config.get("local_address6"))
         self.seen = 0                   # log positions the reference replica has applied
         self.unbatched = 0
         self.frames = 0
         self.payload_bytes = 0
         self.now = cfg.start_ns
-        self.src = ipaddress.IPv4Address(cfg.client).packed
-        self.dst = ipaddress.IPv4Address(cfg.server).packed
+        self.src = ipaddress.ip_address(cfg.client).packed
+        self.dst = ipaddress.ip_address(cfg.server).packed
         self.ident = 0
         self.ts_echo = 0
         self.readable = 0
@@ -148,7 +172,7 @@ class _Builder:
                     self.handle = a.handle
             elif isinstance(a, Transmit):
                 self.segments_out += 1
-                tcp = a.header[20:]
+                tcp = a.header[self.cfg.ip_header:]
                 if tcp[13] & 0x10 and not tcp[13] & 0x02 and self.handle is not None:
                     ack, win = struct.unpack("!I", tcp[8:12])[0], struct.unpack("!H", tcp[14:16])[0]
                     self.edge = (ack + (win << self.wscale)) & 0xFFFFFFFF
@@ -162,15 +186,19 @@ class _Builder:
 
     def frame(self, flags, seq, ack, payload=b"", options=b"", gso_size=0):
         """A frame as the NIC would hand it over: virtio-net header (checksum
-        state, GSO) + IPv4 + TCP + payload."""
+        state, GSO) + IPv4 or IPv6 + TCP + payload."""
         opts = options
         if not opts:
             opts = b"\x01\x01\x08\x0a" + struct.pack("!II", self.tsval, self.ts_echo)
         thl = 20 + len(opts)
-        total = 20 + thl + len(payload)
-        self.ident = (self.ident + 1) & 0xFFFF
-        ip = bytearray(_IP.pack(0x45, 0, total, self.ident, 0x4000, 64, 6, 0, self.src, self.dst))
-        ip[10:12] = struct.pack("!H", internet_checksum(bytes(ip)))
+        iphl = self.cfg.ip_header
+        if self.cfg.ipv6:
+            ip = _IP6.pack(6 << 28 | 0x12345, thl + len(payload), 6, 64, self.src, self.dst)
+        else:
+            total = 20 + thl + len(payload)
+            self.ident = (self.ident + 1) & 0xFFFF
+            ip = bytearray(_IP.pack(0x45, 0, total, self.ident, 0x4000, 64, 6, 0, self.src, self.dst))
+            ip[10:12] = struct.pack("!H", internet_checksum(bytes(ip)))
         tcp = bytearray(_TCP.pack(self.cfg.sport, self.cfg.port, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
                                   (thl // 4) << 4, flags, 65535, 0, 0) + opts)
         if self.cfg.checksum_flags == CSUM_VALID:
@@ -179,10 +207,14 @@ class _Builder:
             vflags = _VNET_F_NEEDS_CSUM
         else:
             vflags = 0
-            pseudo = self.src + self.dst + struct.pack("!BBH", 0, 6, thl + len(payload))
+            if self.cfg.ipv6:
+                pseudo = self.src + self.dst + struct.pack("!II", thl + len(payload), 6)
+            else:
+                pseudo = self.src + self.dst + struct.pack("!BBH", 0, 6, thl + len(payload))
             tcp[16:18] = struct.pack("!H", internet_checksum(pseudo + bytes(tcp) + payload))
-        vnet = _VNET.pack(vflags, _VNET_GSO_TCPV4 if gso_size else 0, 20 + thl if gso_size else 0, gso_size,
-                          20 if vflags == _VNET_F_NEEDS_CSUM else 0, 16 if vflags == _VNET_F_NEEDS_CSUM else 0, 0)
+        gso_type = (_VNET_GSO_TCPV6 if self.cfg.ipv6 else _VNET_GSO_TCPV4) if gso_size else 0
+        vnet = _VNET.pack(vflags, gso_type, iphl + thl if gso_size else 0, gso_size,
+                          iphl if vflags == _VNET_F_NEEDS_CSUM else 0, 16 if vflags == _VNET_F_NEEDS_CSUM else 0, 0)
         return vnet + bytes(ip) + bytes(tcp) + payload
 
     def flush(self):
@@ -220,11 +252,11 @@ class _Builder:
         cfg = self.cfg
         self.request(Request.LISTEN, a=cfg.port, b=16)
         isn_peer = 0x7000_0000 + self.rng.randrange(1 << 24)
-        syn_opts = (struct.pack("!BBH", 2, 4, 1460) + b"\x04\x02" + b"\x08\x0a" +
+        syn_opts = (struct.pack("!BBH", 2, 4, 1440 if cfg.ipv6 else 1460) + b"\x04\x02" + b"\x08\x0a" +
                     struct.pack("!II", self.tsval, 0) + b"\x01\x03\x03\x07")
         self.publish(self.frame(0x02, isn_peer, 0, options=syn_opts))
         self.flush()
-        synack = self.last_out.header[20:]
+        synack = self.last_out.header[cfg.ip_header:]
         isn_stack = struct.unpack("!I", synack[4:8])[0]
         self.wscale = 0
         self.edge = (isn_peer + 1 + struct.unpack("!H", synack[14:16])[0]) & 0xFFFFFFFF

@@ -10,9 +10,10 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memcmp
 
 from misdtcp._ring cimport BroadcastRing, Descriptor, Ring, ring_data, ring_descriptor, ring_release
-from misdtcp._tcpcore cimport TcpCore, core_entry, core_frame, core_dropped, core_tick
+from misdtcp._tcpcore cimport TcpCore, core_entry, core_frame, core_dropped, core_tick, core_peer6
+from misdtcp.wire.descriptor cimport peer6_of
 from misdtcp.runtime.executor cimport apply_request
-from misdtcp.runtime.vocabulary cimport REC_SEGMENT, REC_FRAME, REC_DROPPED, REC_REQUEST, REC_TICK
+from misdtcp.runtime.vocabulary cimport REC_SEGMENT, REC_FRAME, REC_DROPPED, REC_REQUEST, REC_TICK, REC_PEER6
 from misdtcp.wire.vnet cimport VNET_HDR_LEN
 
 # A prime period, so the pattern does not line up with any power-of-two
@@ -93,6 +94,8 @@ def apply_descriptor(TcpCore core, BroadcastRing ring, uint64_t seqno):
         core_frame(core.st, &core.rx, frame, d.length - VNET_HDR_LEN, d.frame_flags, d.gso_size, d.now_ns)
     elif d.kind == REC_DROPPED:
         core_dropped(core.st, &core.rx, d.reason, d.now_ns)
+    elif d.kind == REC_PEER6:
+        core_peer6(core.st, peer6_of(d))
     elif d.kind == REC_REQUEST:
         apply_request(core.st, &core.rx, p, d.now_ns)
     elif d.kind == REC_TICK:

@@ -65,13 +65,13 @@ def run_log(log, *, strategy: str = "misd", workers: int = 1, stripe: int = 1638
     workers = plan.workers(workers)
     if not 1 <= workers <= 16:
         raise ValueError("workers must be between 1 and 16")
-    core_config = replay_core_config(core_config if core_config is not None else log.core_config)
+    core_config = replay_core_config(core_config if core_config is not None else log.core_config, log.config)
     if log.core_config and core_config != log.core_config:
         raise ValueError("core_config differs from the one the log was built with: replicas would diverge")
     if core_config["rcvbuf"] % 4096 or core_config["sndbuf"] % 4096:
         raise ValueError("rcvbuf and sndbuf must be multiples of 4096 (they are mirrored mappings)")
     cpu_list = list(cpus) if cpus else sorted(os.sched_getaffinity(0))
-    address = log.config.server
+    address = log.config.local_address
     state_size = TcpCore.state_size(local_address=address, **core_config)
     log.ring.rewind(plan.ring_consumers(workers))
     areas = SharedAreas(workers=workers, max_connections=core_config["max_connections"],

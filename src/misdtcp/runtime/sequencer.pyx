@@ -9,11 +9,13 @@ It is the serial fraction, so it does only what must be done once:
    header split does: one readv() puts the headers into a small buffer and
    the payload straight at the log's data tail, where it stays (the kernel's
    copy is the only one before the workers' owned copies);
-3. validates each frame once for every replica (IPv4, addresses, TCP header,
-   checksum unless the device vouched for it, options) and writes its
-   64-byte descriptor: a REC_SEGMENT that says everything a replica needs, a
-   REC_DROPPED with the reason, or, for what a descriptor cannot carry (SYN
-   options, SACK blocks, urgent data, ICMP), the whole frame as REC_FRAME;
+3. validates each frame once for every replica (IPv4 or IPv6 with its
+   extension headers, addresses, TCP header, checksum unless the device
+   vouched for it, options) and writes its 64-byte descriptor: a REC_SEGMENT
+   that says everything a replica needs (for an IPv6 peer, after a REC_PEER6
+   naming its address whenever the peer changes), a REC_DROPPED with the
+   reason, or, for what a descriptor cannot carry (SYN options, SACK blocks,
+   urgent data, ICMP), the whole frame as REC_FRAME;
 4. coalesces consecutive in-order segments of one flow into one descriptor
    (runtime/describe.pxd: Linux's GRO rules), so replicas run the core once
    per aggregate;
@@ -49,7 +51,7 @@ eventfd that applications write only when it says it is asleep.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove, memcmp, memset
 
 from libc.stdlib cimport calloc
 from misdtcp._system cimport (pollfd, poll, POLLIN, atomic_load_acquire_u32, atomic_store_release_u32,
@@ -72,11 +74,14 @@ from misdtcp.runtime.layout cimport RuntimeHeader
 from misdtcp.runtime.queue cimport Message, MessageQueue, MsgQueue, mq_try_take
 from misdtcp.runtime.shm cimport MirroredBuffer
 from misdtcp.runtime.vocabulary cimport (REC_FRAME, REC_REQUEST, REC_TICK, REC_DIGEST, REC_STOP,
-                                         REC_CHECKPOINT, REC_DROPPED, REC_SEGMENT)
+                                         REC_CHECKPOINT, REC_DROPPED, REC_PEER6, REC_SEGMENT)
 from misdtcp.runtime.wait cimport WAIT_SPIN, WAIT_STOPPED, WAIT_TIMEOUT_NS
+from misdtcp.wire.descriptor cimport describe_peer6
 from misdtcp.wire.drops cimport DROP_NONE
 from misdtcp.wire.frame cimport FRAME_CSUM_VALID, FRAME_IN_DEVICE, FRAME_STRIDED, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_HDR_LEN, IP_PROTOCOL, IP_VERSION_IHL, IPPROTO_TCP
+from misdtcp.wire.ipv6 cimport (IP6_HDR_LEN, IP6_NEXT_HEADER, IP6_MAX_EXT_HEADERS, IPPROTO_HOPOPTS,
+                                IPPROTO_DSTOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT)
 from misdtcp.wire.tcp cimport TcpSegment, TCP_DATA_OFFSET
 from misdtcp.wire.validate cimport FRAME_IS_ICMP, validate_frame, validate_frame_split
 from misdtcp.wire.vnet cimport virtio_net_hdr, VNET_HDR_LEN, vnet_frame_flags, vnet_gso_size
@@ -102,6 +107,7 @@ ctypedef struct SequencerStats:
     uint64_t in_place        # frames the log points at where the device put them (packet ring)
     uint64_t copied          # frames whose bytes were copied into the log (moved, or out of the stages)
     uint64_t slot_waits      # times the sequencer waited for the consumers to free device slots
+    uint64_t peers6          # REC_PEER6 descriptors (the IPv6 peer changed)
 
 
 ctypedef struct Sequencer:
@@ -110,6 +116,10 @@ ctypedef struct Sequencer:
     MsgQueue *requests
     int fd
     uint32_t local_addr
+    uint8_t local_addr6[16]      # the stack's IPv6 address, when ipv6
+    bint ipv6
+    uint8_t peer6[16]            # the address the last REC_PEER6 named (what replicas hold now) ...
+    bint peer6_valid             # ... once one was written
     bint coalesce
     FrameStages stages
     uint8_t *frame_buffer        # stages mode: a whole frame is read here first
@@ -319,9 +329,22 @@ cdef void _segment(Sequencer *s, const TcpSegment *seg, uint16_t flags, uint16_t
                    uint32_t payload_at) noexcept nogil:
     """A describable segment whose payload lies `payload_at` bytes past the
     data tail: fold it into the pending descriptor when it continues it, else
-    describe it in a new one."""
-    cdef Descriptor *last = ring_last_pending(s.ring)
+    describe it in a new one.  A segment from an IPv6 peer other than the
+    one the replicas hold gets a REC_PEER6 first (which also ends any run:
+    the last pending descriptor is then no segment).  The caller made room
+    for three descriptors."""
+    cdef Descriptor *last
     cdef Descriptor *d
+    if seg.v6 and (not s.peer6_valid or memcmp(seg.saddr6, s.peer6, 16) != 0):
+        d = ring_claim(s.ring, 0)
+        d.kind = REC_PEER6
+        d.frame_flags = 0
+        describe_peer6(d, seg.saddr6)
+        d.now_ns = s.now
+        memcpy(s.peer6, seg.saddr6, 16)
+        s.peer6_valid = True
+        s.stats.peers6 += 1
+    last = ring_last_pending(s.ring)
     if s.coalesce and payload_at == 0 and last != NULL and last.data + last.length == s.ring.data_tail \
             and can_coalesce(last, seg, flags, gso):
         coalesce(last, seg, gso)
@@ -340,22 +363,46 @@ cdef void _frame_at_tail(Sequencer *s, uint32_t n, uint16_t flags, uint16_t gso)
     describe it.  The caller made room for two descriptors and the frame."""
     cdef uint8_t *f = <uint8_t *>ring_data_tail(s.ring)
     cdef TcpSegment seg
-    cdef int r = validate_frame(f + VNET_HDR_LEN, n - VNET_HDR_LEN, flags, gso, s.local_addr, &seg)
+    cdef int r = validate_frame(f + VNET_HDR_LEN, n - VNET_HDR_LEN, flags, gso, s.local_addr,
+                                s.local_addr6 if s.ipv6 else NULL, &seg)
     s.stats.frames += 1
     if r == DROP_NONE and describable(&seg):
         # the payload stays where it lies, after the headers
         _segment(s, &seg, flags, gso, VNET_HDR_LEN + seg.payload_off)
-    elif r == DROP_NONE or r == 255:           # FRAME_IS_ICMP, or a segment no descriptor carries
+    elif r == DROP_NONE or r >= 254:           # FRAME_IS_ICMP(6), or a segment no descriptor carries
         _whole_frame(s, n, flags, gso)
     else:
         _dropped(s, r)
     _count_frame(s)
 
 
+cdef uint32_t _header_length6(const uint8_t *h, uint32_t n) noexcept nogil:
+    """_header_length of an IPv6 frame: past its extension headers (at most
+    as many as validation walks), or 0."""
+    cdef uint32_t off = VNET_HDR_LEN + IP6_HDR_LEN, k, i
+    cdef uint8_t nh
+    if n < off:
+        return 0
+    nh = h[VNET_HDR_LEN + IP6_NEXT_HEADER]
+    for i in range(IP6_MAX_EXT_HEADERS):
+        if nh != IPPROTO_HOPOPTS and nh != IPPROTO_DSTOPTS and nh != IPPROTO_ROUTING and nh != IPPROTO_FRAGMENT:
+            break
+        if n < off + 8:
+            return 0
+        k = 8 if nh == IPPROTO_FRAGMENT else (<uint32_t>h[off + 1] + 1) * 8
+        nh = h[off]
+        off += k
+    if nh != IPPROTO_TCP or n < off + 20:
+        return 0
+    return off + (h[off + TCP_DATA_OFFSET] >> 4) * 4
+
+
 cdef uint32_t _header_length(const uint8_t *h, uint32_t n) noexcept nogil:
-    """vnet + IPv4 + TCP header bytes of a TCP/IPv4 frame whose first n bytes
-    are at h, or 0 when they do not tell (not IPv4/TCP, or too short)."""
+    """vnet + IP + TCP header bytes of a TCP frame whose first n bytes are at
+    h, or 0 when they do not tell (not TCP over IPv4 or IPv6, or too short)."""
     cdef uint32_t ihl
+    if n > VNET_HDR_LEN and (h[VNET_HDR_LEN] >> 4) == 6:
+        return _header_length6(h, n)
     if n < VNET_HDR_LEN + IP_HDR_LEN or (h[VNET_HDR_LEN + IP_VERSION_IHL] >> 4) != 4 or \
             h[VNET_HDR_LEN + IP_PROTOCOL] != IPPROTO_TCP:
         return 0
@@ -380,7 +427,7 @@ cdef void _split_frame(Sequencer *s, uint32_t n) noexcept nogil:
     cdef uint8_t *tail = <uint8_t *>ring_data_tail(s.ring)
     if n >= s.split and length == s.split:
         r = validate_frame_split(s.header + VNET_HDR_LEN, s.split - VNET_HDR_LEN, tail, n - VNET_HDR_LEN,
-                                 flags, gso, s.local_addr, &seg)
+                                 flags, gso, s.local_addr, s.local_addr6 if s.ipv6 else NULL, &seg)
         if r == DROP_NONE and describable(&seg):
             s.stats.frames += 1
             s.stats.split_reads += 1
@@ -395,6 +442,10 @@ cdef void _split_frame(Sequencer *s, uint32_t n) noexcept nogil:
         memcpy(tail, s.header, n)
     s.stats.moved += 1
     s.stats.copied += 1
+    if length == 0:
+        # the split was too short to tell (an IPv6 header is 20 bytes longer
+        # than the IPv4 one the default split expects): the whole frame does
+        length = _header_length(tail, n if n < HEADER_ROOM else HEADER_ROOM)
     if n > length >= VNET_HDR_LEN + IP_HDR_LEN + 20 and length <= HEADER_ROOM:
         s.split = length            # a frame with payload: its flow's header length
     _frame_at_tail(s, n, flags, gso)
@@ -406,7 +457,7 @@ cdef void _staged_frame(void *context, uint8_t *frame, uint32_t n, uint32_t how)
     cdef Sequencer *s = <Sequencer *>context
     cdef const virtio_net_hdr *v = <const virtio_net_hdr *>frame
     cdef uint16_t flags = FRAME_VERIFY_CSUM if how & EMIT_CORRUPTED else vnet_frame_flags(v)
-    if not _room(s, 2, n + FRAME_ALIGN):
+    if not _room(s, 3, n + FRAME_ALIGN):
         return
     memcpy(ring_data_tail(s.ring), frame, n)
     s.stats.copied += 1
@@ -429,7 +480,7 @@ cdef uint32_t _read_frames(Sequencer *s) noexcept nogil:
             s.now = monotonic_ns()
             stages_apply(&s.stages, s.frame_buffer, <uint32_t>n, s.now, _staged_frame, s)
         else:
-            if not _room(s, 2, MAX_FRAME + HEADER_ROOM):
+            if not _room(s, 3, MAX_FRAME + HEADER_ROOM):
                 break
             iov[0].iov_base = s.header
             iov[0].iov_len = s.split
@@ -504,7 +555,7 @@ cdef void _slot_frame(Sequencer *s, tpacket2_hdr *h, uint32_t index) noexcept no
         _count_frame(s)
     else:
         s.stats.frames += 1
-        r = validate_frame(lf.ip, lf.ip_len, lf.flags, lf.gso_size, s.local_addr, &seg)
+        r = validate_frame(lf.ip, lf.ip_len, lf.flags, lf.gso_size, s.local_addr, NULL, &seg)
         last = ring_last_pending(s.ring)
         if r == DROP_NONE and describable(&seg) and \
                 _continues_in_device(s, last, &seg, at + lf.ip_off + seg.payload_off, lf.flags | FRAME_IN_DEVICE,
@@ -612,14 +663,23 @@ cdef void _wait_for_slots(Sequencer *s, bint recoverable) noexcept nogil:
 
 cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
                str local_address, uint64_t digest_every, FaultInjector faults, PcapWriter pcap,
-               bint coalesce_segments, RxRing device_ring=None, bytes link_mac=None,
-               bytes peer_mac=None) except -1:
+               bint coalesce_segments, object local_address6=None, RxRing device_ring=None,
+               bytes link_mac=None, bytes peer_mac=None) except -1:
     cdef uint8_t no_mac[6]
+    cdef bytes packed6
+    if device_ring is not None and local_address6 is not None:
+        # the link step takes IPv4 and ARP only (no neighbour discovery)
+        raise ValueError("a packet-ring device carries IPv4 only: no IPv6 address on it")
     s.ring = &ring.ring
     s.h = <RuntimeHeader *>block.base if block is not None else NULL
     s.requests = &requests.queue if requests is not None else NULL
     s.fd = device_fd
     s.local_addr = int(ipaddress.IPv4Address(local_address))
+    s.ipv6 = local_address6 is not None
+    if s.ipv6:
+        packed6 = ipaddress.IPv6Address(local_address6).packed
+        memcpy(s.local_addr6, <const char *>packed6, 16)
+    s.peer6_valid = False
     s.coalesce = coalesce_segments
     s.stages.faults = &faults.state if faults is not None else NULL
     s.stages.pcap = &pcap.file if pcap is not None else NULL
@@ -645,7 +705,7 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
     s.checkpoint_data_at = 0
     s.checkpoint_entry_at = 0
     s.stats.frames = s.stats.split_reads = s.stats.moved = s.stats.segments = 0
-    s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = 0
+    s.stats.coalesced = s.stats.whole_frames = s.stats.dropped = s.stats.peers6 = 0
     s.stats.in_place = s.stats.copied = s.stats.slot_waits = 0
     s.device_ring = device_ring is not None
     s.rx_head = s.give_back = s.held = 0
@@ -671,7 +731,8 @@ cdef int _init(Sequencer *s, BroadcastRing ring, MessageQueue requests, Mirrored
 
 
 def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer block, int device_fd,
-                  int wake_fd, *, str local_address, uint64_t tick_ns=5000000, uint64_t digest_every=0,
+                  int wake_fd, *, str local_address, local_address6=None, uint64_t tick_ns=5000000,
+                  uint64_t digest_every=0,
                   FaultInjector faults=None, PcapWriter pcap=None, uint64_t checkpoint_every=0,
                   bint coalesce_segments=True, Executor inline=None, RxRing device_ring=None,
                   bytes link_mac=None, bytes peer_mac=None):
@@ -696,7 +757,7 @@ def run_sequencer(BroadcastRing ring, MessageQueue requests, MirroredBuffer bloc
     cdef uint8_t scratch[8]
     cdef uint64_t t0, room0
     _init(&s, ring, requests, block, device_fd, local_address, digest_every, faults, pcap, coalesce_segments,
-          device_ring, link_mac, peer_mac)
+          local_address6, device_ring, link_mac, peer_mac)
     if s.device_ring and ring.ring.device != <char *>s.rx.base:
         free(s.slot_need)
         free(s.frame_buffer)
@@ -815,9 +876,9 @@ cdef class LogWriter:
     cdef Sequencer s
     cdef BroadcastRing ring_owner
 
-    def __cinit__(self, BroadcastRing ring, str local_address, *, bint coalesce=True):
+    def __cinit__(self, BroadcastRing ring, str local_address, *, bint coalesce=True, local_address6=None):
         self.ring_owner = ring
-        _init(&self.s, ring, None, None, -1, local_address, 0, None, None, coalesce)
+        _init(&self.s, ring, None, None, -1, local_address, 0, None, None, coalesce, local_address6)
 
     def __dealloc__(self):
         free(self.s.frame_buffer)
@@ -829,7 +890,7 @@ cdef class LogWriter:
         cdef uint32_t head
         if n > MAX_FRAME:
             raise ValueError(f"a frame of {n} bytes is larger than any device delivers")
-        if not ring_has_room(self.s.ring, 2, MAX_FRAME + HEADER_ROOM):
+        if not ring_has_room(self.s.ring, 3, MAX_FRAME + HEADER_ROOM):
             return False
         self.s.now = now
         head = self.s.split if n > self.s.split else n

@@ -17,6 +17,8 @@ cdef enum:
     REC_CHECKPOINT = 6   # workers snapshot their replica state here (recovery)
     REC_SEGMENT = 7      # a TCP segment described by the descriptor itself, payload in the data area
     REC_DROPPED = 8      # a frame the sequencer's validation dropped (`reason`)
+    REC_PEER6 = 9        # the IPv6 address the following SEG_PEER6 segments come from (in the
+                         # descriptor itself: wire/descriptor.pxd, describe_peer6)
 
 cdef enum:
     REQ_LISTEN = 1       # a = port, b = backlog
@@ -29,3 +31,6 @@ cdef enum:
     REQ_ABORT = 8        # handle
     REQ_UNLISTEN = 9     # a = port
     REQ_SETOPT = 10      # handle = connection (or port, c = 1: a listener), a = OPT_*, b = value
+    REQ_CONNECT6 = 11    # a, b = the IPv6 address (bytes 0..7 and 8..15 as big-endian words), c = tag,
+                         # record = rport << 16 | lport | mss << 32, index = rcvbuf (requests carry no
+                         # record or index of their own)

@@ -17,6 +17,7 @@ class Record(enum.IntEnum):
     CHECKPOINT = REC_CHECKPOINT
     SEGMENT = REC_SEGMENT
     DROPPED = REC_DROPPED
+    PEER6 = REC_PEER6
 
 
 class Request(enum.IntEnum):
@@ -31,6 +32,7 @@ class Request(enum.IntEnum):
     ABORT = REQ_ABORT
     UNLISTEN = REQ_UNLISTEN
     SETOPT = REQ_SETOPT
+    CONNECT6 = REQ_CONNECT6
 
 
 class Event(enum.IntEnum):

@@ -68,7 +68,8 @@ def reap_stale(prefix: str = TEST_PREFIX) -> list[str]:
 
 # -- nftables loss -------------------------------------------------------------
 class NftLoss:
-    """Drop ``percent`` % of the packets on interface ``ifname`` inside ``ns``, at random.
+    """Drop ``percent`` % of the packets on interface ``ifname`` inside ``ns``, at random:
+    IPv4 ones (``family="ip"``), IPv6 ones (``"ip6"``) or both (``"inet"``).
 
     ``direction="ingress"`` hooks prerouting and matches ``iifname``: for a TUN
     that is the stack->kernel direction, real loss the kernel cannot see.
@@ -80,11 +81,14 @@ class NftLoss:
 
     TABLE = "misdtcp_loss"
 
-    def __init__(self, ns: Netns, ifname: str, percent: int, direction: str = "ingress"):
+    def __init__(self, ns: Netns, ifname: str, percent: int, direction: str = "ingress", family: str = "ip"):
         if not isinstance(percent, int) or not 0 <= percent <= 100:
             raise NetnsError(f"loss percent must be an integer from 0 to 100, not {percent!r}.")
         if direction not in ("ingress", "egress"):
             raise NetnsError(f"direction must be 'ingress' or 'egress', not {direction!r}.")
+        if family not in ("ip", "ip6", "inet"):
+            raise NetnsError(f"family must be 'ip', 'ip6' or 'inet', not {family!r}.")
+        self.family = family
         if not re.match(r"^[A-Za-z0-9_.-]{1,15}$", ifname):
             raise NetnsError(f"{ifname!r} is not a valid interface name.")
         if shutil.which("nft") is None:
@@ -100,7 +104,7 @@ class NftLoss:
         # priority -300: before conntrack (-200), so dropped packets never
         # create conntrack state and the loss is independent of other rules.
         return (
-            f"table ip {self.TABLE} {{\n"
+            f"table {self.family} {self.TABLE} {{\n"
             f"  chain loss {{ type filter hook {hook} priority -300; policy accept;\n"
             f"    {match} \"{self.ifname}\" numgen random mod 100 < {self.percent} counter drop\n"
             f"  }}\n"
@@ -116,11 +120,11 @@ class NftLoss:
         if self._installed:
             self._installed = False
             if self.ns.exists:
-                self.ns.run(["nft", "delete", "table", "ip", self.TABLE], check=False)
+                self.ns.run(["nft", "delete", "table", self.family, self.TABLE], check=False)
 
     def dropped(self) -> int:
         """Packets dropped by the rule so far (its nftables counter)."""
-        out = self.ns.run(["nft", "-j", "list", "table", "ip", self.TABLE]).stdout
+        out = self.ns.run(["nft", "-j", "list", "table", self.family, self.TABLE]).stdout
         for item in json.loads(out)["nftables"]:
             rule = item.get("rule")
             if not rule:
@@ -132,7 +136,7 @@ class NftLoss:
 
     def installed_in_kernel(self) -> bool:
         proc = self.ns.run(["nft", "list", "tables"], check=False)
-        return f"table ip {self.TABLE}" in proc.stdout.decode()
+        return f"table {self.family} {self.TABLE}" in proc.stdout.decode()
 
     def __enter__(self) -> "NftLoss":
         return self.install()

@@ -5,9 +5,10 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4
+from misdtcp.wire.checksum cimport csum_partial, csum_finish, csum_pseudo_v4, csum_pseudo_v6
 from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
+from misdtcp.wire.ipv6 cimport IP6_HDR_LEN, IP6_SOURCE, IP6_DESTINATION
 from misdtcp.wire.tcp cimport (TcpSegment, TcpOptionsOut, OPT_OK, MAX_SACK_BLOCKS, TCP_CHECKSUM,
                                TCP_HDR_LEN, TCP_MAX_HDR, parse_tcp_options, write_tcp_options)
 
@@ -21,16 +22,23 @@ def internet_checksum(data, uint64_t initial=0):
 
 
 def finish_tcp_packet(header, payload=b""):
-    """Complete an IPv4/TCP packet whose TCP checksum field holds the folded
-    pseudo-header sum (the NEEDS_CSUM convention of Transmit actions)."""
+    """Complete an IPv4/TCP or IPv6/TCP packet whose TCP checksum field holds
+    the folded pseudo-header sum (the NEEDS_CSUM convention of Transmit
+    actions)."""
     cdef bytearray pkt = bytearray(header) + bytearray(payload)
     cdef unsigned char[::1] v = pkt
-    cdef uint32_t ihl = (v[0] & 0x0f) * 4
+    cdef bint v6 = (v[0] >> 4) == 6
+    cdef uint32_t ihl = IP6_HDR_LEN if v6 else (v[0] & 0x0f) * 4
     cdef uint32_t l4 = v.shape[0] - ihl
+    cdef uint64_t pseudo
     cdef uint16_t c
     v[ihl + TCP_CHECKSUM] = 0
     v[ihl + TCP_CHECKSUM + 1] = 0
-    c = csum_finish(csum_partial(&v[ihl], l4, csum_pseudo_v4(&v[IP_SOURCE], &v[IP_DESTINATION], IPPROTO_TCP, l4)))
+    if v6:
+        pseudo = csum_pseudo_v6(&v[IP6_SOURCE], &v[IP6_DESTINATION], IPPROTO_TCP, l4)
+    else:
+        pseudo = csum_pseudo_v4(&v[IP_SOURCE], &v[IP_DESTINATION], IPPROTO_TCP, l4)
+    c = csum_finish(csum_partial(&v[ihl], l4, pseudo))
     memcpy(&v[ihl + TCP_CHECKSUM], &c, 2)
     return bytes(pkt)
 

@@ -5,14 +5,14 @@
 # and DROP_ARP_* ones.
 cdef enum:
     DROP_NONE = 0
-    DROP_IP_TRUNCATED        # shorter than an IPv4 header, or than its total length
+    DROP_IP_TRUNCATED        # shorter than an IP header, or than its total (payload) length
     DROP_IP_VERSION
     DROP_IP_HEADER_LENGTH
     DROP_IP_CHECKSUM
     DROP_IP_FRAGMENT
     DROP_NOT_FOR_US
-    DROP_BAD_SOURCE          # broadcast, multicast, loopback or zero source
-    DROP_PROTOCOL            # neither TCP nor ICMP
+    DROP_BAD_SOURCE          # broadcast, multicast, loopback, zero (or IPv4-mapped IPv6) source
+    DROP_PROTOCOL            # neither TCP nor ICMP (ICMPv6), after any IPv6 extension headers
     DROP_ICMP                # ICMP we do not act on: malformed, or neither an echo request nor a TCP error
     DROP_TCP_HEADER          # data offset < 5 or beyond the segment
     DROP_TCP_CHECKSUM
@@ -46,4 +46,11 @@ cdef enum:
     DROP_LINK_NOT_FOR_US     # destination MAC neither ours nor broadcast
     DROP_LINK_TYPE           # neither IPv4 nor ARP (IPv6, a VLAN tag, ...)
     DROP_ARP_NOT_FOR_US      # ARP other than a request for our address (replies, other targets)
+    # IPv6 (wire/ipv6.pxd)
+    DROP_IP6_EXT_HEADER      # IPv6 extension header malformed: truncated, overrunning, a bad option TLV or
+                             # PadN, hop-by-hop not first (RFC 8200 §4.1-4.3), too many options
+    DROP_IP6_EXT_CHAIN       # more IPv6 extension headers than a host takes (RFC 8504 §5.3)
+    DROP_IP6_ROUTING         # a routing header with segments left: type 0 (RFC 5095 §3) or any other
+                             # (RFC 8200 §4.4: a host routes nothing)
+    DROP_IP6_OPTION          # an IPv6 option whose type says to discard the packet (RFC 8200 §4.2)
     DROP_REASON_COUNT

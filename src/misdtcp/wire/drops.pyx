@@ -9,7 +9,8 @@ DROP_NAMES = ("none", "ip_truncated", "ip_version", "ip_header_length", "ip_chec
               "ack_unsent", "ack_too_old", "syn_sent_bad", "reassembly_full", "after_close",
               "data_after_fin", "time_wait", "rst_time_wait", "icmp_no_connection", "icmp_stale",
               "syn_data",
-              "link_truncated", "link_not_for_us", "link_type", "arp_not_for_us")
+              "link_truncated", "link_not_for_us", "link_type", "arp_not_for_us",
+              "ip6_ext_header", "ip6_ext_chain", "ip6_routing", "ip6_option")
 
 if len(DROP_NAMES) != DROP_REASON_COUNT:
     raise ImportError("misdtcp.wire.drops: DROP_NAMES does not match the drop reasons")

@@ -6,10 +6,11 @@
 # call to parse.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t
 from misdtcp.wire.bytes cimport rd16, rd32, wr16, wr32
-from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_pseudo_v4
+from misdtcp.wire.checksum cimport csum_partial, csum_fold, csum_pseudo_v4, csum_pseudo_v6
 from misdtcp.wire.drops cimport DROP_NONE, DROP_TCP_HEADER, DROP_TCP_CHECKSUM, DROP_TCP_OPTIONS
 from misdtcp.wire.frame cimport FRAME_CSUM_PARTIAL, FRAME_CSUM_VALID, FRAME_VERIFY_CSUM
 from misdtcp.wire.ipv4 cimport IP_SOURCE, IP_DESTINATION, IPPROTO_TCP
+from misdtcp.wire.ipv6 cimport IP6_SOURCE, IP6_DESTINATION
 
 # Field offsets in the header (RFC 9293 §3.1).
 cdef enum:
@@ -24,7 +25,7 @@ cdef enum:
     TCP_URGENT = 18
     TCP_HDR_LEN = 20         # without options
     TCP_MAX_HDR = 60
-    MAX_HDR = 80             # IPv4 (no options) + TCP with full options
+    MAX_HDR = 100            # IPv6 (no extension headers) + TCP with full options
     MAX_SACK_BLOCKS = 4
 
 # TCP flag bits (RFC 9293 §3.1, RFC 3168 for ECE/CWR)
@@ -55,10 +56,12 @@ cdef enum:
     OPT_MALFORMED = 1
 
 ctypedef struct TcpSegment:
-    # from the network header (see ipv4.pxd)
-    uint32_t saddr
+    # from the network header (see ipv4.pxd, ipv6.pxd)
+    uint32_t saddr           # IPv4: the source; IPv6: the last 32 bits of saddr6
     uint32_t daddr
-    uint32_t ip_len          # IPv4 total length (trailing padding excluded)
+    uint32_t ip_len          # IPv4 total length, IPv6 40 + payload length (trailing padding excluded)
+    uint8_t v6               # it came over IPv6: saddr6 holds the source
+    uint8_t saddr6[16]       # IPv6 source address, network order (IPv6 only)
     # TCP
     uint32_t tcp_off         # offset of the TCP header in the frame
     uint16_t sport
@@ -241,8 +244,8 @@ cdef inline uint32_t write_tcp_header(uint8_t *p, uint16_t sport, uint16_t dport
 
 cdef inline int parse_tcp(const uint8_t *f, uint32_t head, const uint8_t *rest, uint32_t frame_flags,
                           TcpSegment *seg) noexcept nogil:
-    """Validate and parse the TCP header that follows a parsed IPv4 header
-    (seg.tcp_off and seg.ip_len are set from it).
+    """Validate and parse the TCP header that follows a parsed IPv4 or IPv6
+    header (seg.tcp_off, seg.ip_len and seg.v6 are set from it).
 
     The frame's first `head` bytes are at f; a frame read split in two (the
     headers into one buffer, the payload straight to its place) continues at
@@ -259,7 +262,10 @@ cdef inline int parse_tcp(const uint8_t *f, uint32_t head, const uint8_t *rest, 
         return DROP_TCP_HEADER
     if (frame_flags & FRAME_VERIFY_CSUM) or not (frame_flags & (FRAME_CSUM_PARTIAL | FRAME_CSUM_VALID)):
         first = head - off if l4len > head - off else l4len
-        sum = csum_partial(t, first, csum_pseudo_v4(f + IP_SOURCE, f + IP_DESTINATION, IPPROTO_TCP, l4len))
+        if seg.v6:
+            sum = csum_partial(t, first, csum_pseudo_v6(f + IP6_SOURCE, f + IP6_DESTINATION, IPPROTO_TCP, l4len))
+        else:
+            sum = csum_partial(t, first, csum_pseudo_v4(f + IP_SOURCE, f + IP_DESTINATION, IPPROTO_TCP, l4len))
         if first < l4len:
             # `first` is the TCP header length here: a multiple of 4, so the
             # second part's 16-bit words line up with the first's
