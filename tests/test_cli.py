@@ -189,6 +189,9 @@ def bad_cpu():
     (["--kernel-address6", "10.0.0.1/24"], "--kernel-address6 '10.0.0.1/24' is not an IPv6 address/prefix"),
     (["--kernel-address6", "fd00:77::1"], "--kernel-address6 fd00:77::1 has no prefix length (like fd00:77::1/64)"),
     (["--mtu", "1000"], "IPv6 needs an MTU of at least 1280, not 1000; add --no-ipv6 for a smaller one"),
+    (["--device", "packet-ring", "--kernel-address6", "fd00:77::1/64"],
+     "--device packet-ring carries IPv4 only: leave out --address6 and --kernel-address6, or use --device tun "
+     "for IPv6"),
     (["--workers", str(len(ALLOWED) + 1), "--cpus", ",".join(map(str, ALLOWED))],
      f"{len(ALLOWED) + 1} workers need at least {len(ALLOWED) + 1} CPUs, but only {len(ALLOWED)} are given "
      f"({','.join(map(str, ALLOWED))})"),
