@@ -236,7 +236,7 @@ def test_reverse_sends_in_order_as_gso_super_frames(workers, placement):
         assert rc == 0, result.get("error")
         assert result["end"]["sum_received"]["bytes"] > 16 << 20
         assert wait_for(lambda: stack.core_stats()[0]["segs_out"] > 1000, timeout=5)
-        stats, _ = stack.core_stats()
+        stats, _ = stack.core_stats(fresh=True)
         counters = stack.worker_counters()
         # the kernel saw no hole, so the stack never entered fast retransmit --
         # except after a hand-off that gave up waiting (50 ms: a process
@@ -244,8 +244,11 @@ def test_reverse_sends_in_order_as_gso_super_frames(workers, placement):
         # of order on purpose (docs/DESIGN.md, "Send path")
         gave_up = sum(c["order_waits"]["timeouts"] for c in counters)
         assert stats["fast_retransmits"] <= gave_up
-        if gave_up == 0:
-            assert stats["retransmits"] <= stats["segs_out"] // 1000
+        if stats["rto_expired"] == 0 and gave_up == 0:
+            # nothing sent twice but what a timer sent: a stack starved of CPU
+            # on a loaded machine sees its probe timeout fire before the ACKs
+            # come (as tests/test_e2e_transfer.py's TUN version allows)
+            assert stats["retransmits"] - stats["tail_loss_probes"] <= stats["segs_out"] // 1000
         assert all(c["write_errors"] == 0 for c in counters)
         # written in batches (sendmmsg), several frames per system call
         assert sum(c["segments_sent"] for c in counters) > sum(c["tx_batches"] for c in counters) > 0
