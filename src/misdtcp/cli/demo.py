@@ -6,7 +6,8 @@ printed as soon as it is measured, and a plot of it all.
    namespaces) as the reference, then `misdtcp serve` on `device` (a TUN, or
    a veth pair read through a packet ring) for workers 1..min(CPUs,
    max_workers), with and without offload -- each as Gbit/s and as a ratio to
-   the kernel in the same run.
+   the kernel in the same run; on a TUN also 1 worker over IPv6, with and
+   without offload, against IPv4's row too (the packet ring is IPv4 only).
 2. Replay scaling, the stack's own work with no device in the way (the
    frames of one connection already in ring memory, as a NIC would have put
    them): `single` (the baseline), then misd with 1..N workers, for 64 KiB
