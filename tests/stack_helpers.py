@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 
-from netns_helpers import make_device_netns, require_netns
+from netns_helpers import make_device_netns, make_tun_netns, require_netns
 
 from misdtcp.api import Stack
 from misdtcp.apps import discard, echo, iperf3
@@ -91,3 +91,19 @@ def receive_transfer(stack, ns, total, *, during=None, timeout=20.0, port=9):
     assert rc == 0, f"the sender failed: {err.strip()}"
     sent, sent_digest = out.split()
     return got, digest.hexdigest(), int(sent), sent_digest
+
+
+@contextlib.contextmanager
+def bare_stack(**stack_options):
+    """Yields (ns, stack): a started stack on a TUN in a fresh namespace, no
+    app (the test listens itself); everything removed afterwards."""
+    require_netns()
+    ns, tun = make_tun_netns()
+    stack = Stack(tun, address=STACK_ADDR, **stack_options)
+    try:
+        stack.start()
+        yield ns, stack
+    finally:
+        stack.stop()
+        tun.close()
+        ns.delete()

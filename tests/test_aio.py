@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from misdtcp.api import Stack
 from misdtcp.api.aio import AsyncListener, open_connection, start_server
-from netns_helpers import finish, kernel_sink, make_tun_netns, require_netns
+from stack_helpers import bare_stack
+from netns_helpers import finish, kernel_sink
 
 pytestmark = pytest.mark.netns
 KERNEL = "10.77.0.1"
@@ -32,16 +32,8 @@ def run(loop_kind, coro, timeout=60):
 
 @pytest.fixture
 def stack():
-    require_netns()
-    ns, tun = make_tun_netns()
-    s = Stack(tun, address=STACK, workers=2, max_connections=640, rcvbuf=65536, sndbuf=65536)
-    try:
-        s.start()
-        yield ns, s
-    finally:
-        s.stop()
-        tun.close()
-        ns.delete()
+    with bare_stack(workers=2, max_connections=640, rcvbuf=65536, sndbuf=65536) as running:
+        yield running
 
 
 def kernel_client(ns, code):

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from misdtcp.api.aio import AsyncListener, open_connection
-from misdtcp.api import Stack
-from netns_helpers import finish, kernel_sink, make_tun_netns, require_netns
+from stack_helpers import bare_stack
+from netns_helpers import finish, kernel_sink
 
 pytestmark = pytest.mark.netns
 KERNEL = "10.77.0.1"
@@ -19,16 +19,8 @@ STACK = "10.77.0.2"
 
 @pytest.fixture
 def stack():
-    require_netns()
-    ns, tun = make_tun_netns()
-    s = Stack(tun, address=STACK, workers=2)
-    try:
-        s.start()
-        yield ns, s
-    finally:
-        s.stop()
-        tun.close()
-        ns.delete()
+    with bare_stack(workers=2) as running:
+        yield running
 
 
 @pytest.mark.timeout(120)
